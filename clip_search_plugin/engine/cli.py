@@ -1,0 +1,175 @@
+"""Command line: python -m clip_search_plugin.engine {index,search,similar,info,serve} ...
+
+Exit codes: 0 done; 2 bad input or a known problem (one line on stderr saying what to do); 1 internal
+error; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+from .errors import ClipSearchError
+from .export import to_feature_collection, write_regions
+from .models import DEFAULT_PRESET, PRESETS
+from .service import Service
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m clip_search_plugin.engine",
+                                description="Index rasters with CLIP and search them in plain language.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    ix = sub.add_parser("index", help="index a raster")
+    ix.add_argument("raster")
+    ix.add_argument("--model", default=DEFAULT_PRESET,
+                    help=f"preset ({', '.join(PRESETS)}), open_clip architecture, or hf-hub:NAME")
+    ix.add_argument("--pretrained", help="weights tag, checkpoint file, or 'none' (random weights, tests only)")
+    ix.add_argument("--output", help="index folder (default: the user cache folder)")
+    ix.add_argument("--tile-size", type=float, default=224.0, help="base tile size (default 224)")
+    ix.add_argument("--tile-units", choices=("px", "m"), default="px", help="tile size in pixels or metres")
+    ix.add_argument("--overlap", type=float, default=0.5, help="fraction shared by neighbours (default 0.5)")
+    ix.add_argument("--scales", type=float, nargs="+", default=[1.0], help="multiples of the tile, e.g. 1 2 4")
+    ix.add_argument("--max-empty", type=float, default=0.8, help="skip tiles emptier than this (default 0.8)")
+    ix.add_argument("--bands", type=int, nargs="+", help="1-based bands to use as R G B (or one for grey)")
+    ix.add_argument("--bbox", type=float, nargs=4, metavar=("XMIN", "YMIN", "XMAX", "YMAX"),
+                    help="index only this area (raster CRS)")
+    ix.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    ix.add_argument("--batch-size", type=int, default=0)
+    ix.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    for name, helptext in (("search", "search an index with text"), ("similar", "find tiles like an example")):
+        sp = sub.add_parser(name, help=helptext)
+        sp.add_argument("index", help="index folder")
+        if name == "search":
+            sp.add_argument("query")
+            sp.add_argument("--raw", action="store_true", help="use the query as is, without prompt templates")
+        else:
+            sp.add_argument("--tile-id", type=int, nargs="+", help="example tile id(s)")
+            sp.add_argument("--example-bbox", type=float, nargs=4, metavar=("XMIN", "YMIN", "XMAX", "YMAX"),
+                            help="example area in the raster's CRS")
+        sp.add_argument("--top-k", type=int, default=20, help="number of best tiles (default 20)")
+        sp.add_argument("--threshold", type=float, help="minimum score (cosine similarity)")
+        sp.add_argument("--bbox", type=float, nargs=4, metavar=("XMIN", "YMIN", "XMAX", "YMAX"),
+                        help="search only this area (raster CRS)")
+        sp.add_argument("--no-merge", action="store_true", help="one result per tile, no merging")
+        sp.add_argument("--format", choices=("table", "geojson", "gpkg", "shp", "json"), default=None)
+        sp.add_argument("-o", "--output", help="write results to this file (.gpkg, .geojson, .shp)")
+
+    inf = sub.add_parser("info", help="describe an index")
+    inf.add_argument("index")
+    sv = sub.add_parser("serve", help="run the JSON-lines engine process on stdin/stdout")
+    sv.add_argument("--device", default="auto")
+    return p
+
+
+class TerminalProgress:
+    """A one-line progress bar on stderr when it is a terminal; silent otherwise."""
+
+    def __init__(self) -> None:
+        self.enabled = sys.stderr.isatty()
+        self.started = time.perf_counter()
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled or total <= 0:
+            return
+        width = 30
+        filled = int(width * done / total)
+        rate = done / max(1e-9, time.perf_counter() - self.started)
+        sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} tiles  {rate:.1f}/s")
+        if done >= total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def _index_params(a: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "raster": a.raster, "output": a.output, "device": a.device, "batch_size": a.batch_size,
+        "model": {"name": a.model, "pretrained": a.pretrained},
+        "tiling": {"tile_size": a.tile_size, "tile_units": a.tile_units, "overlap": a.overlap,
+                   "scales": a.scales, "max_empty_fraction": a.max_empty, "bands": a.bands,
+                   "area": a.bbox},
+    }
+
+
+def _search_params(a: argparse.Namespace) -> dict[str, Any]:
+    params: dict[str, Any] = {"index": a.index, "top_k": a.top_k, "threshold": a.threshold,
+                              "area": a.bbox, "merge": not a.no_merge}
+    if a.command == "search":
+        params.update(query=a.query, templates="raw" if a.raw else "default")
+    else:
+        params.update(tile_ids=a.tile_id, bbox=a.example_bbox)
+    return params
+
+
+def _print_table(result: dict[str, Any]) -> None:
+    if result["random_weights"]:
+        print("NOTE: this index uses RANDOM WEIGHTS (test model); scores and ranks are meaningless.")
+    print(f"query: {result['query']!r}   model: {result['model']}   {len(result['regions'])} region(s)")
+    print(f"{'rank':>4}  {'score':>7}  {'tiles':>5}  {'area':>12}  bounds (xmin, ymin, xmax, ymax)")
+    for r in result["regions"]:
+        b = ", ".join(f"{v:.6g}" for v in r["bounds"])
+        print(f"{r['rank']:>4}  {r['score']:>7.4f}  {r['tile_count']:>5}  {r['area']:>10.1f}{r['area_units']:>3}  {b}")
+
+
+def _output_results(a: argparse.Namespace, result: dict[str, Any]) -> None:
+    fmt = a.format or ("table" if not a.output else None)
+    if a.output:
+        path = write_regions(a.output, result["regions"], result["query"], result["crs_wkt"],
+                             result["random_weights"], None if fmt in (None, "table", "json") else fmt)
+        print(f"wrote {len(result['regions'])} region(s) to {path}", file=sys.stderr)
+        if a.format is None:
+            return
+    if fmt == "geojson":
+        json.dump(to_feature_collection(result["regions"], result["query"], result["crs_wkt"],
+                                        result["random_weights"]), sys.stdout)
+        print()
+    elif fmt == "json":
+        json.dump(result, sys.stdout, indent=1)
+        print()
+    elif fmt == "table":
+        _print_table(result)
+
+
+def run(argv: list[str] | None = None) -> int:
+    a = _parser().parse_args(argv)
+    if a.command == "serve":
+        from .worker import serve
+
+        return serve(a.device)
+    service = Service(getattr(a, "device", "auto"))
+    never = lambda: False  # noqa: E731
+    if a.command == "index":
+        result = service.handle("index", _index_params(a), TerminalProgress(), never)
+        if a.json:
+            print(json.dumps(result, indent=1))
+        else:
+            print(f"indexed {result['tiles']} tiles ({result['skipped_empty']} empty skipped) in "
+                  f"{result['seconds']:.1f} s with {result['model']}\nindex: {result['path']}")
+        return 0
+    if a.command == "info":
+        print(json.dumps(service.handle("info", {"index": a.index}, lambda d, t: None, never), indent=1))
+        return 0
+    result = service.handle(a.command, _search_params(a), lambda d, t: None, never)
+    _output_results(a, result)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(message)s")
+    logging.getLogger().setLevel(logging.ERROR)  # open_clip warns about random weights; we say it ourselves
+    try:
+        return run(argv)
+    except ClipSearchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading
+        sys.stderr.close()
+        return 0
+    except KeyboardInterrupt:
+        print("interrupted; nothing was stored", file=sys.stderr)
+        return 130

@@ -1,0 +1,42 @@
+"""Errors the engine raises. Every message tells the user what to do next."""
+
+from __future__ import annotations
+
+
+class ClipSearchError(Exception):
+    """Root of every error the engine reports to a user."""
+
+    kind = "error"
+
+
+class InputError(ClipSearchError):
+    """The user's input (a raster, a query, a setting) cannot be used as given."""
+
+    kind = "input"
+
+
+class RasterError(InputError):
+    """A raster cannot be read or has no usable georeference."""
+
+    kind = "raster"
+
+
+class IndexFormatError(ClipSearchError):
+    """An index folder is missing, incomplete, tampered with or of an unknown version."""
+
+    kind = "index"
+
+
+class ModelError(ClipSearchError):
+    """A model or its weights cannot be loaded."""
+
+    kind = "model"
+
+
+class Cancelled(ClipSearchError):
+    """The user cancelled the operation; nothing was stored."""
+
+    kind = "cancelled"
+
+    def __init__(self, message: str = "Cancelled; nothing was stored.") -> None:
+        super().__init__(message)

@@ -1,0 +1,229 @@
+"""The index folder: manifest.json + vectors.faiss + tiles.npy, written atomically, validated on open.
+
+- ``manifest.json``: format version, raster description and fingerprint, CRS WKT, transform, model
+  identity, embedding dimension, tiling, tile count, and the size and SHA-256 of each data file.
+- ``vectors.faiss``: a Faiss exact inner-product index over L2-normalised vectors (inner product = cosine).
+- ``tiles.npy``: int32 (N, 5) table of (column offset, row offset, width, height, scale index) per tile
+  id. Footprints are derived from it with the transform; no pickle anywhere.
+
+A new index is written into a hidden temporary folder beside the target and renamed into place, so a
+reader sees a whole index or none, and a failed or cancelled build leaves any previous index untouched.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import IndexFormatError, InputError
+from .grid import Window
+from .models import ModelIdentity
+from .raster_io import RasterInfo
+from .settings import TilingSettings
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+VECTORS = "vectors.faiss"
+TILES = "tiles.npy"
+TILE_COLUMNS = 5
+APP_DIR = "clip_search"
+
+
+def default_cache_root() -> Path:
+    """Where indexes go by default: $CLIP_SEARCH_CACHE, else the user's cache folder."""
+    explicit = os.environ.get("CLIP_SEARCH_CACHE")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or (
+        os.environ.get("LOCALAPPDATA") if os.name == "nt" else None
+    ) or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / APP_DIR / "indexes"
+
+
+def default_index_dir(raster: RasterInfo, identity: ModelIdentity, tiling: TilingSettings) -> Path:
+    """Cache folder keyed by raster fingerprint + model + tiling."""
+    stem = Path(raster.path).stem[:40]
+    safe_stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in stem)
+    name = f"{safe_stem}-{raster.fingerprint[:12]}-{identity.key()}-{tiling.key()}"
+    return default_cache_root() / name
+
+
+@dataclass
+class OpenIndex:
+    """An index folder loaded for searching."""
+
+    path: Path
+    manifest: dict[str, Any]
+    raster: RasterInfo
+    identity: ModelIdentity
+    tiling: TilingSettings
+    tiles: np.ndarray
+    vectors: Any  # faiss.Index
+
+    @property
+    def count(self) -> int:
+        return int(self.tiles.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.manifest["dim"])
+
+    def window(self, tile_id: int) -> Window:
+        c, r, w, h, _ = (int(v) for v in self.tiles[tile_id])
+        return Window(c, r, w, h)
+
+    def scale_index(self, tile_id: int) -> int:
+        return int(self.tiles[tile_id, 4])
+
+    def summary(self) -> dict[str, Any]:
+        m = self.manifest
+        return {
+            "path": str(self.path),
+            "raster": m["raster"]["path"],
+            "model": self.identity.label(),
+            "random_weights": self.identity.random_weights,
+            "tiles": self.count,
+            "dim": self.dim,
+            "tiling": m["tiling"],
+            "base_tile_px": m["base_tile_px"],
+            "created": m["created"],
+            "crs_wkt": m["raster"]["crs_wkt"],
+            "georeferenced": m["raster"]["georeferenced"],
+        }
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def check_target(target: Path) -> None:
+    """Refuse to replace a folder that exists and is not an index (it may hold the user's files)."""
+    if target.exists() and (not target.is_dir() or (any(target.iterdir()) and not (target / MANIFEST).is_file())):
+        raise InputError(
+            f"{target} exists and is not a CLIP Search index; choose an empty or new output folder."
+        )
+
+
+def write_index(
+    target: Path,
+    manifest: dict[str, Any],
+    vectors: Any,
+    tiles: np.ndarray,
+) -> Path:
+    """Write an index folder atomically at ``target`` (replacing an older index there)."""
+    import faiss
+
+    target = Path(target).absolute()
+    check_target(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        tmp.mkdir()
+        faiss.write_index(vectors, str(tmp / VECTORS))
+        np.save(tmp / TILES, np.ascontiguousarray(tiles, dtype=np.int32), allow_pickle=False)
+        files = {}
+        for name in (VECTORS, TILES):
+            _fsync(tmp / name)
+            files[name] = {"size": (tmp / name).stat().st_size, "sha256": _sha256(tmp / name)}
+        full = dict(manifest, format_version=FORMAT_VERSION, files=files,
+                    created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+        with open(tmp / MANIFEST, "w", encoding="utf-8") as f:
+            json.dump(full, f, indent=2)
+            f.flush()
+            os.fsync(f.fileno())
+        _publish(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def _publish(tmp: Path, target: Path) -> None:
+    """Rename ``tmp`` into place; an older index is moved aside first and removed after."""
+    if target.exists():
+        old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
+        os.rename(target, old)
+        os.rename(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(tmp, target)
+
+
+REQUIRED_KEYS = {
+    "format_version": int, "raster": dict, "model": dict, "dim": int, "tiling": dict,
+    "base_tile_px": int, "tile_count": int, "files": dict, "created": str,
+}
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    """The manifest of an index folder, validated."""
+    manifest_path = Path(path) / MANIFEST
+    if not manifest_path.is_file():
+        raise IndexFormatError(
+            f"{path} is not a complete CLIP Search index (no {MANIFEST}); build the index again."
+        )
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise IndexFormatError(f"The index manifest in {path} is unreadable ({exc}); build the index again.") from exc
+    if not isinstance(manifest, dict):
+        raise IndexFormatError(f"The index manifest in {path} is not an object; build the index again.")
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise IndexFormatError(
+            f"The index in {path} has format version {version!r}; this version of CLIP Search reads "
+            f"version {FORMAT_VERSION}. Build the index again."
+        )
+    for key, kind in REQUIRED_KEYS.items():
+        if not isinstance(manifest.get(key), kind):
+            raise IndexFormatError(f"The index manifest in {path} lacks a valid {key!r}; build the index again.")
+    return manifest
+
+
+def open_index(path: str | Path, verify: bool = True) -> OpenIndex:
+    """Open and validate an index folder (checksums of the data files when ``verify``)."""
+    import faiss
+
+    path = Path(path).absolute()
+    manifest = read_manifest(path)
+    for name in (VECTORS, TILES):
+        entry = manifest["files"].get(name)
+        file = path / name
+        if not isinstance(entry, dict) or not file.is_file() or file.stat().st_size != entry.get("size"):
+            raise IndexFormatError(f"{file} is missing or truncated; build the index again.")
+        if verify and _sha256(file) != entry.get("sha256"):
+            raise IndexFormatError(f"{file} does not match its checksum (changed or damaged); build the index again.")
+    try:
+        tiles = np.load(path / TILES, allow_pickle=False)
+        vectors = faiss.read_index(str(path / VECTORS))
+        raster = RasterInfo.from_dict(manifest["raster"])
+        identity = ModelIdentity.from_dict(manifest["model"])
+        tiling = TilingSettings.from_dict(manifest["tiling"])
+    except (ValueError, KeyError, TypeError, RuntimeError) as exc:
+        raise IndexFormatError(f"The index in {path} is damaged ({exc}); build the index again.") from exc
+    count = manifest["tile_count"]
+    if tiles.dtype != np.int32 or tiles.shape != (count, TILE_COLUMNS) or vectors.ntotal != count \
+            or vectors.d != manifest["dim"]:
+        raise IndexFormatError(f"The index in {path} is inconsistent (tile counts differ); build it again.")
+    return OpenIndex(path, manifest, raster, identity, tiling, tiles, vectors)

@@ -1,0 +1,344 @@
+"""The pipeline API: build_index, open_index, search, search_similar. Plain callbacks, dataclasses out."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .area import tiles_in_area
+from .embedder import Embedder, load_embedder, normalise_rows
+from .errors import Cancelled, InputError
+from .grid import Tile, Window, build_grid, ground_size_to_pixels, metres_per_pixel
+from .index import OpenIndex, default_index_dir, open_index, write_index
+from .raster_io import RasterInfo, describe_raster, fingerprint_file, open_dataset, read_chunk
+from .regions import Hit, Region, merge_hits
+from .search import AERIAL_TEMPLATES, embed_query, top_hits
+from .settings import Area, IndexSettings, ModelSpec, TilingSettings
+
+__all__ = ["build_index", "open_index", "search", "search_similar", "IndexResult", "SearchResult"]
+
+Progress = Callable[[int, int], None]
+IsCancelled = Callable[[], bool]
+CHUNK_SOURCE_PIXELS = 2048
+
+
+@dataclass
+class IndexResult:
+    path: Path
+    tile_count: int
+    skipped_empty: int
+    grid_count: int
+    seconds: float
+    model: str
+    random_weights: bool
+
+
+@dataclass
+class SearchResult:
+    query: str
+    regions: list[Region]
+    hits: list[Hit]
+    model: str
+    random_weights: bool
+    crs_wkt: str
+    seconds: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "query": self.query,
+            "model": self.model,
+            "random_weights": self.random_weights,
+            "crs_wkt": self.crs_wkt,
+            "seconds": self.seconds,
+            "regions": [r.to_dict() for r in self.regions],
+            **self.extra,
+        }
+
+
+def base_tile_pixels(info: RasterInfo, tiling: TilingSettings) -> int:
+    """The base tile size in pixels (a ground size in metres converted at the raster's centre)."""
+    if tiling.tile_units == "px":
+        return max(1, round(tiling.tile_size))
+    if not info.georeferenced:
+        raise InputError("This raster has no georeference, so a tile size in metres has no meaning; give it in pixels.")
+    t = info.affine
+    centre_lat = (t * (info.width / 2, info.height / 2))[1]
+    pixel_m = metres_per_pixel(
+        float(np.hypot(t.a, t.d)), float(np.hypot(t.b, t.e)), info.is_geographic,
+        info.linear_units_factor, centre_lat,
+    )
+    return ground_size_to_pixels(tiling.tile_size, pixel_m)
+
+
+def plan_tiles(info: RasterInfo, tiling: TilingSettings) -> tuple[int, list[Tile]]:
+    """(base tile pixels, tiles of the grid restricted to the area of interest)."""
+    base = base_tile_pixels(info, tiling)
+    tiles = build_grid(info.width, info.height, base, tiling.overlap, tiling.scales)
+    if tiling.area is not None and tiles:
+        table = np.array([[t.window.col_off, t.window.row_off, t.window.width, t.window.height] for t in tiles])
+        keep = tiles_in_area(table, tiling.area, info.affine)
+        tiles = [t for t, k in zip(tiles, keep, strict=True) if k]
+        if not tiles:
+            raise InputError("The area of interest does not overlap the raster; check that it is in the raster's CRS.")
+    return base, tiles
+
+
+def _chunks(tiles: Sequence[Tile], base: int, scales: Sequence[float]) -> Iterator[tuple[float, list[Tile]]]:
+    """Tiles grouped by scale and by a coarse grid of source chunks, in reading order."""
+    for scale_index, scale in enumerate(scales):
+        span = max(CHUNK_SOURCE_PIXELS, 2 * round(base * scale))
+        groups: dict[tuple[int, int], list[Tile]] = {}
+        for t in tiles:
+            if t.scale_index == scale_index:
+                groups.setdefault((t.window.row_off // span, t.window.col_off // span), []).append(t)
+        for key in sorted(groups):
+            yield base * scale, groups[key]
+
+
+def _cut_tiles(
+    ds: Any, info: RasterInfo, tiles: list[Tile], source_size: float, input_size: int
+) -> Iterator[tuple[Tile, np.ndarray, float]]:
+    """Read the chunk holding ``tiles`` once (resampled to the model's input scale) and cut each tile.
+
+    Yields (tile, uint8 pixels, empty fraction).
+    """
+    chunk = tiles[0].window
+    for t in tiles[1:]:
+        chunk = chunk.union_bounds(t.window)
+    factor = source_size / input_size
+    out_h = max(1, round(chunk.height / factor))
+    out_w = max(1, round(chunk.width / factor))
+    rgb, valid = read_chunk(ds, info, chunk, (out_h, out_w))
+    for t in tiles:
+        th = max(1, min(out_h, round(t.window.height / factor)))
+        tw = max(1, min(out_w, round(t.window.width / factor)))
+        r0 = min(round((t.window.row_off - chunk.row_off) / factor), out_h - th)
+        c0 = min(round((t.window.col_off - chunk.col_off) / factor), out_w - tw)
+        mask = valid[r0:r0 + th, c0:c0 + tw]
+        yield t, rgb[r0:r0 + th, c0:c0 + tw], 1.0 - float(mask.mean())
+
+
+def square(pixels: np.ndarray) -> np.ndarray:
+    """A tile padded with black to a square (only tiles on an axis shorter than one tile need it)."""
+    h, w = pixels.shape[:2]
+    if h == w:
+        return pixels
+    side = max(h, w)
+    out = np.zeros((side, side, 3), dtype=np.uint8)
+    out[:h, :w] = pixels
+    return out
+
+
+def _embed_tiles(
+    info: RasterInfo, tiles: list[Tile], base: int, tiling: TilingSettings, embedder: Embedder,
+    batch_size: int, progress: Progress, is_cancelled: IsCancelled,
+) -> tuple[Any, list[Tile]]:
+    """Embed all non-empty tiles into a Faiss index; returns (index, kept tiles in id order)."""
+    import faiss
+
+    vectors = faiss.IndexFlatIP(embedder.dim)
+    kept: list[Tile] = []
+    pending: dict[tuple[int, ...], list[tuple[Tile, np.ndarray]]] = {}
+    done = 0
+
+    def flush(shape: tuple[int, ...]) -> None:
+        batch = pending.pop(shape)
+        vectors.add(embedder.encode_images(np.stack([p for _, p in batch])))
+        kept.extend(t for t, _ in batch)
+
+    with open_dataset(info.path) as ds:
+        for source_size, group in _chunks(tiles, base, tiling.scales):
+            if is_cancelled():
+                raise Cancelled()
+            for tile, pixels, empty in _cut_tiles(ds, info, group, source_size, embedder.input_size):
+                done += 1
+                if empty >= 1.0 or empty > tiling.max_empty_fraction:
+                    continue
+                pixels = square(pixels)
+                pending.setdefault(pixels.shape, []).append((tile, pixels))
+                if len(pending[pixels.shape]) >= batch_size:
+                    flush(pixels.shape)
+                    progress(done, len(tiles))
+                    if is_cancelled():
+                        raise Cancelled()
+        for shape in list(pending):
+            flush(shape)
+    progress(len(tiles), len(tiles))
+    return vectors, kept
+
+
+def build_index(
+    raster: str | Path,
+    settings: IndexSettings | None = None,
+    output: str | Path | None = None,
+    progress: Progress | None = None,
+    is_cancelled: IsCancelled | None = None,
+    embedder: Embedder | None = None,
+) -> IndexResult:
+    """Index ``raster``: tile, embed, and write an index folder (default: the user cache folder).
+
+    ``progress(done, total)`` is called after each batch; ``is_cancelled()`` is checked after each
+    batch, and a cancel raises :class:`Cancelled` with nothing written.
+    """
+    started = time.perf_counter()
+    settings = settings or IndexSettings()
+    progress = progress or (lambda done, total: None)
+    is_cancelled = is_cancelled or (lambda: False)
+    info = describe_raster(str(raster), settings.tiling.bands)
+    base, tiles = plan_tiles(info, settings.tiling)
+    embedder = embedder or load_embedder(settings.model, settings.device)
+    batch_size = settings.batch_size or embedder.default_batch_size()
+    vectors, kept = _embed_tiles(info, tiles, base, settings.tiling, embedder, batch_size, progress, is_cancelled)
+    if not kept:
+        raise InputError(
+            "Every tile is empty (nodata or transparent) or beyond the allowed empty fraction; "
+            "check the raster's nodata value, or raise the maximum empty fraction."
+        )
+    table = np.array([[t.window.col_off, t.window.row_off, t.window.width, t.window.height, t.scale_index]
+                      for t in kept], dtype=np.int32)
+    manifest = {
+        "raster": info.to_dict(),
+        "model": embedder.identity.to_dict(),
+        "model_label": embedder.identity.label(),
+        "model_spec": portable_spec(settings.model),
+        "dim": embedder.dim,
+        "input_size": embedder.input_size,
+        "tiling": settings.tiling.to_dict(),
+        "base_tile_px": base,
+        "tile_count": len(kept),
+        "grid_count": len(tiles),
+    }
+    target = Path(output) if output is not None else default_index_dir(info, embedder.identity, settings.tiling)
+    if is_cancelled():
+        raise Cancelled()
+    path = write_index(target, manifest, vectors, table)
+    return IndexResult(path, len(kept), len(tiles) - len(kept), len(tiles),
+                       time.perf_counter() - started, embedder.identity.label(), embedder.identity.random_weights)
+
+
+def portable_spec(spec: ModelSpec) -> dict[str, Any]:
+    """The model spec for the manifest, a checkpoint file given by absolute path."""
+    pretrained = spec.pretrained
+    if pretrained and os.path.isfile(pretrained):
+        pretrained = os.path.abspath(pretrained)
+    return {"name": spec.name, "pretrained": pretrained}
+
+
+def index_model_spec(index: OpenIndex) -> ModelSpec:
+    """The spec that loads the model an index was built with."""
+    spec = index.manifest.get("model_spec")
+    if isinstance(spec, dict) and isinstance(spec.get("name"), str):
+        return ModelSpec(spec["name"], spec.get("pretrained"))
+    return ModelSpec(index.identity.arch, "none" if index.identity.random_weights else index.identity.weights)
+
+
+def check_model(index: OpenIndex, embedder: Embedder) -> None:
+    if index.identity != embedder.identity:
+        raise InputError(
+            f"The index was built with {index.identity.label()}, but the loaded model is "
+            f"{embedder.identity.label()}. Search with the index's model, or rebuild the index."
+        )
+
+
+def _regions(index: OpenIndex, found: list[tuple[int, float]], merge: bool) -> tuple[list[Region], list[Hit]]:
+    hits = [Hit(i, s, index.window(i), index.scale_index(i)) for i, s in found]
+    r = index.raster
+    return merge_hits(hits, r.affine, r.georeferenced, r.is_geographic, r.linear_units_factor, merge), hits
+
+
+def search_vector(
+    index: OpenIndex, vector: np.ndarray, label: str, top_k: int, threshold: float | None,
+    area: Area | None, merge: bool, exclude: np.ndarray | None = None,
+) -> SearchResult:
+    """Search ``index`` with a unit query vector; ``exclude`` is a boolean tile mask to leave out."""
+    started = time.perf_counter()
+    allowed = tiles_in_area(index.tiles, area, index.raster.affine) if area is not None else None
+    if exclude is not None:
+        allowed = ~exclude if allowed is None else allowed & ~exclude
+    found = top_hits(index.vectors, vector, top_k, threshold, allowed)
+    regions, hits = _regions(index, found, merge)
+    return SearchResult(label, regions, hits, index.identity.label(), index.identity.random_weights,
+                        index.raster.crs_wkt, time.perf_counter() - started)
+
+
+def search(
+    index: OpenIndex,
+    embedder: Embedder,
+    query: str,
+    top_k: int = 20,
+    threshold: float | None = None,
+    area: Area | None = None,
+    templates: Sequence[str] | None = AERIAL_TEMPLATES,
+    merge: bool = True,
+) -> SearchResult:
+    """Text search: the ``top_k`` best tiles above ``threshold``, merged into regions, best first."""
+    check_model(index, embedder)
+    vector = embed_query(embedder, query, templates)
+    return search_vector(index, vector, " ".join(query.split()), top_k, threshold, area, merge)
+
+
+def search_similar(
+    index: OpenIndex,
+    embedder: Embedder | None = None,
+    tile_ids: Sequence[int] | None = None,
+    bbox: tuple[float, float, float, float] | None = None,
+    top_k: int = 20,
+    threshold: float | None = None,
+    area: Area | None = None,
+    merge: bool = True,
+    exclude_examples: bool = True,
+) -> SearchResult:
+    """Search by example: tiles like ``tile_ids``, or like the window ``bbox`` (raster CRS) of the raster.
+
+    The examples themselves (and tiles overlapping the example box) are left out unless
+    ``exclude_examples`` is false.
+    """
+    if (tile_ids is None) == (bbox is None):
+        raise InputError("Give either example tile ids or an example bounding box.")
+    if tile_ids is not None:
+        bad = [i for i in tile_ids if not 0 <= int(i) < index.count]
+        if not tile_ids or bad:
+            raise InputError(f"Tile ids must be between 0 and {index.count - 1}; got {list(tile_ids)}.")
+        ids = np.asarray(tile_ids, dtype=np.int64)
+        vector = normalise_rows(index.vectors.reconstruct_batch(ids).mean(axis=0, keepdims=True))[0]
+        exclude = np.zeros(index.count, dtype=bool)
+        exclude[ids] = exclude_examples
+        label = f"similar to tile(s) {', '.join(str(int(i)) for i in ids)}"
+    else:
+        if embedder is None:
+            raise InputError("Searching by an example box needs the index's model.")
+        check_model(index, embedder)
+        assert bbox is not None
+        vector = embed_box(index, embedder, bbox)
+        exclude = tiles_in_area(index.tiles, bbox, index.raster.affine) if exclude_examples else None
+        label = "similar to box " + ", ".join(f"{v:g}" for v in bbox)
+    return search_vector(index, vector, label, top_k, threshold, area, merge, exclude)
+
+
+def embed_box(index: OpenIndex, embedder: Embedder, bbox: tuple[float, float, float, float]) -> np.ndarray:
+    """Unit vector of the raster's content inside ``bbox`` (raster CRS), read and embedded now."""
+    from .area import area_geometry
+    from .regions import to_pixels
+
+    info = index.raster
+    if fingerprint_file(info.path) != info.fingerprint:
+        raise InputError(f"{info.path} changed since it was indexed; build the index again.")
+    geom = to_pixels(area_geometry(bbox), info.affine)
+    c0, r0, c1, r1 = geom.bounds
+    c0, r0 = max(0, int(np.floor(c0))), max(0, int(np.floor(r0)))
+    c1, r1 = min(info.width, int(np.ceil(c1))), min(info.height, int(np.ceil(r1)))
+    if c1 <= c0 or r1 <= r0:
+        raise InputError("The example box does not overlap the raster; check that it is in the raster's CRS.")
+    window = Window(c0, r0, c1 - c0, r1 - r0)
+    factor = max(window.width, window.height) / embedder.input_size
+    shape = (max(1, round(window.height / factor)), max(1, round(window.width / factor)))
+    with open_dataset(info.path) as ds:
+        rgb, _ = read_chunk(ds, info, window, shape)
+    return embedder.encode_images(square(rgb)[None])[0]

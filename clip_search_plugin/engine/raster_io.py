@@ -1,0 +1,259 @@
+"""Reading rasters with rasterio: georeference checks, band choice, stretch, windowed chunk reads.
+
+The whole raster is never read at full resolution. ``describe_raster`` makes one decimated read (from
+overviews where present) to compute the stretch; ``read_chunk`` reads one window, optionally resampled,
+with its validity mask.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.enums import ColorInterp, Resampling
+from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+from rasterio.windows import Window as RioWindow
+
+from .errors import RasterError
+from .grid import Window
+
+# QGIS shows a raster without georeference with x = column and y = -row; so do we.
+PIXEL_TRANSFORM = Affine(1.0, 0.0, 0.0, 0.0, -1.0, 0.0)
+STRETCH_PERCENTILES = (2.0, 98.0)
+STRETCH_SAMPLE_SIDE = 1024
+FINGERPRINT_SAMPLE = 1 << 20
+
+
+@dataclass(frozen=True)
+class RasterInfo:
+    """What the engine needs to know about a raster, all plain values."""
+
+    path: str
+    width: int
+    height: int
+    count: int
+    dtype: str
+    crs_wkt: str
+    is_geographic: bool
+    linear_units_factor: float
+    transform: tuple[float, float, float, float, float, float]
+    georeferenced: bool
+    bands: tuple[int, int, int]
+    stretch: tuple[tuple[float, float], ...] | None
+    fingerprint: str
+
+    @property
+    def affine(self) -> Affine:
+        return Affine(*self.transform)
+
+    def bounds(self) -> tuple[float, float, float, float]:
+        """(xmin, ymin, xmax, ymax) of the raster in its CRS."""
+        corners = [self.affine * (c, r) for c in (0, self.width) for r in (0, self.height)]
+        xs = [p[0] for p in corners]
+        ys = [p[1] for p in corners]
+        return (min(xs), min(ys), max(xs), max(ys))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "width": self.width,
+            "height": self.height,
+            "count": self.count,
+            "dtype": self.dtype,
+            "crs_wkt": self.crs_wkt,
+            "is_geographic": self.is_geographic,
+            "linear_units_factor": self.linear_units_factor,
+            "transform": list(self.transform),
+            "georeferenced": self.georeferenced,
+            "bands": list(self.bands),
+            "stretch": [list(s) for s in self.stretch] if self.stretch is not None else None,
+            "fingerprint": self.fingerprint,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RasterInfo:
+        stretch = data.get("stretch")
+        t = [float(v) for v in data["transform"]]
+        b = [int(v) for v in data["bands"]]
+        return cls(
+            path=str(data["path"]),
+            width=int(data["width"]),
+            height=int(data["height"]),
+            count=int(data["count"]),
+            dtype=str(data["dtype"]),
+            crs_wkt=str(data["crs_wkt"]),
+            is_geographic=bool(data["is_geographic"]),
+            linear_units_factor=float(data["linear_units_factor"]),
+            transform=(t[0], t[1], t[2], t[3], t[4], t[5]),
+            georeferenced=bool(data["georeferenced"]),
+            bands=(b[0], b[1], b[2]),
+            stretch=tuple((float(lo), float(hi)) for lo, hi in stretch) if stretch else None,
+            fingerprint=str(data["fingerprint"]),
+        )
+
+
+def fingerprint_file(path: str) -> str:
+    """A content fingerprint: size plus the first, middle and last MiB (fast on huge rasters)."""
+    size = os.path.getsize(path)
+    digest = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as f:
+        for offset in sorted({0, max(0, size // 2 - FINGERPRINT_SAMPLE // 2), max(0, size - FINGERPRINT_SAMPLE)}):
+            f.seek(offset)
+            digest.update(f.read(FINGERPRINT_SAMPLE))
+    return digest.hexdigest()[:32]
+
+
+def open_dataset(path: str) -> Any:
+    """Open a raster for reading, turning rasterio's errors into a message that says what to do."""
+    if not os.path.exists(path):
+        raise RasterError(f"Raster not found: {path}. Check the path, or re-add the layer in QGIS.")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            return rasterio.open(path)
+    except RasterioIOError as exc:
+        raise RasterError(
+            f"Cannot read {path} as a raster ({exc}). Check that it is a complete GDAL-readable "
+            "image (e.g. open it in QGIS, or run gdalinfo on it)."
+        ) from exc
+
+
+def choose_bands(colorinterp: list[ColorInterp], requested: tuple[int, ...] | None) -> tuple[int, int, int]:
+    """1-based source bands for red, green, blue.
+
+    Requested bands win (one band is replicated to grey). Otherwise red/green/blue from the colour
+    interpretation; otherwise the first three non-alpha bands; one or two bands give grey from the first.
+    """
+    count = len(colorinterp)
+    if requested is not None:
+        bad = [b for b in requested if b > count]
+        if bad:
+            raise RasterError(f"Band(s) {bad} requested but the raster has {count} band(s).")
+        if len(requested) == 1:
+            return (requested[0],) * 3
+        return (requested[0], requested[1], requested[2])
+    by_interp = {ci: i + 1 for i, ci in enumerate(colorinterp)}
+    if all(c in by_interp for c in (ColorInterp.red, ColorInterp.green, ColorInterp.blue)):
+        return (by_interp[ColorInterp.red], by_interp[ColorInterp.green], by_interp[ColorInterp.blue])
+    usable = [i + 1 for i, ci in enumerate(colorinterp) if ci != ColorInterp.alpha]
+    if not usable:
+        raise RasterError("The raster has only an alpha band; choose a raster with image bands.")
+    if len(usable) >= 3:
+        return (usable[0], usable[1], usable[2])
+    return (usable[0],) * 3
+
+
+def _georeference(ds: Any) -> tuple[Affine, str, bool]:
+    """(transform, CRS WKT, georeferenced) of an open dataset, or a clear error for GCP-only rasters."""
+    transform: Affine = ds.transform
+    gcps, _ = ds.gcps
+    if transform.is_identity and gcps:
+        raise RasterError(
+            "This raster is georeferenced only by ground control points (GCPs), which have no single "
+            "pixel-to-map transform. Warp it first, e.g. `gdalwarp -r bilinear in.tif warped.tif` "
+            "(QGIS: Raster > Projections > Warp), and index the warped raster."
+        )
+    if transform.is_identity and ds.crs is None:
+        return PIXEL_TRANSFORM, "", False
+    if abs(transform.determinant) == 0:
+        raise RasterError("The raster's geotransform is degenerate (zero pixel size); fix its georeference.")
+    return transform, ds.crs.to_wkt() if ds.crs else "", True
+
+
+def describe_raster(path: str, bands: tuple[int, ...] | None = None) -> RasterInfo:
+    """Open ``path`` and gather its :class:`RasterInfo`, computing the stretch for non-uint8 data."""
+    path = os.path.abspath(path)
+    with open_dataset(path) as ds:
+        transform, crs_wkt, georeferenced = _georeference(ds)
+        chosen = choose_bands(list(ds.colorinterp), bands)
+        dtype = ds.dtypes[chosen[0] - 1]
+        stretch = None if all(ds.dtypes[b - 1] == "uint8" for b in chosen) else compute_stretch(ds, chosen)
+        crs = ds.crs
+        return RasterInfo(
+            path=path,
+            width=ds.width,
+            height=ds.height,
+            count=ds.count,
+            dtype=dtype,
+            crs_wkt=crs_wkt,
+            is_geographic=bool(crs is not None and crs.is_geographic),
+            linear_units_factor=_linear_units_factor(crs),
+            transform=tuple(transform)[:6],  # type: ignore[arg-type]
+            georeferenced=georeferenced,
+            bands=chosen,
+            stretch=stretch,
+            fingerprint=fingerprint_file(path),
+        )
+
+
+def _linear_units_factor(crs: Any) -> float:
+    if crs is None or crs.is_geographic:
+        return 1.0
+    try:
+        return float(crs.linear_units_factor[1])
+    except Exception:  # noqa: BLE001 - CRS without linear units: treat its unit as metres
+        return 1.0
+
+
+def compute_stretch(ds: Any, bands: tuple[int, int, int]) -> tuple[tuple[float, float], ...]:
+    """Per-band 2-98 percentile cut (as QGIS's default multiband renderer), from one decimated read."""
+    factor = max(1.0, max(ds.width, ds.height) / STRETCH_SAMPLE_SIDE)
+    shape = (max(1, round(ds.height / factor)), max(1, round(ds.width / factor)))
+    unique = sorted(set(bands))
+    data = ds.read(unique, out_shape=(len(unique), *shape), resampling=Resampling.nearest, masked=True)
+    result: dict[int, tuple[float, float]] = {}
+    for i, band in enumerate(unique):
+        band_data = data[i]
+        values = np.asarray(band_data.compressed(), dtype=np.float64)
+        values = values[np.isfinite(values)]
+        if values.size == 0:
+            raise RasterError(
+                "The raster has no valid pixels (all nodata or transparent); nothing to index."
+            )
+        lo, hi = np.percentile(values, STRETCH_PERCENTILES)
+        if hi <= lo:
+            hi = lo + 1.0
+        result[band] = (float(lo), float(hi))
+    return tuple(result[b] for b in bands)
+
+
+def to_uint8(data: np.ndarray, stretch: tuple[tuple[float, float], ...] | None) -> np.ndarray:
+    """Bands-first data (3, H, W) to uint8 with the raster's stretch (identity for uint8)."""
+    if stretch is None:
+        return data.astype(np.uint8, copy=False)
+    out = np.empty(data.shape, dtype=np.uint8)
+    for i, (lo, hi) in enumerate(stretch):
+        band = (data[i].astype(np.float32) - lo) * (255.0 / (hi - lo))
+        np.clip(np.nan_to_num(band, nan=0.0), 0, 255, out=band)
+        out[i] = band.astype(np.uint8)
+    return out
+
+
+def read_chunk(
+    ds: Any, info: RasterInfo, window: Window, out_shape: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Read ``window`` resampled to ``out_shape`` (rows, cols).
+
+    Returns ``(rgb, valid)``: uint8 (rows, cols, 3) with invalid pixels zeroed, and a bool mask of
+    pixels that are valid in all three chosen bands (nodata, alpha, NaN and outside-mask are invalid).
+    """
+    rio_window = RioWindow(window.col_off, window.row_off, window.width, window.height)
+    downsampling = out_shape[0] < window.height or out_shape[1] < window.width
+    resampling = Resampling.average if downsampling else Resampling.bilinear
+    unique = sorted(set(info.bands))
+    data = ds.read(unique, window=rio_window, out_shape=(len(unique), *out_shape), resampling=resampling)
+    masks = ds.read_masks(unique, window=rio_window, out_shape=(len(unique), *out_shape),
+                          resampling=Resampling.nearest)
+    valid = np.all(masks > 0, axis=0)
+    if data.dtype.kind == "f":
+        valid &= np.all(np.isfinite(data), axis=0)
+    position = {b: i for i, b in enumerate(unique)}
+    rgb = to_uint8(data[[position[b] for b in info.bands]], info.stretch)
+    rgb[:, ~valid] = 0
+    return np.ascontiguousarray(rgb.transpose(1, 2, 0)), valid

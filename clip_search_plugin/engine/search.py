@@ -1,0 +1,92 @@
+"""Queries: text to a query vector (prompt-template ensemble), and the top-k search over an index."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from .embedder import Embedder, normalise_rows
+from .errors import InputError
+
+# Templates for aerial and satellite imagery; the query vector is the mean of their normalised text
+# embeddings, renormalised (the prompt-ensemble method of the CLIP paper).
+AERIAL_TEMPLATES: tuple[str, ...] = (
+    "an aerial photo of {}.",
+    "an aerial image of {}.",
+    "a satellite image of {}.",
+    "a satellite photo of {}.",
+    "an overhead view of {}.",
+    "a top-down view of {}.",
+    "an orthophoto showing {}.",
+    "a remote sensing image of {}.",
+    "aerial imagery of {}.",
+    "a high-resolution aerial photograph of {}.",
+    "a drone photo of {}, seen from above.",
+    "{} seen from above.",
+    "{}, aerial view.",
+    "a bird's-eye view of {}.",
+)
+MAX_QUERY_CHARS = 1000
+
+
+def clean_query(text: str) -> str:
+    """The query with surrounding and repeated whitespace removed; refuses empty or over-long text."""
+    if not isinstance(text, str):
+        raise InputError("The query must be text.")
+    cleaned = " ".join(text.split())
+    if not cleaned:
+        raise InputError("The query is empty; describe what to find, e.g. 'swimming pool'.")
+    if len(cleaned) > MAX_QUERY_CHARS:
+        raise InputError(
+            f"The query is {len(cleaned)} characters long; keep it under {MAX_QUERY_CHARS} "
+            "(CLIP reads only the first few dozen words)."
+        )
+    return cleaned
+
+
+def embed_query(embedder: Embedder, text: str, templates: Sequence[str] | None = AERIAL_TEMPLATES) -> np.ndarray:
+    """Unit query vector for ``text``: the template ensemble, or the raw text when ``templates`` is empty."""
+    cleaned = clean_query(text)
+    prompts = [t.format(cleaned) for t in templates] if templates else [cleaned]
+    vectors = embedder.encode_text(prompts)
+    return normalise_rows(vectors.mean(axis=0, keepdims=True))[0]
+
+
+def check_search_limits(top_k: int, threshold: float | None) -> None:
+    if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
+        raise InputError(f"top-k must be a whole number of at least 1; got {top_k!r}.")
+    if threshold is not None and not -1.0 <= threshold <= 1.0:
+        raise InputError(f"The score threshold is a cosine similarity between -1 and 1; got {threshold}.")
+
+
+def top_hits(
+    vectors: object,
+    query: np.ndarray,
+    top_k: int,
+    threshold: float | None = None,
+    allowed: np.ndarray | None = None,
+) -> list[tuple[int, float]]:
+    """(tile id, score) of the best ``top_k`` tiles, best first; ``allowed`` is a boolean tile mask."""
+    import faiss
+
+    check_search_limits(top_k, threshold)
+    index: faiss.Index = vectors  # type: ignore[assignment]
+    params = None
+    candidates = index.ntotal
+    if allowed is not None:
+        ids = np.flatnonzero(allowed).astype(np.int64)
+        candidates = ids.size
+        if candidates == 0:
+            return []
+        selector = faiss.IDSelectorBatch(ids)
+        params = faiss.SearchParameters(sel=selector)
+    k = min(top_k, candidates)
+    if k == 0:
+        return []
+    query = np.ascontiguousarray(query.reshape(1, -1), dtype=np.float32)
+    scores, ids_found = index.search(query, k, params=params)
+    hits = [(int(i), float(s)) for i, s in zip(ids_found[0], scores[0], strict=True) if i >= 0]
+    if threshold is not None:
+        hits = [(i, s) for i, s in hits if s >= threshold]
+    return hits

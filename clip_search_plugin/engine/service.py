@@ -1,0 +1,143 @@
+"""Requests as plain dicts, shared by the JSON-lines worker and the CLI.
+
+A :class:`Service` keeps loaded models and open indexes between requests, so a query costs a text
+encoding and a search, not a model load.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .embedder import Embedder, load_embedder
+from .errors import InputError
+from .index import OpenIndex, open_index
+from .pipeline import (
+    IsCancelled,
+    Progress,
+    build_index,
+    index_model_spec,
+    search,
+    search_similar,
+)
+from .search import AERIAL_TEMPLATES
+from .settings import IndexSettings, ModelSpec, TilingSettings
+
+Handler = Callable[[dict[str, Any], Progress, IsCancelled], dict[str, Any]]
+
+
+def _number(params: dict[str, Any], key: str, default: Any, kind: type) -> Any:
+    value = params.get(key, default)
+    if value is None:
+        return None
+    try:
+        return kind(value)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{key} must be a {kind.__name__}; got {value!r}.") from exc
+
+
+def tiling_from(params: dict[str, Any]) -> TilingSettings:
+    return TilingSettings.from_dict({k: v for k, v in params.items() if k in (
+        "tile_size", "tile_units", "overlap", "scales", "max_empty_fraction", "bands", "area")})
+
+
+def templates_from(value: Any) -> tuple[str, ...] | None:
+    """'default' (or absent): the aerial ensemble; 'raw': the query alone; a list: those templates."""
+    if value in (None, "default"):
+        return AERIAL_TEMPLATES
+    if value == "raw":
+        return None
+    if isinstance(value, list) and value and all(isinstance(t, str) and "{}" in t for t in value):
+        return tuple(value)
+    raise InputError("templates must be 'default', 'raw' or a list of strings each containing '{}'.")
+
+
+class Service:
+    """Handles index / search / similar / info requests with models and indexes kept loaded."""
+
+    def __init__(self, device: str = "auto") -> None:
+        self.device = device
+        self._embedders: dict[tuple[str, str | None, str], Embedder] = {}
+        self._indexes: dict[str, tuple[float, OpenIndex]] = {}
+        self.handlers: dict[str, Handler] = {
+            "index": self.do_index, "search": self.do_search, "similar": self.do_similar, "info": self.do_info,
+        }
+
+    def embedder(self, spec: ModelSpec, device: str | None = None) -> Embedder:
+        key = (spec.name, spec.pretrained, device or self.device)
+        if key not in self._embedders:
+            self._embedders[key] = load_embedder(spec, key[2])
+        return self._embedders[key]
+
+    def open(self, path: Any) -> OpenIndex:
+        if not isinstance(path, str) or not path:
+            raise InputError("Give the index folder ('index' parameter).")
+        full = str(Path(path).absolute())
+        manifest = Path(full) / "manifest.json"
+        stamp = manifest.stat().st_mtime_ns if manifest.exists() else -1.0
+        cached = self._indexes.get(full)
+        if cached is None or cached[0] != stamp:
+            self._indexes[full] = (stamp, open_index(full))
+        return self._indexes[full][1]
+
+    def handle(self, method: str, params: dict[str, Any], progress: Progress, is_cancelled: IsCancelled) -> dict[str, Any]:
+        handler = self.handlers.get(method)
+        if handler is None:
+            raise InputError(f"Unknown request {method!r}; use one of {', '.join(self.handlers)}.")
+        if not isinstance(params, dict):
+            raise InputError("Request parameters must be a JSON object.")
+        return handler(params, progress, is_cancelled)
+
+    def do_index(self, params: dict[str, Any], progress: Progress, is_cancelled: IsCancelled) -> dict[str, Any]:
+        raster = params.get("raster")
+        if not isinstance(raster, str) or not raster:
+            raise InputError("Give the raster to index ('raster' parameter).")
+        model = params.get("model") or {}
+        spec = ModelSpec(str(model.get("name", ModelSpec.name)), model.get("pretrained"))
+        settings = IndexSettings(tiling=tiling_from(params.get("tiling") or {}), model=spec,
+                                 device=str(params.get("device", self.device)),
+                                 batch_size=_number(params, "batch_size", 0, int))
+        embedder = self.embedder(spec, settings.device)
+        result = build_index(raster, settings, params.get("output"), progress, is_cancelled, embedder)
+        self._indexes.pop(str(result.path), None)
+        return {
+            "path": str(result.path), "tiles": result.tile_count, "skipped_empty": result.skipped_empty,
+            "grid_tiles": result.grid_count, "seconds": round(result.seconds, 3), "model": result.model,
+            "random_weights": result.random_weights,
+        }
+
+    def _search_args(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "top_k": _number(params, "top_k", 20, int),
+            "threshold": _number(params, "threshold", None, float),
+            "area": params.get("area"),
+            "merge": bool(params.get("merge", True)),
+        }
+
+    def do_search(self, params: dict[str, Any], progress: Progress, is_cancelled: IsCancelled) -> dict[str, Any]:
+        index = self.open(params.get("index"))
+        query = params.get("query")
+        if not isinstance(query, str):
+            raise InputError("Give the text to search for ('query' parameter).")
+        embedder = self.embedder(index_model_spec(index))
+        result = search(index, embedder, query, templates=templates_from(params.get("templates")),
+                        **self._search_args(params))
+        return result.to_dict()
+
+    def do_similar(self, params: dict[str, Any], progress: Progress, is_cancelled: IsCancelled) -> dict[str, Any]:
+        index = self.open(params.get("index"))
+        bbox = params.get("bbox")
+        embedder = self.embedder(index_model_spec(index)) if bbox is not None else None
+        result = search_similar(
+            index, embedder, tile_ids=params.get("tile_ids"),
+            bbox=tuple(float(v) for v in bbox) if bbox is not None else None,  # type: ignore[arg-type]
+            exclude_examples=bool(params.get("exclude_examples", True)), **self._search_args(params),
+        )
+        return result.to_dict()
+
+    def do_info(self, params: dict[str, Any], progress: Progress, is_cancelled: IsCancelled) -> dict[str, Any]:
+        info = self.open(params.get("index")).summary()
+        info["pid"] = os.getpid()
+        return info
