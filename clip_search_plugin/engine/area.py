@@ -17,11 +17,9 @@ from .settings import Area
 def area_geometry(area: Area) -> shapely.Geometry:
     """The area as one shapely geometry in the raster's CRS."""
     if isinstance(area, tuple | list) and len(area) == 4 and all(isinstance(v, int | float) for v in area):
-        xmin, ymin, xmax, ymax = (float(v) for v in area)
+        xmin, ymin, xmax, ymax = (float(v) for v in area)  # type: ignore[arg-type]
         if not (xmin < xmax and ymin < ymax):
-            raise InputError(
-                f"Bounding box must be xmin ymin xmax ymax with min < max; got {list(area)}."
-            )
+            raise InputError(f"Bounding box must be xmin ymin xmax ymax with min < max; got {list(area)}.")
         return box(xmin, ymin, xmax, ymax)
     if isinstance(area, list) and area and all(isinstance(g, dict) for g in area):
         try:

@@ -20,14 +20,17 @@ from .service import Service
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m clip_search_plugin.engine",
-                                description="Index rasters with CLIP and search them in plain language.")
+    p = argparse.ArgumentParser(
+        prog="python -m clip_search_plugin.engine",
+        description="Index rasters with CLIP and search them in plain language.",
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     ix = sub.add_parser("index", help="index a raster")
     ix.add_argument("raster")
-    ix.add_argument("--model", default=DEFAULT_PRESET,
-                    help=f"preset ({', '.join(PRESETS)}), open_clip architecture, or hf-hub:NAME")
+    ix.add_argument(
+        "--model", default=DEFAULT_PRESET, help=f"preset ({', '.join(PRESETS)}), open_clip architecture, or hf-hub:NAME"
+    )
     ix.add_argument("--pretrained", help="weights tag, checkpoint file, or 'none' (random weights, tests only)")
     ix.add_argument("--output", help="index folder (default: the user cache folder)")
     ix.add_argument("--tile-size", type=float, default=224.0, help="base tile size (default 224)")
@@ -36,8 +39,13 @@ def _parser() -> argparse.ArgumentParser:
     ix.add_argument("--scales", type=float, nargs="+", default=[1.0], help="multiples of the tile, e.g. 1 2 4")
     ix.add_argument("--max-empty", type=float, default=0.8, help="skip tiles emptier than this (default 0.8)")
     ix.add_argument("--bands", type=int, nargs="+", help="1-based bands to use as R G B (or one for grey)")
-    ix.add_argument("--bbox", type=float, nargs=4, metavar=("XMIN", "YMIN", "XMAX", "YMAX"),
-                    help="index only this area (raster CRS)")
+    ix.add_argument(
+        "--bbox",
+        type=float,
+        nargs=4,
+        metavar=("XMIN", "YMIN", "XMAX", "YMAX"),
+        help="index only this area (raster CRS)",
+    )
     ix.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     ix.add_argument("--batch-size", type=int, default=0)
     ix.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -50,12 +58,22 @@ def _parser() -> argparse.ArgumentParser:
             sp.add_argument("--raw", action="store_true", help="use the query as is, without prompt templates")
         else:
             sp.add_argument("--tile-id", type=int, nargs="+", help="example tile id(s)")
-            sp.add_argument("--example-bbox", type=float, nargs=4, metavar=("XMIN", "YMIN", "XMAX", "YMAX"),
-                            help="example area in the raster's CRS")
+            sp.add_argument(
+                "--example-bbox",
+                type=float,
+                nargs=4,
+                metavar=("XMIN", "YMIN", "XMAX", "YMAX"),
+                help="example area in the raster's CRS",
+            )
         sp.add_argument("--top-k", type=int, default=20, help="number of best tiles (default 20)")
         sp.add_argument("--threshold", type=float, help="minimum score (cosine similarity)")
-        sp.add_argument("--bbox", type=float, nargs=4, metavar=("XMIN", "YMIN", "XMAX", "YMAX"),
-                        help="search only this area (raster CRS)")
+        sp.add_argument(
+            "--bbox",
+            type=float,
+            nargs=4,
+            metavar=("XMIN", "YMIN", "XMAX", "YMAX"),
+            help="search only this area (raster CRS)",
+        )
         sp.add_argument("--no-merge", action="store_true", help="one result per tile, no merging")
         sp.add_argument("--format", choices=("table", "geojson", "gpkg", "shp", "json"), default=None)
         sp.add_argument("-o", "--output", help="write results to this file (.gpkg, .geojson, .shp)")
@@ -88,17 +106,31 @@ class TerminalProgress:
 
 def _index_params(a: argparse.Namespace) -> dict[str, Any]:
     return {
-        "raster": a.raster, "output": a.output, "device": a.device, "batch_size": a.batch_size,
+        "raster": a.raster,
+        "output": a.output,
+        "device": a.device,
+        "batch_size": a.batch_size,
         "model": {"name": a.model, "pretrained": a.pretrained},
-        "tiling": {"tile_size": a.tile_size, "tile_units": a.tile_units, "overlap": a.overlap,
-                   "scales": a.scales, "max_empty_fraction": a.max_empty, "bands": a.bands,
-                   "area": a.bbox},
+        "tiling": {
+            "tile_size": a.tile_size,
+            "tile_units": a.tile_units,
+            "overlap": a.overlap,
+            "scales": a.scales,
+            "max_empty_fraction": a.max_empty,
+            "bands": a.bands,
+            "area": a.bbox,
+        },
     }
 
 
 def _search_params(a: argparse.Namespace) -> dict[str, Any]:
-    params: dict[str, Any] = {"index": a.index, "top_k": a.top_k, "threshold": a.threshold,
-                              "area": a.bbox, "merge": not a.no_merge}
+    params: dict[str, Any] = {
+        "index": a.index,
+        "top_k": a.top_k,
+        "threshold": a.threshold,
+        "area": a.bbox,
+        "merge": not a.no_merge,
+    }
     if a.command == "search":
         params.update(query=a.query, templates="raw" if a.raw else "default")
     else:
@@ -119,14 +151,22 @@ def _print_table(result: dict[str, Any]) -> None:
 def _output_results(a: argparse.Namespace, result: dict[str, Any]) -> None:
     fmt = a.format or ("table" if not a.output else None)
     if a.output:
-        path = write_regions(a.output, result["regions"], result["query"], result["crs_wkt"],
-                             result["random_weights"], None if fmt in (None, "table", "json") else fmt)
+        path = write_regions(
+            a.output,
+            result["regions"],
+            result["query"],
+            result["crs_wkt"],
+            result["random_weights"],
+            None if fmt in (None, "table", "json") else fmt,
+        )
         print(f"wrote {len(result['regions'])} region(s) to {path}", file=sys.stderr)
         if a.format is None:
             return
     if fmt == "geojson":
-        json.dump(to_feature_collection(result["regions"], result["query"], result["crs_wkt"],
-                                        result["random_weights"]), sys.stdout)
+        json.dump(
+            to_feature_collection(result["regions"], result["query"], result["crs_wkt"], result["random_weights"]),
+            sys.stdout,
+        )
         print()
     elif fmt == "json":
         json.dump(result, sys.stdout, indent=1)
@@ -148,8 +188,10 @@ def run(argv: list[str] | None = None) -> int:
         if a.json:
             print(json.dumps(result, indent=1))
         else:
-            print(f"indexed {result['tiles']} tiles ({result['skipped_empty']} empty skipped) in "
-                  f"{result['seconds']:.1f} s with {result['model']}\nindex: {result['path']}")
+            print(
+                f"indexed {result['tiles']} tiles ({result['skipped_empty']} empty skipped) in "
+                f"{result['seconds']:.1f} s with {result['model']}\nindex: {result['path']}"
+            )
         return 0
     if a.command == "info":
         print(json.dumps(service.handle("info", {"index": a.index}, lambda d, t: None, never), indent=1))

@@ -30,8 +30,7 @@ class Embedder(Protocol):
         """N strings -> (N, dim) float32, rows of unit length."""
         ...
 
-    def default_batch_size(self) -> int:
-        ...
+    def default_batch_size(self) -> int: ...
 
 
 def normalise_rows(vectors: np.ndarray) -> np.ndarray:
@@ -76,8 +75,9 @@ class ClipEmbedder:
             x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device, non_blocking=True)
             x = x.permute(0, 3, 1, 2).to(torch.float32).div_(255.0)
             if x.shape[-2:] != (size, size):
-                x = F.interpolate(x, size=(size, size), mode="bicubic", antialias=True,
-                                  align_corners=False).clamp_(0.0, 1.0)
+                x = F.interpolate(x, size=(size, size), mode="bicubic", antialias=True, align_corners=False).clamp_(
+                    0.0, 1.0
+                )
             x = ((x - self._mean) / self._std).to(self.dtype)
             features = self.model.encode_image(x)
             return F.normalize(features.float(), dim=-1).cpu().numpy()

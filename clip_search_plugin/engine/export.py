@@ -30,21 +30,31 @@ def region_properties(region: dict[str, Any], query: str, random_weights: bool) 
     }
 
 
-def to_feature_collection(regions: list[dict[str, Any]], query: str, crs_wkt: str, random_weights: bool) -> dict[str, Any]:
+def to_feature_collection(
+    regions: list[dict[str, Any]], query: str, crs_wkt: str, random_weights: bool
+) -> dict[str, Any]:
     """A GeoJSON FeatureCollection of the regions, coordinates in the raster's CRS."""
     return {
         "type": "FeatureCollection",
         "crs_wkt": crs_wkt,
         "features": [
-            {"type": "Feature", "id": r["rank"], "geometry": r["geometry"],
-             "properties": region_properties(r, query, random_weights)}
+            {
+                "type": "Feature",
+                "id": r["rank"],
+                "geometry": r["geometry"],
+                "properties": region_properties(r, query, random_weights),
+            }
             for r in regions
         ],
     }
 
 
 def write_regions(
-    path: str | Path, regions: list[dict[str, Any]], query: str, crs_wkt: str, random_weights: bool,
+    path: str | Path,
+    regions: list[dict[str, Any]],
+    query: str,
+    crs_wkt: str,
+    random_weights: bool,
     fmt: str | None = None,
 ) -> Path:
     """Write regions as a polygon layer named 'clip_search_results' (format from ``fmt`` or extension)."""
@@ -62,15 +72,21 @@ def write_regions(
         geoms = [g if g.geom_type == "MultiPolygon" else shapely.MultiPolygon([g]) for g in geoms]
     props = [region_properties(r, query, random_weights) for r in regions]
     names = list(FIELDS)
-    field_data = [np.array([p[n] for p in props], dtype=object if n in ("query", "area_units") else None)
-                  for n in names]
+    field_data = [
+        np.array([p[n] for p in props], dtype=object if n in ("query", "area_units") else None) for n in names
+    ]
     tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
     if tmp.exists():
         os.remove(tmp)
     pyogrio.raw.write(
-        str(tmp), geometry=np.array([shapely.to_wkb(g) for g in geoms], dtype=object),
-        field_data=field_data, fields=names, crs=crs_wkt or None, driver=driver,
-        geometry_type="MultiPolygon" if multi else "Polygon", layer="clip_search_results",
+        str(tmp),
+        geometry=np.array([shapely.to_wkb(g) for g in geoms], dtype=object),
+        field_data=field_data,
+        fields=names,
+        crs=crs_wkt or None,
+        driver=driver,
+        geometry_type="MultiPolygon" if multi else "Polygon",
+        layer="clip_search_results",
     )
     for sidecar in _sidecars(tmp):
         os.replace(sidecar, path.with_suffix(sidecar.suffix))
@@ -82,4 +98,3 @@ def _sidecars(main: Path) -> list[Path]:
     """Extra files a format writes beside the main one (Shapefile's .shx, .dbf, .prj, .cpg)."""
     stem = main.name[: -len(main.suffix)]
     return [p for p in main.parent.glob(stem + ".*") if p != main]
-

@@ -48,9 +48,7 @@ class Window:
         """The smallest window that holds both."""
         col = min(self.col_off, other.col_off)
         row = min(self.row_off, other.row_off)
-        return Window(
-            col, row, max(self.col_end, other.col_end) - col, max(self.row_end, other.row_end) - row
-        )
+        return Window(col, row, max(self.col_end, other.col_end) - col, max(self.row_end, other.row_end) - row)
 
     def to_bounds(self) -> tuple[int, int, int, int]:
         """(col_min, row_min, col_max, row_max)."""
@@ -95,9 +93,7 @@ def scaled_size(base_size: int, scale: float) -> int:
     return max(1, round(base_size * scale))
 
 
-def build_grid(
-    width: int, height: int, base_size: int, overlap: float, scales: Sequence[float]
-) -> list[Tile]:
+def build_grid(width: int, height: int, base_size: int, overlap: float, scales: Sequence[float]) -> list[Tile]:
     """All tiles of a raster of ``width`` x ``height`` pixels, scale by scale, row-major within a scale."""
     if base_size < 1:
         raise InputError(f"Tile size must be at least 1 pixel; got {base_size}.")
@@ -111,14 +107,15 @@ def build_grid(
         rows = tile_starts(height, size, stride)
         tile_w = min(size, width)
         tile_h = min(size, height)
-        tiles.extend(
-            Tile(Window(col, row, tile_w, tile_h), scale_index) for row in rows for col in cols
-        )
+        tiles.extend(Tile(Window(col, row, tile_w, tile_h), scale_index) for row in rows for col in cols)
     return tiles
 
 
 def metres_per_pixel(
-    pixel_width: float, pixel_height: float, is_geographic: bool, linear_units_factor: float,
+    pixel_width: float,
+    pixel_height: float,
+    is_geographic: bool,
+    linear_units_factor: float,
     latitude: float,
 ) -> float:
     """Ground size of one pixel in metres (mean of the two axes).
@@ -142,4 +139,3 @@ def ground_size_to_pixels(size_m: float, pixel_size_m: float) -> int:
     if pixel_size_m <= 0:
         raise InputError("The raster's pixel size is zero; it has no usable georeference.")
     return max(1, round(size_m / pixel_size_m))
-

@@ -43,9 +43,11 @@ def default_cache_root() -> Path:
     explicit = os.environ.get("CLIP_SEARCH_CACHE")
     if explicit:
         return Path(explicit)
-    base = os.environ.get("XDG_CACHE_HOME") or (
-        os.environ.get("LOCALAPPDATA") if os.name == "nt" else None
-    ) or os.path.join(os.path.expanduser("~"), ".cache")
+    base = (
+        os.environ.get("XDG_CACHE_HOME")
+        or (os.environ.get("LOCALAPPDATA") if os.name == "nt" else None)
+        or os.path.join(os.path.expanduser("~"), ".cache")
+    )
     return Path(base) / APP_DIR / "indexes"
 
 
@@ -120,9 +122,7 @@ def _fsync(path: Path) -> None:
 def check_target(target: Path) -> None:
     """Refuse to replace a folder that exists and is not an index (it may hold the user's files)."""
     if target.exists() and (not target.is_dir() or (any(target.iterdir()) and not (target / MANIFEST).is_file())):
-        raise InputError(
-            f"{target} exists and is not a CLIP Search index; choose an empty or new output folder."
-        )
+        raise InputError(f"{target} exists and is not a CLIP Search index; choose an empty or new output folder.")
 
 
 def write_index(
@@ -146,8 +146,12 @@ def write_index(
         for name in (VECTORS, TILES):
             _fsync(tmp / name)
             files[name] = {"size": (tmp / name).stat().st_size, "sha256": _sha256(tmp / name)}
-        full = dict(manifest, format_version=FORMAT_VERSION, files=files,
-                    created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+        full = dict(
+            manifest,
+            format_version=FORMAT_VERSION,
+            files=files,
+            created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        )
         with open(tmp / MANIFEST, "w", encoding="utf-8") as f:
             json.dump(full, f, indent=2)
             f.flush()
@@ -171,8 +175,15 @@ def _publish(tmp: Path, target: Path) -> None:
 
 
 REQUIRED_KEYS = {
-    "format_version": int, "raster": dict, "model": dict, "dim": int, "tiling": dict,
-    "base_tile_px": int, "tile_count": int, "files": dict, "created": str,
+    "format_version": int,
+    "raster": dict,
+    "model": dict,
+    "dim": int,
+    "tiling": dict,
+    "base_tile_px": int,
+    "tile_count": int,
+    "files": dict,
+    "created": str,
 }
 
 
@@ -180,9 +191,7 @@ def read_manifest(path: Path) -> dict[str, Any]:
     """The manifest of an index folder, validated."""
     manifest_path = Path(path) / MANIFEST
     if not manifest_path.is_file():
-        raise IndexFormatError(
-            f"{path} is not a complete CLIP Search index (no {MANIFEST}); build the index again."
-        )
+        raise IndexFormatError(f"{path} is not a complete CLIP Search index (no {MANIFEST}); build the index again.")
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -223,7 +232,11 @@ def open_index(path: str | Path, verify: bool = True) -> OpenIndex:
     except (ValueError, KeyError, TypeError, RuntimeError) as exc:
         raise IndexFormatError(f"The index in {path} is damaged ({exc}); build the index again.") from exc
     count = manifest["tile_count"]
-    if tiles.dtype != np.int32 or tiles.shape != (count, TILE_COLUMNS) or vectors.ntotal != count \
-            or vectors.d != manifest["dim"]:
+    if (
+        tiles.dtype != np.int32
+        or tiles.shape != (count, TILE_COLUMNS)
+        or vectors.ntotal != count
+        or vectors.d != manifest["dim"]
+    ):
         raise IndexFormatError(f"The index in {path} is inconsistent (tile counts differ); build it again.")
     return OpenIndex(path, manifest, raster, identity, tiling, tiles, vectors)

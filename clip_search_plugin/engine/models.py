@@ -40,14 +40,32 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in (
-        Preset("ViT-B-32-openai", "ViT-B-32", "openai",
-               "OpenAI CLIP ViT-B/32 (MIT licence); fast, general-purpose.", quick_gelu=True),
-        Preset("ViT-B-32-laion2b", "ViT-B-32", "laion2b_s34b_b79k",
-               "LAION-2B ViT-B/32 (MIT licence); general-purpose, trained on more data."),
-        Preset("ViT-L-14-openai", "ViT-L-14", "openai",
-               "OpenAI CLIP ViT-L/14 (MIT licence); slower, more accurate.", quick_gelu=True),
-        Preset("tiny-random", TINY_ARCH, RANDOM,
-               "A tiny architecture with random weights, for tests. Its results mean nothing."),
+        Preset(
+            "ViT-B-32-openai",
+            "ViT-B-32",
+            "openai",
+            "OpenAI CLIP ViT-B/32 (MIT licence); fast, general-purpose.",
+            quick_gelu=True,
+        ),
+        Preset(
+            "ViT-B-32-laion2b",
+            "ViT-B-32",
+            "laion2b_s34b_b79k",
+            "LAION-2B ViT-B/32 (MIT licence); general-purpose, trained on more data.",
+        ),
+        Preset(
+            "ViT-L-14-openai",
+            "ViT-L-14",
+            "openai",
+            "OpenAI CLIP ViT-L/14 (MIT licence); slower, more accurate.",
+            quick_gelu=True,
+        ),
+        Preset(
+            "tiny-random",
+            TINY_ARCH,
+            RANDOM,
+            "A tiny architecture with random weights, for tests. Its results mean nothing.",
+        ),
     )
 }
 DEFAULT_PRESET = "ViT-B-32-openai"
@@ -103,6 +121,7 @@ def file_sha256(path: str) -> str:
 def resolve_identity(spec: ModelSpec) -> tuple[ModelIdentity, str | None]:
     """The identity a spec loads, and the local checkpoint path if it names one."""
     preset = PRESETS.get(spec.name)
+    pretrained: str | None
     if preset is not None:
         arch, pretrained, quick_gelu = preset.arch, spec.pretrained or preset.pretrained, preset.quick_gelu
     else:
@@ -134,7 +153,7 @@ def _state_dict_from(checkpoint: Any) -> dict[str, Any]:
     if not isinstance(checkpoint, dict) or not checkpoint:
         raise ModelError("The checkpoint holds no state dict; save it with torch.save(model.state_dict()).")
     if all(k.startswith("module.") for k in checkpoint):
-        checkpoint = {k[len("module."):]: v for k, v in checkpoint.items()}
+        checkpoint = {k[len("module.") :]: v for k, v in checkpoint.items()}
     return checkpoint
 
 
@@ -187,19 +206,30 @@ def create_model(spec: ModelSpec, device: str) -> tuple[Any, Any, ModelIdentity]
         if identity.random_weights:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(RANDOM_SEED)
-                model = open_clip.create_model(identity.arch, pretrained=None, precision=precision,
-                                               device="cpu", force_quick_gelu=identity.quick_gelu)
+                model = open_clip.create_model(
+                    identity.arch,
+                    pretrained=None,
+                    precision=precision,
+                    device="cpu",
+                    force_quick_gelu=identity.quick_gelu,
+                )
         elif checkpoint is not None:
-            model = open_clip.create_model(identity.arch, pretrained=None, precision="fp32", device="cpu",
-                                           force_quick_gelu=identity.quick_gelu)
+            model = open_clip.create_model(
+                identity.arch, pretrained=None, precision="fp32", device="cpu", force_quick_gelu=identity.quick_gelu
+            )
             load_checkpoint_into(model, checkpoint)
             if precision == "fp16":
                 model = model.half()
         else:
             pretrained = None if identity.arch.startswith("hf-hub:") else identity.weights
-            model = open_clip.create_model(identity.arch, pretrained=pretrained, precision=precision,
-                                           device="cpu", force_quick_gelu=identity.quick_gelu,
-                                           require_pretrained=True)
+            model = open_clip.create_model(
+                identity.arch,
+                pretrained=pretrained,
+                precision=precision,
+                device="cpu",
+                force_quick_gelu=identity.quick_gelu,
+                require_pretrained=True,
+            )
         tokenizer = open_clip.get_tokenizer(identity.arch)
     except ModelError:
         raise

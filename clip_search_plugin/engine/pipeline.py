@@ -21,7 +21,7 @@ from .regions import Hit, Region, merge_hits
 from .search import AERIAL_TEMPLATES, embed_query, top_hits
 from .settings import Area, IndexSettings, ModelSpec, TilingSettings
 
-__all__ = ["build_index", "open_index", "search", "search_similar", "IndexResult", "SearchResult"]
+__all__ = ["IndexResult", "SearchResult", "build_index", "open_index", "search", "search_similar"]
 
 Progress = Callable[[int, int], None]
 IsCancelled = Callable[[], bool]
@@ -69,10 +69,13 @@ def base_tile_pixels(info: RasterInfo, tiling: TilingSettings) -> int:
     if not info.georeferenced:
         raise InputError("This raster has no georeference, so a tile size in metres has no meaning; give it in pixels.")
     t = info.affine
-    centre_lat = (t * (info.width / 2, info.height / 2))[1]
+    centre_lat = (t @ (info.width / 2, info.height / 2))[1]
     pixel_m = metres_per_pixel(
-        float(np.hypot(t.a, t.d)), float(np.hypot(t.b, t.e)), info.is_geographic,
-        info.linear_units_factor, centre_lat,
+        float(np.hypot(t.a, t.d)),
+        float(np.hypot(t.b, t.e)),
+        info.is_geographic,
+        info.linear_units_factor,
+        centre_lat,
     )
     return ground_size_to_pixels(tiling.tile_size, pixel_m)
 
@@ -121,8 +124,8 @@ def _cut_tiles(
         tw = max(1, min(out_w, round(t.window.width / factor)))
         r0 = min(round((t.window.row_off - chunk.row_off) / factor), out_h - th)
         c0 = min(round((t.window.col_off - chunk.col_off) / factor), out_w - tw)
-        mask = valid[r0:r0 + th, c0:c0 + tw]
-        yield t, rgb[r0:r0 + th, c0:c0 + tw], 1.0 - float(mask.mean())
+        mask = valid[r0 : r0 + th, c0 : c0 + tw]
+        yield t, rgb[r0 : r0 + th, c0 : c0 + tw], 1.0 - float(mask.mean())
 
 
 def square(pixels: np.ndarray) -> np.ndarray:
@@ -137,8 +140,14 @@ def square(pixels: np.ndarray) -> np.ndarray:
 
 
 def _embed_tiles(
-    info: RasterInfo, tiles: list[Tile], base: int, tiling: TilingSettings, embedder: Embedder,
-    batch_size: int, progress: Progress, is_cancelled: IsCancelled,
+    info: RasterInfo,
+    tiles: list[Tile],
+    base: int,
+    tiling: TilingSettings,
+    embedder: Embedder,
+    batch_size: int,
+    progress: Progress,
+    is_cancelled: IsCancelled,
 ) -> tuple[Any, list[Tile]]:
     """Embed all non-empty tiles into a Faiss index; returns (index, kept tiles in id order)."""
     import faiss
@@ -201,8 +210,10 @@ def build_index(
             "Every tile is empty (nodata or transparent) or beyond the allowed empty fraction; "
             "check the raster's nodata value, or raise the maximum empty fraction."
         )
-    table = np.array([[t.window.col_off, t.window.row_off, t.window.width, t.window.height, t.scale_index]
-                      for t in kept], dtype=np.int32)
+    table = np.array(
+        [[t.window.col_off, t.window.row_off, t.window.width, t.window.height, t.scale_index] for t in kept],
+        dtype=np.int32,
+    )
     manifest = {
         "raster": info.to_dict(),
         "model": embedder.identity.to_dict(),
@@ -219,8 +230,15 @@ def build_index(
     if is_cancelled():
         raise Cancelled()
     path = write_index(target, manifest, vectors, table)
-    return IndexResult(path, len(kept), len(tiles) - len(kept), len(tiles),
-                       time.perf_counter() - started, embedder.identity.label(), embedder.identity.random_weights)
+    return IndexResult(
+        path,
+        len(kept),
+        len(tiles) - len(kept),
+        len(tiles),
+        time.perf_counter() - started,
+        embedder.identity.label(),
+        embedder.identity.random_weights,
+    )
 
 
 def portable_spec(spec: ModelSpec) -> dict[str, Any]:
@@ -254,8 +272,14 @@ def _regions(index: OpenIndex, found: list[tuple[int, float]], merge: bool) -> t
 
 
 def search_vector(
-    index: OpenIndex, vector: np.ndarray, label: str, top_k: int, threshold: float | None,
-    area: Area | None, merge: bool, exclude: np.ndarray | None = None,
+    index: OpenIndex,
+    vector: np.ndarray,
+    label: str,
+    top_k: int,
+    threshold: float | None,
+    area: Area | None,
+    merge: bool,
+    exclude: np.ndarray | None = None,
 ) -> SearchResult:
     """Search ``index`` with a unit query vector; ``exclude`` is a boolean tile mask to leave out."""
     started = time.perf_counter()
@@ -264,8 +288,15 @@ def search_vector(
         allowed = ~exclude if allowed is None else allowed & ~exclude
     found = top_hits(index.vectors, vector, top_k, threshold, allowed)
     regions, hits = _regions(index, found, merge)
-    return SearchResult(label, regions, hits, index.identity.label(), index.identity.random_weights,
-                        index.raster.crs_wkt, time.perf_counter() - started)
+    return SearchResult(
+        label,
+        regions,
+        hits,
+        index.identity.label(),
+        index.identity.random_weights,
+        index.raster.crs_wkt,
+        time.perf_counter() - started,
+    )
 
 
 def search(
@@ -317,7 +348,7 @@ def search_similar(
         check_model(index, embedder)
         assert bbox is not None
         vector = embed_box(index, embedder, bbox)
-        exclude = tiles_in_area(index.tiles, bbox, index.raster.affine) if exclude_examples else None
+        exclude = tiles_in_area(index.tiles, bbox, index.raster.affine) & exclude_examples
         label = "similar to box " + ", ".join(f"{v:g}" for v in bbox)
     return search_vector(index, vector, label, top_k, threshold, area, merge, exclude)
 

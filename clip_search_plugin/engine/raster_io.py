@@ -54,7 +54,7 @@ class RasterInfo:
 
     def bounds(self) -> tuple[float, float, float, float]:
         """(xmin, ymin, xmax, ymax) of the raster in its CRS."""
-        corners = [self.affine * (c, r) for c in (0, self.width) for r in (0, self.height)]
+        corners = [self.affine @ (c, r) for c in (0, self.width) for r in (0, self.height)]
         xs = [p[0] for p in corners]
         ys = [p[1] for p in corners]
         return (min(xs), min(ys), max(xs), max(ys))
@@ -184,7 +184,7 @@ def describe_raster(path: str, bands: tuple[int, ...] | None = None) -> RasterIn
             crs_wkt=crs_wkt,
             is_geographic=bool(crs is not None and crs.is_geographic),
             linear_units_factor=_linear_units_factor(crs),
-            transform=tuple(transform)[:6],  # type: ignore[arg-type]
+            transform=(transform.a, transform.b, transform.c, transform.d, transform.e, transform.f),
             georeferenced=georeferenced,
             bands=chosen,
             stretch=stretch,
@@ -213,9 +213,7 @@ def compute_stretch(ds: Any, bands: tuple[int, int, int]) -> tuple[tuple[float, 
         values = np.asarray(band_data.compressed(), dtype=np.float64)
         values = values[np.isfinite(values)]
         if values.size == 0:
-            raise RasterError(
-                "The raster has no valid pixels (all nodata or transparent); nothing to index."
-            )
+            raise RasterError("The raster has no valid pixels (all nodata or transparent); nothing to index.")
         lo, hi = np.percentile(values, STRETCH_PERCENTILES)
         if hi <= lo:
             hi = lo + 1.0
@@ -235,9 +233,7 @@ def to_uint8(data: np.ndarray, stretch: tuple[tuple[float, float], ...] | None) 
     return out
 
 
-def read_chunk(
-    ds: Any, info: RasterInfo, window: Window, out_shape: tuple[int, int]
-) -> tuple[np.ndarray, np.ndarray]:
+def read_chunk(ds: Any, info: RasterInfo, window: Window, out_shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Read ``window`` resampled to ``out_shape`` (rows, cols).
 
     Returns ``(rgb, valid)``: uint8 (rows, cols, 3) with invalid pixels zeroed, and a bool mask of
@@ -248,8 +244,7 @@ def read_chunk(
     resampling = Resampling.average if downsampling else Resampling.bilinear
     unique = sorted(set(info.bands))
     data = ds.read(unique, window=rio_window, out_shape=(len(unique), *out_shape), resampling=resampling)
-    masks = ds.read_masks(unique, window=rio_window, out_shape=(len(unique), *out_shape),
-                          resampling=Resampling.nearest)
+    masks = ds.read_masks(unique, window=rio_window, out_shape=(len(unique), *out_shape), resampling=Resampling.nearest)
     valid = np.all(masks > 0, axis=0)
     if data.dtype.kind == "f":
         valid &= np.all(np.isfinite(data), axis=0)

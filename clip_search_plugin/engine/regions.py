@@ -51,8 +51,7 @@ class Region:
             "area": self.area,
             "area_units": self.area_units,
             "tile_count": len(self.members),
-            "members": [{"tile_id": h.tile_id, "score": h.score, "scale_index": h.scale_index}
-                        for h in self.members],
+            "members": [{"tile_id": h.tile_id, "score": h.score, "scale_index": h.scale_index} for h in self.members],
         }
 
 
@@ -136,15 +135,17 @@ def merge_hits(
         members = sorted((hits[i] for i in group), key=lambda h: -h.score)
         geometry = to_crs(pixel_polygon([h.window for h in members]), transform)
         area, units = ground_area(geometry, georeferenced, is_geographic, linear_units_factor)
-        regions.append(Region(
-            rank=0,
-            score=members[0].score,
-            geometry=mapping(geometry),
-            bounds=tuple(float(v) for v in geometry.bounds),  # type: ignore[arg-type]
-            area=area,
-            area_units=units,
-            members=members,
-        ))
+        regions.append(
+            Region(
+                rank=0,
+                score=members[0].score,
+                geometry=mapping(geometry),
+                bounds=tuple(float(v) for v in geometry.bounds),  # type: ignore[arg-type]
+                area=area,
+                area_units=units,
+                members=members,
+            )
+        )
     regions.sort(key=lambda r: -r.score)
     for rank, region in enumerate(regions, start=1):
         region.rank = rank

@@ -80,7 +80,7 @@ def top_hits(
         if candidates == 0:
             return []
         selector = faiss.IDSelectorBatch(ids)
-        params = faiss.SearchParameters(sel=selector)
+        params = faiss.SearchParameters(sel=selector)  # type: ignore[call-arg]
     k = min(top_k, candidates)
     if k == 0:
         return []

@@ -39,8 +39,13 @@ def _number(params: dict[str, Any], key: str, default: Any, kind: type) -> Any:
 
 
 def tiling_from(params: dict[str, Any]) -> TilingSettings:
-    return TilingSettings.from_dict({k: v for k, v in params.items() if k in (
-        "tile_size", "tile_units", "overlap", "scales", "max_empty_fraction", "bands", "area")})
+    return TilingSettings.from_dict(
+        {
+            k: v
+            for k, v in params.items()
+            if k in ("tile_size", "tile_units", "overlap", "scales", "max_empty_fraction", "bands", "area")
+        }
+    )
 
 
 def templates_from(value: Any) -> tuple[str, ...] | None:
@@ -62,7 +67,10 @@ class Service:
         self._embedders: dict[tuple[str, str | None, str], Embedder] = {}
         self._indexes: dict[str, tuple[float, OpenIndex]] = {}
         self.handlers: dict[str, Handler] = {
-            "index": self.do_index, "search": self.do_search, "similar": self.do_similar, "info": self.do_info,
+            "index": self.do_index,
+            "search": self.do_search,
+            "similar": self.do_similar,
+            "info": self.do_info,
         }
 
     def embedder(self, spec: ModelSpec, device: str | None = None) -> Embedder:
@@ -82,7 +90,9 @@ class Service:
             self._indexes[full] = (stamp, open_index(full))
         return self._indexes[full][1]
 
-    def handle(self, method: str, params: dict[str, Any], progress: Progress, is_cancelled: IsCancelled) -> dict[str, Any]:
+    def handle(
+        self, method: str, params: dict[str, Any], progress: Progress, is_cancelled: IsCancelled
+    ) -> dict[str, Any]:
         handler = self.handlers.get(method)
         if handler is None:
             raise InputError(f"Unknown request {method!r}; use one of {', '.join(self.handlers)}.")
@@ -96,15 +106,22 @@ class Service:
             raise InputError("Give the raster to index ('raster' parameter).")
         model = params.get("model") or {}
         spec = ModelSpec(str(model.get("name", ModelSpec.name)), model.get("pretrained"))
-        settings = IndexSettings(tiling=tiling_from(params.get("tiling") or {}), model=spec,
-                                 device=str(params.get("device", self.device)),
-                                 batch_size=_number(params, "batch_size", 0, int))
+        settings = IndexSettings(
+            tiling=tiling_from(params.get("tiling") or {}),
+            model=spec,
+            device=str(params.get("device", self.device)),
+            batch_size=_number(params, "batch_size", 0, int),
+        )
         embedder = self.embedder(spec, settings.device)
         result = build_index(raster, settings, params.get("output"), progress, is_cancelled, embedder)
         self._indexes.pop(str(result.path), None)
         return {
-            "path": str(result.path), "tiles": result.tile_count, "skipped_empty": result.skipped_empty,
-            "grid_tiles": result.grid_count, "seconds": round(result.seconds, 3), "model": result.model,
+            "path": str(result.path),
+            "tiles": result.tile_count,
+            "skipped_empty": result.skipped_empty,
+            "grid_tiles": result.grid_count,
+            "seconds": round(result.seconds, 3),
+            "model": result.model,
             "random_weights": result.random_weights,
         }
 
@@ -122,8 +139,9 @@ class Service:
         if not isinstance(query, str):
             raise InputError("Give the text to search for ('query' parameter).")
         embedder = self.embedder(index_model_spec(index))
-        result = search(index, embedder, query, templates=templates_from(params.get("templates")),
-                        **self._search_args(params))
+        result = search(
+            index, embedder, query, templates=templates_from(params.get("templates")), **self._search_args(params)
+        )
         return result.to_dict()
 
     def do_similar(self, params: dict[str, Any], progress: Progress, is_cancelled: IsCancelled) -> dict[str, Any]:
@@ -131,9 +149,12 @@ class Service:
         bbox = params.get("bbox")
         embedder = self.embedder(index_model_spec(index)) if bbox is not None else None
         result = search_similar(
-            index, embedder, tile_ids=params.get("tile_ids"),
+            index,
+            embedder,
+            tile_ids=params.get("tile_ids"),
             bbox=tuple(float(v) for v in bbox) if bbox is not None else None,  # type: ignore[arg-type]
-            exclude_examples=bool(params.get("exclude_examples", True)), **self._search_args(params),
+            exclude_examples=bool(params.get("exclude_examples", True)),
+            **self._search_args(params),
         )
         return result.to_dict()
 

@@ -43,12 +43,8 @@ class TilingSettings:
         if not self.scales or any(not s > 0 for s in self.scales):
             raise InputError(f"Scales must be positive numbers, e.g. 1 2 4; got {list(self.scales)}.")
         if not 0.0 <= self.max_empty_fraction <= 1.0:
-            raise InputError(
-                f"Maximum empty fraction must be between 0 and 1; got {self.max_empty_fraction}."
-            )
-        if self.bands is not None and (
-            len(self.bands) not in (1, 3) or any(b < 1 for b in self.bands)
-        ):
+            raise InputError(f"Maximum empty fraction must be between 0 and 1; got {self.max_empty_fraction}.")
+        if self.bands is not None and (len(self.bands) not in (1, 3) or any(b < 1 for b in self.bands)):
             raise InputError(f"Give 1 or 3 band numbers (1-based); got {list(self.bands)}.")
 
     def to_dict(self) -> dict[str, Any]:

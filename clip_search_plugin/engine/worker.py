@@ -108,8 +108,16 @@ class Worker:
             self.emit({"id": rid, "event": "error", "error": {"kind": exc.kind, "message": str(exc)}})
         except Exception as exc:  # noqa: BLE001 - the engine must answer, whatever went wrong
             log.error("request %s failed:\n%s", rid, traceback.format_exc())
-            self.emit({"id": rid, "event": "error", "error": {
-                "kind": "internal", "message": f"Internal error: {type(exc).__name__}: {exc}. See the engine log."}})
+            self.emit(
+                {
+                    "id": rid,
+                    "event": "error",
+                    "error": {
+                        "kind": "internal",
+                        "message": f"Internal error: {type(exc).__name__}: {exc}. See the engine log.",
+                    },
+                }
+            )
         finally:
             self._cancelled.discard(rid)
 
