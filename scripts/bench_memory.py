@@ -2,15 +2,16 @@
 
 Usage::
 
-    python scripts/bench_memory.py [--base-size 2048] [--json OUT.json] [--keep DIR]
+    python scripts/bench_memory.py [--base-size 2048] [--json OUT.json] [--keep DIR] [--gdal-cachemax MB]
 
 Builds two benchmark rasters with ``make_bench_raster.py`` (real aerial scene photos mosaicked into a
 tiled JPEG GeoTIFF): one of ``base-size`` squared pixels (1x area) and one of ``2 * base-size`` squared
 (4x area). Each is indexed by the real ``build_index`` (model preset ``tiny-random``, 224 px tiles, 0.5
 overlap, scale 1, CPU) in its own fresh Python process, so each figure covers exactly one build. That
 child reports its own ``ru_maxrss`` (peak resident set), wall time, tile count, and an RSS trace (sampled
-every 20 ms and at each progress callback). The table and the ratio peak RSS(4x) / peak RSS(1x) are
-printed; the target is a ratio of at most 1.2.
+every 20 ms and at each progress callback) and the peak size of GDAL's block cache during the build.
+The table and the ratio peak RSS(4x) / peak RSS(1x) are printed; the target is a ratio of at most 1.2.
+``--gdal-cachemax MB`` sets ``GDAL_CACHEMAX`` for the builds (GDAL's default is 5% of physical RAM).
 
 ``--child RASTER OUTDIR`` is the internal mode that runs one build and prints one JSON line.
 """
@@ -18,6 +19,7 @@ printed; the target is a ratio of at most 1.2.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import platform
@@ -49,6 +51,22 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def gdal_cache() -> tuple[Any, Any]:
+    """(GDALGetCacheUsed64, GDALGetCacheMax64) of the GDAL that rasterio loaded, or (None, None).
+
+    Best effort, Linux only: the library is found in /proc/self/maps (rasterio loads it privately).
+    """
+    try:
+        with open("/proc/self/maps") as f:
+            paths = {ln.split()[-1] for ln in f if "libgdal" in ln and ln.split()[-1].startswith("/")}
+        lib = ctypes.CDLL(sorted(paths)[0])
+        used, cmax = lib.GDALGetCacheUsed64, lib.GDALGetCacheMax64
+        used.restype = cmax.restype = ctypes.c_int64
+        return used, cmax
+    except (OSError, IndexError, AttributeError):
+        return None, None
+
+
 def thin(points: list[list[float]], n: int) -> list[list[float]]:
     """At most ``n`` points, evenly spaced, always keeping the last one."""
     if len(points) <= n:
@@ -78,12 +96,14 @@ def run_child(raster: str, output: str) -> int:
     sys.path.insert(0, str(REPO))
     import faiss  # noqa: F401 - imported up front so the baseline holds every library's fixed cost
     import open_clip  # noqa: F401
+    import rasterio  # noqa: F401 - loads GDAL, so its block cache can be read
     import torch
 
     from clip_search_plugin.engine.pipeline import build_index
     from clip_search_plugin.engine.settings import IndexSettings, ModelSpec, TilingSettings
 
     rss_imports = rss_bytes()
+    cache_used, cache_max = gdal_cache()
     peak_imports = peak_rss_bytes()
     settings = IndexSettings(
         tiling=TilingSettings(tile_size=224, tile_units="px", overlap=0.5, scales=(1.0,)),
@@ -92,8 +112,12 @@ def run_child(raster: str, output: str) -> int:
     )
     progress: list[list[float]] = []
 
+    cache_peak = [0.0]
+
     def on_progress(done: int, total: int) -> None:
         progress.append([round(time.perf_counter() - started, 3), done, total, rss_bytes() / MIB])
+        if cache_used is not None:
+            cache_peak[0] = max(cache_peak[0], cache_used() / MIB)
 
     sampler = Sampler(started)
     sampler.start()
@@ -115,6 +139,8 @@ def run_child(raster: str, output: str) -> int:
         "peak_after_imports_mib": round(peak_imports / MIB, 1),
         "rss_end_mib": round(rss_bytes() / MIB, 1),
         "peak_rss_mib": round(peak_rss_bytes() / MIB, 1),
+        "gdal_cache_max_mib": round(cache_max() / MIB, 1) if cache_max is not None else None,
+        "gdal_cache_used_peak_mib": round(cache_peak[0], 1) if cache_used is not None else None,
         "sampled_peak": {"t_s": peak[0], "rss_mib": round(peak[1], 1)},
         "torch_threads": torch.get_num_threads(),
         "progress_trace": [[t, d, n, round(r, 1)] for t, d, n, r in thin(progress, TRACE_POINTS)],
@@ -124,14 +150,18 @@ def run_child(raster: str, output: str) -> int:
     return 0
 
 
-def measure(raster: Path, output: Path) -> dict[str, Any]:
+def measure(raster: Path, output: Path, gdal_cachemax: str | None = None) -> dict[str, Any]:
     """Run one build in a fresh child process; its figures plus the wall time seen from outside."""
+    env = dict(os.environ)
+    if gdal_cachemax is not None:
+        env["GDAL_CACHEMAX"] = gdal_cachemax
     started = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, str(Path(__file__).resolve()), "--child", str(raster), str(output)],
         capture_output=True,
         text=True,
         cwd=REPO,
+        env=env,
         check=False,
     )
     wall = time.perf_counter() - started
@@ -170,20 +200,20 @@ def table(runs: list[dict[str, Any]]) -> str:
     """The figures as a Markdown table."""
     rows = [
         "| raster | pixels | tiles | wall s | build s | RSS after imports MiB | peak RSS MiB "
-        "| peak - imports MiB |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| peak - imports MiB | GDAL block cache MiB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in runs:
         rows.append(
             f"| {r['label']} ({r['width']} x {r['height']}) | {r['pixels']:,} | {r['tiles']:,} "
             f"| {r['wall_s']:.1f} | {r['build_s']:.1f} | {r['rss_after_imports_mib']:.0f} "
             f"| {r['peak_rss_mib']:.0f} "
-            f"| {r['peak_rss_mib'] - r['rss_after_imports_mib']:.0f} |"
+            f"| {r['peak_rss_mib'] - r['rss_after_imports_mib']:.0f} | {r['gdal_cache_used_peak_mib']} |"
         )
     return "\n".join(rows)
 
 
-def run_bench(base_size: int, workdir: Path) -> dict[str, Any]:
+def run_bench(base_size: int, workdir: Path, gdal_cachemax: str | None = None) -> dict[str, Any]:
     """Make the 1x and 4x rasters in ``workdir``, index each in a child, and gather the figures."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from make_bench_raster import DEFAULT_SCENES, make_bench_raster
@@ -195,7 +225,7 @@ def run_bench(base_size: int, workdir: Path) -> dict[str, Any]:
         make_bench_raster(raster, side, side, DEFAULT_SCENES, seed=0)
         made_s = time.perf_counter() - started
         print(f"{label}: made {raster.name} ({side} x {side}) in {made_s:.1f} s; indexing...", flush=True)
-        figures = measure(raster, workdir / f"index_{side}")
+        figures = measure(raster, workdir / f"index_{side}", gdal_cachemax)
         figures.update(label=label, width=side, height=side, pixels=side * side, make_s=round(made_s, 2))
         figures["raster_mib"] = round(raster.stat().st_size / MIB, 1)
         runs.append(figures)
@@ -205,6 +235,7 @@ def run_bench(base_size: int, workdir: Path) -> dict[str, Any]:
     growth = [r["peak_rss_mib"] - r["rss_after_imports_mib"] for r in runs]
     return {
         "base_size": base_size,
+        "gdal_cachemax_env": gdal_cachemax,
         "machine": machine(),
         "runs": runs,
         "ratio_peak_rss_4x_over_1x": round(ratio, 3),
@@ -219,6 +250,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--base-size", type=int, default=2048, help="1x raster side in px (default 2048)")
     parser.add_argument("--json", type=Path, default=None, help="write the figures as JSON here")
     parser.add_argument("--keep", type=Path, default=None, help="work and keep files here (default: temp)")
+    parser.add_argument(
+        "--gdal-cachemax",
+        default=None,
+        help="GDAL_CACHEMAX for the builds, e.g. 64 (MB); default: GDAL's own",
+    )
     parser.add_argument("--child", nargs=2, metavar=("RASTER", "OUTDIR"), help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -233,10 +269,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.keep is not None:
             args.keep.mkdir(parents=True, exist_ok=True)
-            report = run_bench(args.base_size, args.keep)
+            report = run_bench(args.base_size, args.keep, args.gdal_cachemax)
         else:
             with tempfile.TemporaryDirectory(prefix="bench_memory_") as tmp:
-                report = run_bench(args.base_size, Path(tmp))
+                report = run_bench(args.base_size, Path(tmp), args.gdal_cachemax)
     except (RuntimeError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

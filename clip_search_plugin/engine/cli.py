@@ -203,7 +203,8 @@ def run(argv: list[str] | None = None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(message)s")
-    logging.getLogger().setLevel(logging.ERROR)  # open_clip warns about random weights; we say it ourselves
+    # open_clip logs what our own messages already say (random weights, failed downloads)
+    logging.getLogger().setLevel(logging.CRITICAL)
     try:
         return run(argv)
     except ClipSearchError as exc:

@@ -11,8 +11,11 @@ Ways to name a model, all through :func:`load_embedder`:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import socket
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -194,6 +197,43 @@ def pick_device(requested: str = "auto") -> str:
     return requested
 
 
+HUB_HOST = ("huggingface.co", 443)
+
+
+PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the model hub answers at all (one quick connection, no download).
+
+    Behind a proxy a direct connection proves nothing, so the hub is then assumed reachable.
+    """
+    if any(os.environ.get(v) for v in PROXY_VARIABLES):
+        return True
+    try:
+        with socket.create_connection(HUB_HOST, timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def offline_when_unreachable() -> Iterator[None]:
+    """Use only locally cached hub files when the hub cannot be reached.
+
+    Without this, each download is retried with back-off for most of a minute before failing.
+    """
+    import huggingface_hub.constants as hub
+
+    before = hub.HF_HUB_OFFLINE
+    if not before and not hub_reachable():
+        hub.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        hub.HF_HUB_OFFLINE = before
+
+
 def create_model(spec: ModelSpec, device: str) -> tuple[Any, Any, ModelIdentity]:
     """(model in eval mode on ``device``, tokenizer, identity) for ``spec``."""
     import open_clip
@@ -222,20 +262,23 @@ def create_model(spec: ModelSpec, device: str) -> tuple[Any, Any, ModelIdentity]
                 model = model.half()
         else:
             pretrained = None if identity.arch.startswith("hf-hub:") else identity.weights
-            model = open_clip.create_model(
-                identity.arch,
-                pretrained=pretrained,
-                precision=precision,
-                device="cpu",
-                force_quick_gelu=identity.quick_gelu,
-                require_pretrained=True,
-            )
-        tokenizer = open_clip.get_tokenizer(identity.arch)
+            with offline_when_unreachable():
+                model = open_clip.create_model(
+                    identity.arch,
+                    pretrained=pretrained,
+                    precision=precision,
+                    device="cpu",
+                    force_quick_gelu=identity.quick_gelu,
+                    require_pretrained=True,
+                )
+        hub_tokenizer = identity.arch.startswith("hf-hub:")
+        with offline_when_unreachable() if hub_tokenizer else contextlib.nullcontext():
+            tokenizer = open_clip.get_tokenizer(identity.arch)
     except ModelError:
         raise
     except Exception as exc:
         raise ModelError(
-            f"Cannot load model {identity.label()}: {str(exc)[:300]}. If this machine cannot download "
-            "weights, download the checkpoint elsewhere and pass it as a file (--pretrained PATH)."
+            f"Cannot load model {identity.label()}: {exc} If this machine cannot download weights, "
+            "download the checkpoint elsewhere and pass it as a file (--pretrained PATH)."
         ) from exc
     return model.to(device).eval(), tokenizer, identity

@@ -95,7 +95,8 @@ def test_weights_that_cannot_be_downloaded_give_advice(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=dict(env, PYTHONPATH=str(REPO)),
                           capture_output=True, text=True, timeout=300)
     assert raster.exists() and done.returncode == 2, done.stderr
-    assert "Cannot load model ViT-B-32 (openai)" in done.stderr and "--pretrained PATH" in done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert "Cannot load model ViT-B-32 (openai)" in line and "--pretrained PATH" in line
 
 
 def test_device_choice() -> None:

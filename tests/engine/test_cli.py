@@ -1,0 +1,73 @@
+"""The command line, run as a user runs it: a real subprocess, the tiny random-weight CLIP."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyogrio
+import pytest
+
+from .conftest import REPO, shared_raster
+
+CLI = [sys.executable, "-m", "clip_search_plugin.engine"]
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.run([*CLI, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_index_search_similar_info_through_the_cli(tmp_path: Path) -> None:
+    raster = shared_raster("drone_rgba_alpha.tif")
+    ix = tmp_path / "my index"  # a path with a space
+    done = cli("index", str(raster), "--model", "clip-search-tiny", "--pretrained", "none", "--output", str(ix),
+               "--tile-size", "60", "--tile-units", "m", "--scales", "1", "2", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "RANDOM WEIGHTS" in done.stdout and str(ix) in done.stdout
+
+    table = cli("search", str(ix), "solar panels on a roof", "--top-k", "8", cwd=tmp_path)
+    assert table.returncode == 0, table.stderr
+    assert "RANDOM WEIGHTS" in table.stdout and "rank" in table.stdout
+
+    gpkg = tmp_path / "results.gpkg"
+    written = cli("search", str(ix), "road", "--top-k", "5", "-o", str(gpkg), cwd=tmp_path)
+    assert written.returncode == 0, written.stderr
+    info = pyogrio.read_info(gpkg)
+    assert info["crs"] == "EPSG:32750" and info["features"] >= 1
+    assert {"rank", "score", "query", "tile_count", "area", "random_weights"} <= set(info["fields"])
+
+    geojson = cli("similar", str(ix), "--tile-id", "0", "--top-k", "3", "--format", "geojson", cwd=tmp_path)
+    features = json.loads(geojson.stdout)["features"]
+    assert geojson.returncode == 0 and 1 <= len(features) <= 3
+    assert [f["properties"]["rank"] for f in features] == list(range(1, len(features) + 1))
+
+    described = json.loads(cli("info", str(ix), cwd=tmp_path).stdout)
+    assert described["random_weights"] is True and described["tiles"] > 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["index", "missing.tif", "--model", "tiny-random"], "Raster not found"),
+        (["index", "{gcps}", "--model", "tiny-random"], "gdalwarp"),
+        (["index", "{raster}", "--model", "tiny-random", "--overlap", "1.5"], "Overlap"),
+        (["search", "nowhere", "pool"], "not a complete CLIP Search index"),
+        (["search", "{index}", "   "], "query is empty"),
+        (["search", "{index}", "pool", "--top-k", "0"], "top-k"),
+        (["search", "{index}", "pool", "--threshold", "2"], "threshold"),
+    ],
+)
+def test_bad_input_gives_one_line_and_exit_code_2(args: list[str], message: str, tmp_path: Path) -> None:
+    raster = shared_raster("colorado_rgb_015m.tif")
+    index = tmp_path / "ix"
+    if "{index}" in args:
+        assert cli("index", str(raster), "--model", "tiny-random", "--output", str(index), cwd=tmp_path).returncode == 0
+    filled = [a.format(raster=raster, index=index, gcps=raster.with_name("gcps_only.tif")) for a in args]
+    done = cli(*filled, cwd=tmp_path)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], done.stderr

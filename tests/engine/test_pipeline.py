@@ -1,0 +1,127 @@
+"""Pipeline API behaviours: cancellation, empty tiles, model mismatch, changed rasters, bands, stretch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from affine import Affine
+
+from clip_search_plugin.engine.embedder import ClipEmbedder
+from clip_search_plugin.engine.errors import Cancelled, InputError, RasterError
+from clip_search_plugin.engine.index import default_cache_root
+from clip_search_plugin.engine.pipeline import build_index, open_index, search, search_similar
+from clip_search_plugin.engine.raster_io import describe_raster
+from clip_search_plugin.engine.settings import IndexSettings, ModelSpec, TilingSettings
+
+from .conftest import write_geotiff
+from .test_georeference_truth import ColourEmbedder
+
+TINY = IndexSettings(tiling=TilingSettings(tile_size=32), model=ModelSpec("tiny-random"))
+
+
+def noise(count: int = 3, size: int = 160, dtype: str = "uint8") -> np.ndarray:
+    return np.random.default_rng(0).integers(1, 200, size=(count, size, size)).astype(dtype)
+
+
+def test_cancel_within_one_batch_writes_nothing(tiny: ClipEmbedder, tmp_path: Path) -> None:
+    raster = write_geotiff(tmp_path / "r.tif", noise())
+    calls: list[tuple[int, int]] = []
+    settings = IndexSettings(tiling=TilingSettings(tile_size=32), model=ModelSpec("tiny-random"), batch_size=4)
+    with pytest.raises(Cancelled):
+        build_index(raster, settings, tmp_path / "ix", progress=lambda d, t: calls.append((d, t)),
+                    is_cancelled=lambda: len(calls) >= 2, embedder=tiny)
+    assert len(calls) == 2 and calls[-1][0] <= 8  # stopped after the second batch of 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.tif"]
+
+
+def test_default_output_is_the_cache_folder_keyed_by_raster_model_and_tiling(tiny: ClipEmbedder, tmp_path: Path) -> None:
+    raster = write_geotiff(tmp_path / "r.tif", noise())
+    first = build_index(raster, TINY, embedder=tiny).path
+    assert first.parent == default_cache_root()
+    other = IndexSettings(tiling=TilingSettings(tile_size=48), model=ModelSpec("tiny-random"))
+    assert build_index(raster, other, embedder=tiny).path != first
+    assert build_index(raster, TINY, embedder=tiny).path == first
+
+
+def test_search_with_another_model_than_the_index_is_refused(tiny: ClipEmbedder, tmp_path: Path) -> None:
+    raster = write_geotiff(tmp_path / "r.tif", noise())
+    index = open_index(build_index(raster, TINY, tmp_path / "ix", embedder=tiny).path)
+    with pytest.raises(InputError, match="built with clip-search-tiny"):
+        search(index, ColourEmbedder(), "red")  # type: ignore[arg-type]
+
+
+def test_by_example_box_refuses_a_raster_changed_since_indexing(tiny: ClipEmbedder, tmp_path: Path) -> None:
+    raster = write_geotiff(tmp_path / "r.tif", noise())
+    index = open_index(build_index(raster, TINY, tmp_path / "ix", embedder=tiny).path)
+    b = index.raster.bounds()
+    assert search_similar(index, tiny, bbox=(b[0], b[1], b[0] + 20, b[1] + 20), top_k=3).regions
+    write_geotiff(raster, noise()[:, ::-1].copy())
+    with pytest.raises(InputError, match="changed since it was indexed"):
+        search_similar(index, tiny, bbox=(b[0], b[1], b[0] + 20, b[1] + 20))
+
+
+def test_all_empty_raster_is_refused_clearly(tiny: ClipEmbedder, tmp_path: Path) -> None:
+    raster = write_geotiff(tmp_path / "r.tif", np.zeros((1, 64, 64), dtype="uint16"), nodata=0)
+    with pytest.raises(RasterError, match="no valid pixels"):
+        build_index(raster, TINY, tmp_path / "ix", embedder=tiny)
+    assert not (tmp_path / "ix").exists()
+
+
+def test_mostly_empty_tiles_are_skipped_above_the_fraction(tiny: ClipEmbedder, tmp_path: Path) -> None:
+    data = noise(size=128)
+    data[:, :, :96] = 0  # three quarters of the columns are nodata
+    raster = write_geotiff(tmp_path / "r.tif", data, nodata=0)
+    grid = TilingSettings(tile_size=32, overlap=0.0)
+    strict = build_index(raster, IndexSettings(tiling=grid, model=TINY.model), tmp_path / "a", embedder=tiny)
+    assert strict.tile_count == 4 and strict.skipped_empty == 12
+    loose = TilingSettings(tile_size=64, overlap=0.0, max_empty_fraction=0.5)  # tiles half empty: kept
+    assert build_index(raster, IndexSettings(tiling=loose, model=TINY.model), tmp_path / "b",
+                       embedder=tiny).tile_count == 2
+
+
+@pytest.mark.parametrize(
+    ("count", "dtype", "bands", "expected"),
+    [(1, "uint8", None, (1, 1, 1)), (2, "int16", None, (1, 1, 1)), (4, "uint16", None, (1, 2, 3)),
+     (8, "float32", None, (1, 2, 3)), (8, "float32", (5, 4, 3), (5, 4, 3)), (4, "uint8", (2,), (2, 2, 2))],
+)
+def test_band_choice_and_stretch(count: int, dtype: str, bands: tuple[int, ...] | None,
+                                 expected: tuple[int, int, int], tmp_path: Path) -> None:
+    data = noise(count, 64, dtype) * (40 if dtype != "uint8" else 1)
+    raster = write_geotiff(tmp_path / "r.tif", data)
+    info = describe_raster(str(raster), bands)
+    assert info.bands == expected
+    assert (info.stretch is None) == (dtype == "uint8")
+    if info.stretch:
+        lo, hi = info.stretch[0]
+        values = data[expected[0] - 1].astype(float)
+        assert lo == pytest.approx(np.percentile(values, 2), rel=0.05)
+        assert hi == pytest.approx(np.percentile(values, 98), rel=0.05)
+
+
+def test_band_that_does_not_exist_is_refused(tmp_path: Path) -> None:
+    raster = write_geotiff(tmp_path / "r.tif", noise(3, 32))
+    with pytest.raises(RasterError, match="has 3 band"):
+        describe_raster(str(raster), (1, 2, 7))
+
+
+def test_float_nan_pixels_are_treated_as_empty(tiny: ClipEmbedder, tmp_path: Path) -> None:
+    data = noise(3, 64, "float32")
+    data[:, :32, :] = np.nan
+    raster = write_geotiff(tmp_path / "r.tif", data)
+    grid = IndexSettings(tiling=TilingSettings(tile_size=32, overlap=0.0), model=TINY.model)
+    result = build_index(raster, grid, tmp_path / "ix", embedder=tiny)
+    assert result.tile_count == 2 and result.skipped_empty == 2
+
+
+def test_raster_without_georeference_is_indexed_in_pixel_coordinates(tiny: ClipEmbedder, tmp_path: Path) -> None:
+    raster = write_geotiff(tmp_path / "r.tif", noise(), transform=Affine.identity(), crs=None)
+    index = open_index(build_index(raster, TINY, tmp_path / "ix", embedder=tiny).path)
+    assert not index.raster.georeferenced and index.raster.crs_wkt == ""
+    found = search(index, tiny, "a house", top_k=3)
+    xmin, ymin, xmax, ymax = found.regions[0].bounds
+    assert 0 <= xmin < xmax <= 160 and -160 <= ymin < ymax <= 0  # as QGIS shows it: y = -row
+    assert found.regions[0].area_units == "px2"
+    with pytest.raises(InputError, match="in pixels"):
+        build_index(raster, IndexSettings(tiling=TilingSettings(tile_units="m", tile_size=10)), embedder=tiny)
