@@ -20,13 +20,13 @@ from affine import Affine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from clip_search_plugin.engine.cli import TerminalProgress  # noqa: E402
-from clip_search_plugin.engine.embedder import Embedder, load_embedder  # noqa: E402
-from clip_search_plugin.engine.errors import ClipSearchError, ModelError  # noqa: E402
-from clip_search_plugin.engine.export import write_regions  # noqa: E402
-from clip_search_plugin.engine.models import DEFAULT_PRESET, PRESETS  # noqa: E402
-from clip_search_plugin.engine.pipeline import build_index, open_index, search  # noqa: E402
-from clip_search_plugin.engine.settings import IndexSettings, ModelSpec, TilingSettings  # noqa: E402
+from clip_search_plugin.engine.cli import TerminalProgress
+from clip_search_plugin.engine.embedder import Embedder, load_embedder
+from clip_search_plugin.engine.errors import ClipSearchError, ModelError
+from clip_search_plugin.engine.export import write_regions
+from clip_search_plugin.engine.models import DEFAULT_PRESET, PRESETS
+from clip_search_plugin.engine.pipeline import build_index, open_index, search
+from clip_search_plugin.engine.settings import IndexSettings, ModelSpec, TilingSettings
 
 SCENES = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "aerial_scenes"
 QUERIES = ("an airport with runways", "a beach by the sea", "a bridge over a river", "a football field")

@@ -42,10 +42,13 @@ def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[P
     yield cache
 
 
+UTM_HALF_METRE = Affine(0.5, 0, 500_000, 0, -0.5, 4_000_000)
+
+
 def write_geotiff(
     path: Path,
     data: np.ndarray,
-    transform: Affine = Affine(0.5, 0, 500_000, 0, -0.5, 4_000_000),
+    transform: Affine = UTM_HALF_METRE,
     crs: str | None = "EPSG:32633",
     nodata: float | None = None,
     **profile: object,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -44,7 +45,7 @@ def test_count_follows_the_formula_and_last_tile_is_shifted_inward(length: int, 
     assert starts == sorted(set(starts))
     assert starts[-1] == max(0, length - size)
     # all steps are the stride except possibly the last, which is shorter (shifted inward)
-    steps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    steps = [b - a for a, b in itertools.pairwise(starts)]
     assert all(step == stride for step in steps[:-1])
     assert all(0 < step <= stride for step in steps)
 

@@ -122,5 +122,5 @@ def test_damaged_index_is_refused_with_advice(tmp_path: Path, damage: str) -> No
         (path / MANIFEST).unlink()
     else:
         (path / MANIFEST).write_text("{not json")
-    with pytest.raises(IndexFormatError, match="(?i)build"):
+    with pytest.raises(IndexFormatError, match=r"(?i)build"):
         open_index(path)

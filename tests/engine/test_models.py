@@ -21,7 +21,8 @@ from .conftest import REPO, write_geotiff
 
 def test_presets_and_architectures_resolve_to_identities() -> None:
     preset, _ = resolve_identity(ModelSpec("ViT-B-32-openai"))
-    assert (preset.arch, preset.weights, preset.random_weights, preset.quick_gelu) == ("ViT-B-32", "openai", False, True)
+    assert (preset.arch, preset.weights, preset.quick_gelu) == ("ViT-B-32", "openai", True)
+    assert not preset.random_weights
     tagged, _ = resolve_identity(ModelSpec("ViT-B-32", "laion2b_s34b_b79k"))
     assert (tagged.arch, tagged.weights) == ("ViT-B-32", "laion2b_s34b_b79k")
     random, _ = resolve_identity(ModelSpec("ViT-B-32", "none"))

@@ -36,7 +36,9 @@ def test_cancel_within_one_batch_writes_nothing(tiny: ClipEmbedder, tmp_path: Pa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.tif"]
 
 
-def test_default_output_is_the_cache_folder_keyed_by_raster_model_and_tiling(tiny: ClipEmbedder, tmp_path: Path) -> None:
+def test_default_output_is_the_cache_folder_keyed_by_raster_model_and_tiling(
+    tiny: ClipEmbedder, tmp_path: Path
+) -> None:
     raster = write_geotiff(tmp_path / "r.tif", noise())
     first = build_index(raster, TINY, embedder=tiny).path
     assert first.parent == default_cache_root()

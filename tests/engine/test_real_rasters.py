@@ -47,12 +47,12 @@ def test_each_raster_indexes_and_regions_lie_within_its_bounds(name: str, tiny: 
 
 def test_tiny_raster_smaller_than_two_tiles(tiny: ClipEmbedder, tmp_path: Path) -> None:
     path = shared_raster("colorado_rgb_015m.tif")  # 383 x 232
-    result, index, _ = index_and_search(path, tiny, tmp_path / "ix", scales=(1.0, 2.0, 4.0))
+    _, index, _ = index_and_search(path, tiny, tmp_path / "ix", scales=(1.0, 2.0, 4.0))
     windows = {(index.window(i), index.scale_index(i)) for i in range(index.count)}
     # base scale: 3 columns x 2 rows of 224 px; the 448 and 896 px scales: one tile, the whole raster
     assert sum(1 for _, s in windows if s == 0) == 6
-    assert {w for w, s in windows if s > 0} == {index.window(i) for i in range(index.count) if index.scale_index(i) > 0}
-    assert all((w.width, w.height) == (383, 232) for w, s in windows if s > 0)
+    coarse = sorted((s, w.col_off, w.row_off, w.width, w.height) for w, s in windows if s > 0)
+    assert coarse == [(1, 0, 0, 383, 232), (2, 0, 0, 383, 232)]
 
 
 def valid_fraction(path: Path, col: int, row: int, w: int, h: int) -> float:
@@ -82,7 +82,7 @@ def test_alpha_and_nodata_borders_produce_no_tiles(name: str, tile: int, tiny: C
 
 def test_int16_geographic_raster_has_footprints_in_degrees(tiny: ClipEmbedder, tmp_path: Path) -> None:
     path = shared_raster("int16_2band_epsg4326.tif")
-    result, index, found = index_and_search(path, tiny, tmp_path / "ix", tile_size=5000, tile_units="m")
+    _, index, found = index_and_search(path, tiny, tmp_path / "ix", tile_size=5000, tile_units="m")
     assert index.raster.is_geographic and index.raster.stretch is not None
     # 5 km at about 37.4 N with 0.0044 degree pixels (about 437 m x 489 m): about 11 pixels
     assert 9 <= index.manifest["base_tile_px"] <= 13
