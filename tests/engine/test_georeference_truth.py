@@ -61,7 +61,7 @@ def scene(*patches: tuple[int, int, int], width: int = 640, height: int = 480) -
 CASES = {
     "utm": (Affine(0.5, 0, 500_000, 0, -0.5, 4_000_000), "EPSG:32633"),
     "degrees": (Affine(0.0001, 0, 12.0, 0, -0.0001, 45.0), "EPSG:4326"),
-    "south_up_rotated": (Affine(0, 0.5, 300_000, 0.5, 0, 6_000_000), "EPSG:32750"),
+    "rotated_90": (Affine(0, -0.5, 300_000, 0.5, 0, 6_000_000), "EPSG:32750"),
 }
 
 
