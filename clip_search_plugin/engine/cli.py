@@ -90,15 +90,20 @@ class TerminalProgress:
 
     def __init__(self) -> None:
         self.enabled = sys.stderr.isatty()
-        self.started = time.perf_counter()
+        self.started: float | None = None
+        self.first = 0
 
     def __call__(self, done: int, total: int) -> None:
         if not self.enabled or total <= 0:
             return
+        now = time.perf_counter()
+        if self.started is None:  # the rate counts from the first report, after the model loaded
+            self.started, self.first = now, done
         width = 30
         filled = int(width * done / total)
-        rate = done / max(1e-9, time.perf_counter() - self.started)
-        sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} tiles  {rate:.1f}/s")
+        elapsed = now - self.started
+        rate = f"  {(done - self.first) / elapsed:.1f} tiles/s" if elapsed > 0 else ""
+        sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} tiles{rate}")
         if done >= total:
             sys.stderr.write("\n")
         sys.stderr.flush()
