@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=Path("demo-output"))
     parser.add_argument("--model", default=DEFAULT_PRESET)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.ERROR)
+    logging.basicConfig(level=logging.CRITICAL)  # our own messages say what open_clip would log
     args.output.mkdir(parents=True, exist_ok=True)
     try:
         raster = sample_raster(args.output)
