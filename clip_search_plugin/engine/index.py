@@ -13,7 +13,6 @@ reader sees a whole index or none, and a failed or cancelled build leaves any pr
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import os
 import shutil
@@ -26,7 +25,7 @@ import numpy as np
 
 from .errors import IndexFormatError, InputError
 from .grid import Window
-from .models import ModelIdentity
+from .models import ModelIdentity, file_sha256
 from .raster_io import RasterInfo
 from .settings import TilingSettings
 
@@ -103,14 +102,6 @@ class OpenIndex:
         }
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _fsync(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -145,7 +136,7 @@ def write_index(
         files = {}
         for name in (VECTORS, TILES):
             _fsync(tmp / name)
-            files[name] = {"size": (tmp / name).stat().st_size, "sha256": _sha256(tmp / name)}
+            files[name] = {"size": (tmp / name).stat().st_size, "sha256": file_sha256(tmp / name)}
         full = dict(
             manifest,
             format_version=FORMAT_VERSION,
@@ -221,7 +212,7 @@ def open_index(path: str | Path, verify: bool = True) -> OpenIndex:
         file = path / name
         if not isinstance(entry, dict) or not file.is_file() or file.stat().st_size != entry.get("size"):
             raise IndexFormatError(f"{file} is missing or truncated; build the index again.")
-        if verify and _sha256(file) != entry.get("sha256"):
+        if verify and file_sha256(file) != entry.get("sha256"):
             raise IndexFormatError(f"{file} does not match its checksum (changed or damaged); build the index again.")
     try:
         tiles = np.load(path / TILES, allow_pickle=False)

@@ -113,10 +113,11 @@ def register_configs() -> None:
         open_clip.add_model_config(CONFIG_DIR)
 
 
-def file_sha256(path: str) -> str:
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of a whole file, read in 4 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
+        for block in iter(lambda: f.read(1 << 22), b""):
             digest.update(block)
     return digest.hexdigest()
 
@@ -234,6 +235,22 @@ def offline_when_unreachable() -> Iterator[None]:
         hub.HF_HUB_OFFLINE = before
 
 
+def _open_clip_model(
+    identity: ModelIdentity, pretrained: str | None, precision: str, require_pretrained: bool = False
+) -> Any:
+    """open_clip's model for ``identity`` on the CPU, with the given weights (None: random)."""
+    import open_clip
+
+    return open_clip.create_model(
+        identity.arch,
+        pretrained=pretrained,
+        precision=precision,
+        device="cpu",
+        force_quick_gelu=identity.quick_gelu,
+        require_pretrained=require_pretrained,
+    )
+
+
 def create_model(spec: ModelSpec, device: str) -> tuple[Any, Any, ModelIdentity]:
     """(model in eval mode on ``device``, tokenizer, identity) for ``spec``."""
     import open_clip
@@ -246,31 +263,16 @@ def create_model(spec: ModelSpec, device: str) -> tuple[Any, Any, ModelIdentity]
         if identity.random_weights:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(RANDOM_SEED)
-                model = open_clip.create_model(
-                    identity.arch,
-                    pretrained=None,
-                    precision=precision,
-                    device="cpu",
-                    force_quick_gelu=identity.quick_gelu,
-                )
+                model = _open_clip_model(identity, None, precision)
         elif checkpoint is not None:
-            model = open_clip.create_model(
-                identity.arch, pretrained=None, precision="fp32", device="cpu", force_quick_gelu=identity.quick_gelu
-            )
+            model = _open_clip_model(identity, None, "fp32")
             load_checkpoint_into(model, checkpoint)
             if precision == "fp16":
                 model = model.half()
         else:
             pretrained = None if identity.arch.startswith("hf-hub:") else identity.weights
             with offline_when_unreachable():
-                model = open_clip.create_model(
-                    identity.arch,
-                    pretrained=pretrained,
-                    precision=precision,
-                    device="cpu",
-                    force_quick_gelu=identity.quick_gelu,
-                    require_pretrained=True,
-                )
+                model = _open_clip_model(identity, pretrained, precision, require_pretrained=True)
         hub_tokenizer = identity.arch.startswith("hf-hub:")
         with offline_when_unreachable() if hub_tokenizer else contextlib.nullcontext():
             tokenizer = open_clip.get_tokenizer(identity.arch)

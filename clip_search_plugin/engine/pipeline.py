@@ -16,7 +16,7 @@ from .embedder import Embedder, load_embedder, normalise_rows
 from .errors import Cancelled, InputError
 from .grid import Tile, Window, build_grid, ground_size_to_pixels, metres_per_pixel
 from .index import OpenIndex, default_index_dir, open_index, write_index
-from .raster_io import RasterInfo, describe_raster, fingerprint_file, open_dataset, read_chunk
+from .raster_io import RasterInfo, bounded_block_cache, describe_raster, fingerprint_file, open_dataset, read_chunk
 from .regions import Hit, Region, merge_hits
 from .search import AERIAL_TEMPLATES, embed_query, top_hits
 from .settings import Area, IndexSettings, ModelSpec, TilingSettings
@@ -162,7 +162,7 @@ def _embed_tiles(
         vectors.add(embedder.encode_images(np.stack([p for _, p in batch])))
         kept.extend(t for t, _ in batch)
 
-    with open_dataset(info.path) as ds:
+    with bounded_block_cache(), open_dataset(info.path) as ds:
         for source_size, group in _chunks(tiles, base, tiling.scales):
             if is_cancelled():
                 raise Cancelled()

@@ -7,16 +7,18 @@ with its validity mask.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import rasterio
 from affine import Affine
-from rasterio.enums import ColorInterp, Resampling
+from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window as RioWindow
 
@@ -28,6 +30,7 @@ PIXEL_TRANSFORM = Affine(1.0, 0.0, 0.0, 0.0, -1.0, 0.0)
 STRETCH_PERCENTILES = (2.0, 98.0)
 STRETCH_SAMPLE_SIDE = 1024
 FINGERPRINT_SAMPLE = 1 << 20
+BLOCK_CACHE_MB = 64
 
 
 @dataclass(frozen=True)
@@ -233,6 +236,22 @@ def to_uint8(data: np.ndarray, stretch: tuple[tuple[float, float], ...] | None) 
     return out
 
 
+def all_valid(ds: Any, bands: list[int]) -> bool:
+    """True when GDAL reports every pixel of these bands valid (no nodata, alpha or mask band)."""
+    return all(ds.mask_flag_enums[b - 1] == [MaskFlags.all_valid] for b in bands)
+
+
+@contextlib.contextmanager
+def bounded_block_cache() -> Iterator[None]:
+    """GDAL's block cache limited while a build reads.
+
+    Chunks are read once, so a large cache buys nothing; at GDAL's default (5% of RAM) it would keep
+    every block read and make memory grow with the raster's area.
+    """
+    with rasterio.Env(GDAL_CACHEMAX=BLOCK_CACHE_MB):
+        yield
+
+
 def read_chunk(ds: Any, info: RasterInfo, window: Window, out_shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Read ``window`` resampled to ``out_shape`` (rows, cols).
 
@@ -244,8 +263,13 @@ def read_chunk(ds: Any, info: RasterInfo, window: Window, out_shape: tuple[int, 
     resampling = Resampling.average if downsampling else Resampling.bilinear
     unique = sorted(set(info.bands))
     data = ds.read(unique, window=rio_window, out_shape=(len(unique), *out_shape), resampling=resampling)
-    masks = ds.read_masks(unique, window=rio_window, out_shape=(len(unique), *out_shape), resampling=Resampling.nearest)
-    valid = np.all(masks > 0, axis=0)
+    if all_valid(ds, unique):  # no nodata, alpha or mask: reading GDAL's all-255 mask would only cost memory
+        valid = np.ones(out_shape, dtype=bool)
+    else:
+        masks = ds.read_masks(
+            unique, window=rio_window, out_shape=(len(unique), *out_shape), resampling=Resampling.nearest
+        )
+        valid = np.all(masks > 0, axis=0)
     if data.dtype.kind == "f":
         valid &= np.all(np.isfinite(data), axis=0)
     position = {b: i for i, b in enumerate(unique)}
