@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -23,6 +24,7 @@ from .settings import Area, IndexSettings, ModelSpec, TilingSettings
 
 __all__ = ["IndexResult", "SearchResult", "build_index", "open_index", "search", "search_similar"]
 
+log = logging.getLogger("clip_search.engine")
 Progress = Callable[[int, int], None]
 IsCancelled = Callable[[], bool]
 CHUNK_SOURCE_PIXELS = 2048
@@ -204,6 +206,16 @@ def build_index(
     base, tiles = plan_tiles(info, settings.tiling)
     embedder = embedder or load_embedder(settings.model, settings.device)
     batch_size = settings.batch_size or embedder.default_batch_size()
+    log.info(
+        "indexing %s: %d tiles (base %d px, scales %s) with %s on %s, batches of %d",
+        info.path,
+        len(tiles),
+        base,
+        list(settings.tiling.scales),
+        embedder.identity.label(),
+        embedder.device,
+        batch_size,
+    )
     vectors, kept = _embed_tiles(info, tiles, base, settings.tiling, embedder, batch_size, progress, is_cancelled)
     if not kept:
         raise InputError(

@@ -122,6 +122,20 @@ class Worker:
             self._cancelled.discard(rid)
 
 
+class EventLogHandler(logging.Handler):
+    """Forwards log records to the client as ``log`` events (the full log also goes to stderr)."""
+
+    def __init__(self, worker: Worker, level: int = logging.INFO) -> None:
+        super().__init__(level)
+        self.worker = worker
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.worker.emit({"event": "log", "level": record.levelname.lower(), "message": record.getMessage()})
+        except Exception:  # noqa: BLE001 - logging must never break the engine
+            self.handleError(record)
+
+
 def protocol_stream() -> TextIO:
     """A private copy of stdout for the protocol; fd 1 itself then points at stderr."""
     sys.stdout.flush()
@@ -132,7 +146,11 @@ def protocol_stream() -> TextIO:
 
 
 def serve(device: str = "auto") -> int:
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s", force=True
+    )
     out = protocol_stream()
-    Worker(Service(device), out).run(sys.stdin)
+    worker = Worker(Service(device), out)
+    logging.getLogger("clip_search").addHandler(EventLogHandler(worker))
+    worker.run(sys.stdin)
     return 0

@@ -127,3 +127,18 @@ def test_raster_without_georeference_is_indexed_in_pixel_coordinates(tiny: ClipE
     assert found.regions[0].area_units == "px2"
     with pytest.raises(InputError, match="in pixels"):
         build_index(raster, IndexSettings(tiling=TilingSettings(tile_units="m", tile_size=10)), embedder=tiny)
+
+
+def test_index_restricted_to_polygons_holds_only_tiles_touching_them(tiny: ClipEmbedder, tmp_path: Path) -> None:
+    raster = write_geotiff(tmp_path / "r.tif", noise(size=256))  # 0.5 m pixels from (500000, 4000000)
+    triangle = {"type": "Polygon", "coordinates": [[[500_010, 3_999_990], [500_030, 3_999_990],
+                                                    [500_010, 3_999_970], [500_010, 3_999_990]]]}
+    settings = IndexSettings(tiling=TilingSettings(tile_size=32, overlap=0.0, area=[triangle]), model=TINY.model)
+    index = open_index(build_index(raster, settings, tmp_path / "ix", embedder=tiny).path)
+    # the triangle spans columns and rows 20-60 (col + row <= 80): 4 of the 64 tiles touch it
+    cells = sorted((int(c) // 32, int(r) // 32) for c, r in index.tiles[:, :2])
+    assert cells == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert index.tiling.area == [triangle]
+    outside = TilingSettings(tile_size=32, area=(0.0, 0.0, 10.0, 10.0))
+    with pytest.raises(InputError, match="does not overlap the raster"):
+        build_index(raster, IndexSettings(tiling=outside, model=TINY.model), tmp_path / "iy", embedder=tiny)

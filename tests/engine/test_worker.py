@@ -22,6 +22,7 @@ class Engine:
             [sys.executable, "-m", "clip_search_plugin.engine", "serve", "--device", "cpu"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
         )
+        self.seen: list[dict[str, Any]] = []
         self.ready = self.read()
 
     def send(self, rid: Any, method: str, **params: Any) -> None:
@@ -33,7 +34,9 @@ class Engine:
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         assert line, "the engine closed its output"
-        return json.loads(line)  # every stdout line is one JSON message
+        message = json.loads(line)  # every stdout line is one JSON message
+        self.seen.append(message)
+        return message
 
     def until(self, rid: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         """Events for ``rid`` up to its result or error."""
@@ -69,6 +72,8 @@ def test_index_then_searches_with_progress_in_one_process(engine: Engine, tmp_pa
                 tiling={"tile_size": 96})
     events, done = engine.until(1)
     assert done["event"] == "result", done
+    logs = [m for m in engine.seen if m["event"] == "log"]
+    assert any("indexing" in m["message"] and m["level"] == "info" for m in logs), logs
     progress = [e for e in events if e["event"] == "progress"]
     assert len(progress) >= 3 and progress[-1]["done"] == progress[-1]["total"]
     assert [p["done"] for p in progress] == sorted(p["done"] for p in progress)
