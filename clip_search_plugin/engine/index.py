@@ -58,6 +58,49 @@ def default_index_dir(raster: RasterInfo, identity: ModelIdentity, tiling: Tilin
     return default_cache_root() / name
 
 
+def locate_index(raster: RasterInfo, identity: ModelIdentity, tiling: TilingSettings) -> dict[str, Any]:
+    """Status of the default index for this raster, model and tiling: ready, stale or none.
+
+    "stale": an index of this raster's path exists in the cache but the raster's content has changed
+    since (or it was built with other settings); its manifest summary is returned so it can be shown.
+    """
+    expected = default_index_dir(raster, identity, tiling)
+    if (expected / MANIFEST).is_file():
+        try:
+            return {"status": "ready", "path": str(expected), "manifest": _summary(read_manifest(expected))}
+        except IndexFormatError as exc:
+            return {"status": "damaged", "path": str(expected), "message": str(exc)}
+    root = default_cache_root()
+    others = []
+    for manifest_path in root.glob(f"*/{MANIFEST}") if root.is_dir() else []:
+        try:
+            manifest = read_manifest(manifest_path.parent)
+        except IndexFormatError:
+            continue
+        if manifest["raster"].get("path") == raster.path:
+            others.append((manifest.get("created", ""), manifest_path.parent, manifest))
+    if others:
+        _, path, manifest = max(others, key=lambda o: o[0])
+        changed = manifest["raster"].get("fingerprint") != raster.fingerprint
+        return {
+            "status": "stale",
+            "path": str(path),
+            "expected": str(expected),
+            "manifest": _summary(manifest),
+            "reason": "the raster changed since it was indexed" if changed else "other model or tiling settings",
+        }
+    return {"status": "none", "path": str(expected)}
+
+
+def _summary(manifest: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "model": manifest.get("model_label", ""),
+        "tiles": manifest.get("tile_count"),
+        "created": manifest.get("created"),
+        "random_weights": bool(manifest.get("model", {}).get("random_weights")),
+    }
+
+
 @dataclass
 class OpenIndex:
     """An index folder loaded for searching."""

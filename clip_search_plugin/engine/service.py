@@ -13,7 +13,8 @@ from typing import Any
 
 from .embedder import Embedder, load_embedder
 from .errors import InputError
-from .index import OpenIndex, open_index
+from .index import OpenIndex, locate_index, open_index
+from .models import resolve_identity
 from .pipeline import (
     IsCancelled,
     Progress,
@@ -22,6 +23,7 @@ from .pipeline import (
     search,
     search_similar,
 )
+from .raster_io import describe_raster
 from .search import AERIAL_TEMPLATES
 from .settings import IndexSettings, ModelSpec, TilingSettings
 
@@ -48,6 +50,13 @@ def tiling_from(params: dict[str, Any]) -> TilingSettings:
     )
 
 
+def model_from(params: dict[str, Any]) -> ModelSpec:
+    model = params.get("model") or {}
+    if not isinstance(model, dict):
+        raise InputError("model must be an object with 'name' and optionally 'pretrained'.")
+    return ModelSpec(str(model.get("name", ModelSpec.name)), model.get("pretrained"))
+
+
 def templates_from(value: Any) -> tuple[str, ...] | None:
     """'default' (or absent): the aerial ensemble; 'raw': the query alone; a list: those templates."""
     if value in (None, "default"):
@@ -71,6 +80,7 @@ class Service:
             "search": self.do_search,
             "similar": self.do_similar,
             "info": self.do_info,
+            "locate": self.do_locate,
         }
 
     def embedder(self, spec: ModelSpec, device: str | None = None) -> Embedder:
@@ -104,8 +114,7 @@ class Service:
         raster = params.get("raster")
         if not isinstance(raster, str) or not raster:
             raise InputError("Give the raster to index ('raster' parameter).")
-        model = params.get("model") or {}
-        spec = ModelSpec(str(model.get("name", ModelSpec.name)), model.get("pretrained"))
+        spec = model_from(params)
         settings = IndexSettings(
             tiling=tiling_from(params.get("tiling") or {}),
             model=spec,
@@ -157,6 +166,16 @@ class Service:
             **self._search_args(params),
         )
         return result.to_dict()
+
+    def do_locate(self, params: dict[str, Any], progress: Progress, is_cancelled: IsCancelled) -> dict[str, Any]:
+        """Where the index for a raster with these settings is, and whether it is ready, stale or missing."""
+        raster = params.get("raster")
+        if not isinstance(raster, str) or not raster:
+            raise InputError("Give the raster ('raster' parameter).")
+        spec = model_from(params)
+        tiling = tiling_from(params.get("tiling") or {})
+        identity, _ = resolve_identity(spec)
+        return locate_index(describe_raster(raster, tiling.bands), identity, tiling)
 
     def do_info(self, params: dict[str, Any], progress: Progress, is_cancelled: IsCancelled) -> dict[str, Any]:
         info = self.open(params.get("index")).summary()

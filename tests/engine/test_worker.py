@@ -138,3 +138,25 @@ def test_shutdown_while_indexing_stops_promptly(engine: Engine, tmp_path: Path) 
     assert engine.close() == 0
     assert time.monotonic() - started < 30
     assert not (tmp_path / "ix").exists()
+
+
+def test_locate_reports_none_ready_and_stale(engine: Engine, tmp_path: Path) -> None:
+    import shutil
+
+    raster = tmp_path / "r.tif"
+    shutil.copy(shared_raster("colorado_rgb_015m.tif"), raster)
+    params = {"raster": str(raster), "model": TINY, "tiling": {"tile_size": 112}}
+    engine.send(1, "locate", **params)
+    assert engine.until(1)[1]["result"]["status"] == "none"
+    engine.send(2, "index", **params)
+    built = engine.until(2)[1]["result"]["path"]
+    engine.send(3, "locate", **params)
+    ready = engine.until(3)[1]["result"]
+    assert ready["status"] == "ready" and ready["path"] == built and ready["manifest"]["random_weights"] is True
+    with open(raster, "r+b") as f:  # the raster changes after indexing
+        f.seek(-100, 2)
+        f.write(b"\x07" * 100)
+    engine.send(4, "locate", **params)
+    stale = engine.until(4)[1]["result"]
+    assert stale["status"] == "stale" and stale["path"] == built and "changed" in stale["reason"]
+    assert engine.close() == 0

@@ -1,0 +1,231 @@
+"""Starts, talks to and stops an engine process (JSON lines over stdin/stdout).
+
+Plain Python, no Qt: a reader thread parses the engine's events and calls the callbacks registered for
+each request, on that reader thread. The controller hands results to the GUI thread through a Qt
+signal; an index task waits on a queue in its own thread. Nothing here ever blocks waiting for the
+engine unless the caller asks to (``wait``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import subprocess
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PLUGIN_DIR = Path(__file__).resolve().parent
+Event = dict[str, Any]
+Callback = Callable[[Event], None]
+
+
+class EngineUnavailable(Exception):
+    """The engine environment is missing or broken; the message says how to fix it."""
+
+
+def default_engine_python() -> str:
+    """The engine's interpreter: $CLIP_SEARCH_ENGINE_PYTHON, else a .venv-engine beside the plugin's source."""
+    explicit = os.environ.get("CLIP_SEARCH_ENGINE_PYTHON")
+    if explicit:
+        return explicit
+    for base in (PLUGIN_DIR.parent, PLUGIN_DIR):
+        candidate = base / ".venv-engine" / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+        if candidate.exists():
+            return str(candidate)
+    return ""
+
+
+def engine_command(python: str, device: str = "auto") -> list[str]:
+    return [python, "-m", "clip_search_plugin.engine", "serve", "--device", device]
+
+
+def check_engine_python(python: str) -> None:
+    """Refuse clearly when the configured interpreter does not exist."""
+    if not python:
+        raise EngineUnavailable(
+            "No engine environment is configured. Create one with `make env` in the plugin's source folder "
+            "(or python3 -m venv ENV && ENV/bin/pip install -r requirements-engine.txt) and set its Python "
+            "in CLIP Search settings."
+        )
+    if not (Path(python).is_file() or shutil.which(python)):
+        raise EngineUnavailable(
+            f"The engine Python {python} does not exist. Set the engine Python in CLIP Search settings "
+            "to the interpreter of an environment made from requirements-engine.txt."
+        )
+
+
+@dataclass
+class Pending:
+    on_event: Callback
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+class EngineClient:
+    """One engine process. ``request`` returns an id; events for it go to ``on_event``."""
+
+    def __init__(self, python: str, device: str = "auto", on_exit: Callable[[str], None] | None = None) -> None:
+        self.python = python
+        self.device = device
+        self.on_exit = on_exit
+        self.proc: subprocess.Popen[str] | None = None
+        self._pending: dict[str, Pending] = {}
+        self._lock = threading.Lock()
+        self._next = 0
+        self._stderr_tail: deque[str] = deque(maxlen=200)
+        self._ready = threading.Event()
+        self._stopping = False
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    def start(self, timeout: float = 120.0) -> None:
+        """Start the process and wait for its ``ready`` event (imports take a few seconds)."""
+        check_engine_python(self.python)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PLUGIN_DIR.parent), env.get("PYTHONPATH", "")) if p)
+        env["PYTHONUNBUFFERED"] = "1"
+        env.pop("PYTHONHOME", None)  # QGIS's own Python settings must not leak into the engine's
+        self._stopping = False
+        self._ready.clear()
+        try:
+            self.proc = subprocess.Popen(
+                engine_command(self.python, self.device),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                encoding="utf-8",
+                env=env,
+                bufsize=1,
+                creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0),
+            )
+        except OSError as exc:
+            raise EngineUnavailable(f"Cannot start the engine with {self.python}: {exc}.") from exc
+        threading.Thread(target=self._read_stdout, name="clip-search-engine-out", daemon=True).start()
+        threading.Thread(target=self._read_stderr, name="clip-search-engine-err", daemon=True).start()
+        if not self._ready.wait(timeout) or not self.running:
+            tail = "".join(list(self._stderr_tail)[-15:]).strip()
+            self.stop()
+            raise EngineUnavailable(
+                f"The engine at {self.python} did not start. Its environment may lack packages: run "
+                f"`make env` (or pip install -r requirements-engine.txt into it).\n{tail}"
+            )
+
+    def request(self, method: str, params: dict[str, Any], on_event: Callback) -> str:
+        """Send a request; ``on_event`` receives its progress / log / result / error events."""
+        if not self.running:
+            raise EngineUnavailable("The engine is not running.")
+        with self._lock:
+            self._next += 1
+            rid = f"r{self._next}"
+            self._pending[rid] = Pending(on_event)
+        self._send({"id": rid, "method": method, "params": params})
+        return rid
+
+    def call(self, method: str, params: dict[str, Any], timeout: float | None = None) -> Event:
+        """Send a request and wait for its result or error event (for scripts, tests and task threads)."""
+        answers: queue.Queue[Event] = queue.Queue()
+
+        def keep(event: Event) -> None:
+            if event.get("event") in ("result", "error"):
+                answers.put(event)
+
+        self.request(method, params, keep)
+        try:
+            return answers.get(timeout=timeout)
+        except queue.Empty as exc:
+            raise TimeoutError(f"The engine did not answer {method} within {timeout} s.") from exc
+
+    def cancel(self, rid: str) -> None:
+        if self.running:
+            self._send({"id": f"cancel-{rid}", "method": "cancel", "params": {"target": rid}})
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Ask the engine to shut down; kill it if it does not within ``timeout``. Never leaves an orphan."""
+        self._stopping = True
+        proc = self.proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            try:
+                self._send({"id": "shutdown", "method": "shutdown", "params": {}})
+                proc.wait(timeout=timeout)
+            except (OSError, ValueError, subprocess.TimeoutExpired):
+                proc.kill()
+                proc.wait(timeout=timeout)
+        for stream in (proc.stdin, proc.stdout, proc.stderr):
+            if stream is not None:
+                try:
+                    stream.close()
+                except OSError:
+                    pass
+
+    def _send(self, message: dict[str, Any]) -> None:
+        assert self.proc is not None and self.proc.stdin is not None
+        with self._lock:
+            self.proc.stdin.write(json.dumps(message) + "\n")
+            self.proc.stdin.flush()
+
+    def _read_stdout(self) -> None:
+        proc = self.proc
+        assert proc is not None and proc.stdout is not None
+        try:
+            for line in proc.stdout:
+                self._dispatch(line)
+        except (OSError, ValueError):
+            pass
+        self._on_closed()
+
+    def _dispatch(self, line: str) -> None:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            self._stderr_tail.append(f"(not JSON on the engine's output) {line}")
+            return
+        if event.get("event") == "ready":
+            self._ready.set()
+            return
+        with self._lock:
+            pending = self._pending.get(str(event.get("id")))
+            if pending is not None and event.get("event") in ("result", "error"):
+                del self._pending[str(event.get("id"))]
+        if pending is not None:
+            pending.on_event(event)
+
+    def _read_stderr(self) -> None:
+        proc = self.proc
+        assert proc is not None and proc.stderr is not None
+        try:
+            for line in proc.stderr:
+                self._stderr_tail.append(line)
+        except (OSError, ValueError):
+            pass
+
+    def _on_closed(self) -> None:
+        """The engine's output ended: fail every open request, and report an unexpected exit."""
+        self._ready.set()
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        reason = "The engine stopped." if self._stopping else self.crash_report()
+        for rid, p in pending.items():
+            p.on_event({"id": rid, "event": "error", "error": {"kind": "engine", "message": reason}})
+        if not self._stopping and self.on_exit is not None:
+            self.on_exit(reason)
+
+    def crash_report(self) -> str:
+        tail = "".join(list(self._stderr_tail)[-8:]).strip()
+        code = self.proc.poll() if self.proc is not None else None
+        return f"The engine process ended unexpectedly (exit code {code}); it restarts on the next request." + (
+            f"\nLast log lines:\n{tail}" if tail else ""
+        )
