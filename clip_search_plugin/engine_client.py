@@ -69,9 +69,16 @@ class Pending:
 class EngineClient:
     """One engine process. ``request`` returns an id; events for it go to ``on_event``."""
 
-    def __init__(self, python: str, device: str = "auto", on_exit: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        python: str,
+        device: str = "auto",
+        on_exit: Callable[[str], None] | None = None,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         self.python = python
         self.device = device
+        self.extra_env = extra_env or {}
         self.on_exit = on_exit
         self.proc: subprocess.Popen[str] | None = None
         self._pending: dict[str, Pending] = {}
@@ -92,7 +99,7 @@ class EngineClient:
     def start(self, timeout: float = 120.0) -> None:
         """Start the process and wait for its ``ready`` event (imports take a few seconds)."""
         check_engine_python(self.python)
-        env = dict(os.environ)
+        env = dict(os.environ, **self.extra_env)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PLUGIN_DIR.parent), env.get("PYTHONPATH", "")) if p)
         env["PYTHONUNBUFFERED"] = "1"
         env.pop("PYTHONHOME", None)  # QGIS's own Python settings must not leak into the engine's

@@ -55,6 +55,7 @@ class Worker:
                 continue
             if not self._accept(line):
                 break
+        self._cancelled.add("*")  # input closed (the client quit or died): stop whatever is running
         self._stopping.set()
         self._jobs.put(None)
         thread.join()

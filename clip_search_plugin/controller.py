@@ -1,0 +1,400 @@
+"""Wiring: dock <-> engine <-> layers. Every engine answer arrives on the main thread through a signal."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from qgis.core import (
+    Qgis,
+    QgsApplication,
+    QgsCoordinateTransform,
+    QgsProject,
+    QgsRasterLayer,
+    QgsVectorLayer,
+)
+from qgis.PyQt.QtCore import QObject, Qt, pyqtSignal, pyqtSlot
+from qgis.PyQt.QtWidgets import QFileDialog
+
+from . import layers
+from .dock import AREA_SELECTED, AREA_VISIBLE, ClipSearchDock
+from .engine_client import EngineClient, EngineUnavailable
+from .plugin_settings import PluginSettings
+from .tasks import IndexTask
+
+Event = dict[str, Any]
+MESSAGE_TITLE = "CLIP Search"
+
+
+def raster_path(layer: QgsRasterLayer) -> str | None:
+    """The file behind a raster layer, or None for layers the engine cannot read yet (WMS, XYZ...)."""
+    if layer.providerType() != "gdal":
+        return None
+    return layer.source().split("|")[0]
+
+
+class Controller(QObject):
+    """Owns the search engine process, the running index tasks and the current results."""
+
+    _deliver = pyqtSignal(object, object)
+
+    def __init__(self, iface: Any, dock: ClipSearchDock) -> None:
+        super().__init__()
+        self.iface = iface
+        self.dock = dock
+        self.settings = PluginSettings.load()
+        self.engine: EngineClient | None = None
+        self._engine_lock = threading.Lock()
+        self.tasks: dict[str, IndexTask] = {}  # raster layer id -> running task (a reference keeps it alive)
+        self.status: dict[str, Event] = {}  # raster layer id -> last locate result
+        self.results: dict[str, tuple[str, list[Event]]] = {}  # raster id -> (results layer id, regions)
+        self._deliver.connect(self._run_callback, Qt.QueuedConnection)
+        dock.layerChanged.connect(self.refresh_status)
+        dock.indexRequested.connect(self.start_index)
+        dock.cancelRequested.connect(self.cancel_index)
+        dock.searchRequested.connect(self.search)
+        dock.resultSelected.connect(self.focus_result)
+        dock.zoomAllRequested.connect(self.zoom_all)
+        dock.moreLikeThisRequested.connect(self.more_like_this)
+        dock.exportRequested.connect(self.export_results)
+        if iface is not None:
+            iface.currentLayerChanged.connect(self._follow_active_layer)
+            self._follow_active_layer(iface.activeLayer())
+        self.refresh_status(dock.raster_layer())
+
+    # --- engine plumbing -----------------------------------------------------------------------------
+    @pyqtSlot(object, object)
+    def _run_callback(self, callback: Callable[[Event], None], event: Event) -> None:
+        callback(event)
+
+    def call_engine(self, method: str, params: dict[str, Any], on_event: Callable[[Event], None]) -> None:
+        """Send a request without blocking the GUI: the engine starts in a thread if it is not running."""
+
+        def deliver(event: Event) -> None:
+            self._deliver.emit(on_event, event)
+
+        def send() -> None:
+            try:
+                self._ensure_engine().request(method, params, deliver)
+            except EngineUnavailable as exc:
+                deliver({"event": "error", "error": {"kind": "engine", "message": str(exc)}})
+
+        threading.Thread(target=send, name="clip-search-send", daemon=True).start()
+
+    def _ensure_engine(self) -> EngineClient:
+        with self._engine_lock:
+            if self.engine is None or not self.engine.running:
+                engine = EngineClient(
+                    self.settings.engine_python, self.settings.device, extra_env=self.settings.engine_env()
+                )
+                engine.start()
+                self.engine = engine
+            return self.engine
+
+    def stop(self) -> None:
+        """Cancel running tasks, disconnect from QGIS and stop the engine process (plugin unload, QGIS exit)."""
+        if self.iface is not None:
+            self.iface.currentLayerChanged.disconnect(self._follow_active_layer)
+        for task in list(self.tasks.values()):
+            task.cancel()
+        with self._engine_lock:
+            if self.engine is not None:
+                self.engine.stop()
+                self.engine = None
+
+    def apply_settings(self, settings: PluginSettings) -> None:
+        settings.save()
+        self.settings = settings
+        with self._engine_lock:
+            if self.engine is not None:
+                self.engine.stop()
+                self.engine = None
+        self.refresh_status(self.dock.raster_layer())
+
+    def message(self, text: str, level: Any = Qgis.Warning, duration: int = 8) -> None:
+        if self.iface is not None:
+            self.iface.messageBar().pushMessage(MESSAGE_TITLE, text, level=level, duration=duration)
+
+    # --- layer and status -----------------------------------------------------------------------------
+    def _follow_active_layer(self, layer: Any) -> None:
+        if isinstance(layer, QgsRasterLayer):
+            self.dock.layerCombo.setLayer(layer)
+
+    def refresh_status(self, layer: QgsRasterLayer | None) -> None:
+        self.dock.show_results(self.results.get(layer.id(), ("", []))[1] if layer else [], "")
+        if layer is None:
+            self.dock.set_status("Choose a raster layer.")
+            return
+        path = raster_path(layer)
+        if path is None:
+            self.dock.set_status(
+                f"{layer.name()} is a {layer.providerType()} layer; CLIP Search indexes "
+                "raster files (GeoTIFF and other GDAL formats) for now."
+            )
+            return
+        self.dock.set_indexing(layer.id() in self.tasks)
+        self.dock.set_status("Checking the index…")
+        params = {"raster": path, "model": self.settings.model_params(), "tiling": self.settings.tiling_params()}
+        self.call_engine("locate", params, lambda event: self._show_status(layer.id(), event))
+
+    def _show_status(self, layer_id: str, event: Event) -> None:
+        current = self.dock.raster_layer()
+        if event["event"] == "error":
+            self.status.pop(layer_id, None)
+            if current is not None and current.id() == layer_id:
+                self.dock.set_status(event["error"]["message"])
+            return
+        self.status[layer_id] = status = event["result"]
+        if current is None or current.id() != layer_id:
+            return
+        self.dock.set_status(status_text(status))
+
+    # --- indexing -------------------------------------------------------------------------------------
+    def start_index(self, area_mode: int) -> None:
+        layer = self.dock.raster_layer()
+        if layer is None or raster_path(layer) is None:
+            self.message("Choose a raster layer backed by a file to index.")
+            return
+        if layer.id() in self.tasks:
+            return
+        tiling = self.settings.tiling_params()
+        try:
+            area = self.index_area(layer, area_mode)
+        except ValueError as exc:
+            self.message(str(exc))
+            return
+        if area is not None:
+            tiling["area"] = area
+        params = {
+            "raster": raster_path(layer),
+            "model": self.settings.model_params(),
+            "tiling": tiling,
+            "device": self.settings.device,
+        }
+        task = IndexTask(
+            f"CLIP Search: indexing {layer.name()}",
+            self.settings.engine_python,
+            self.settings.device,
+            params,
+            lambda t: self._index_done(layer.id(), t),
+            self.settings.engine_env(),
+        )
+        layer_id = layer.id()
+        task.progressChanged.connect(lambda percent: self._index_progress(layer_id, percent))
+        self.tasks[layer.id()] = task
+        self.dock.set_indexing(True)
+        self.dock.set_status(f"Indexing {layer.name()}…")
+        QgsApplication.taskManager().addTask(task)
+
+    def index_area(self, layer: QgsRasterLayer, area_mode: int) -> Any:
+        """None (whole layer), a bbox of the visible extent, or selected polygons, in the raster's CRS."""
+        if area_mode == AREA_VISIBLE and self.iface is not None:
+            canvas = self.iface.mapCanvas()
+            source = canvas.mapSettings().destinationCrs()
+            transform = QgsCoordinateTransform(source, layer.crs(), QgsProject.instance())
+            box = transform.transformBoundingBox(canvas.extent())
+            return [box.xMinimum(), box.yMinimum(), box.xMaximum(), box.yMaximum()]
+        if area_mode == AREA_SELECTED:
+            polygons = self.dock.polygonLayerCombo.currentLayer()
+            if not isinstance(polygons, QgsVectorLayer) or polygons.selectedFeatureCount() == 0:
+                raise ValueError("Select one or more polygons in the chosen polygon layer first.")
+            transform = QgsCoordinateTransform(polygons.crs(), layer.crs(), QgsProject.instance())
+            area = []
+            for feature in polygons.selectedFeatures():
+                geometry = feature.geometry()
+                geometry.transform(transform)
+                area.append(json.loads(geometry.asJson()))
+            return area
+        return None
+
+    def _index_progress(self, layer_id: str, percent: float) -> None:
+        current = self.dock.raster_layer()
+        if current is not None and current.id() == layer_id:
+            self.dock.set_progress(percent)
+
+    def cancel_index(self) -> None:
+        layer = self.dock.raster_layer()
+        task = self.tasks.get(layer.id()) if layer else None
+        if task is not None:
+            task.cancel()
+            self.dock.set_status("Cancelling…")
+
+    def _index_done(self, layer_id: str, task: IndexTask) -> None:
+        self.tasks.pop(layer_id, None)
+        current = self.dock.raster_layer()
+        if current is not None and current.id() == layer_id:
+            self.dock.set_indexing(False)
+        if task.result is not None:
+            result = task.result
+            self.status[layer_id] = {
+                "status": "ready",
+                "path": result["path"],
+                "manifest": {
+                    "model": result["model"],
+                    "tiles": result["tiles"],
+                    "created": "just now",
+                    "random_weights": result["random_weights"],
+                },
+            }
+            self.message(f"Indexed {result['tiles']} tiles in {result['seconds']:.0f} s.", Qgis.Success, 4)
+            if current is not None and current.id() == layer_id:
+                self.dock.set_status(status_text(self.status[layer_id]))
+        else:
+            level = Qgis.Info if task.error_kind == "cancelled" else Qgis.Critical
+            self.message(task.error or "Indexing failed.", level)
+            if current is not None and current.id() == layer_id:
+                self.refresh_status(current)
+
+    # --- searching ------------------------------------------------------------------------------------
+    def searchable_index(self, layer: QgsRasterLayer) -> str | None:
+        status = self.status.get(layer.id())
+        if status is None or status["status"] not in ("ready", "stale"):
+            self.message("Index this layer first (Index layer).")
+            return None
+        if status["status"] == "stale" and "changed" in status.get("reason", ""):
+            self.message("The raster changed since it was indexed; index it again.")
+            return None
+        return str(status["path"])
+
+    def search(self, query: str) -> None:
+        layer = self.dock.raster_layer()
+        if layer is None:
+            self.message("Choose a raster layer to search.")
+            return
+        if not query.strip():
+            self.message("Type what to find, e.g. 'swimming pool'.")
+            return
+        index = self.searchable_index(layer)
+        if index is None:
+            return
+        options = self.dock.search_options()
+        params: dict[str, Any] = {
+            "index": index,
+            "query": query,
+            "top_k": options["top_k"],
+            "threshold": options["threshold"],
+        }
+        if options["visible_only"] and self.iface is not None:
+            params["area"] = self.index_area(layer, AREA_VISIBLE)
+        self.dock.set_searching(True)
+        self.call_engine("search", params, lambda event: self._show_results(layer, event))
+
+    def more_like_this(self, rank: int) -> None:
+        layer = self.dock.raster_layer()
+        if layer is None or layer.id() not in self.results:
+            return
+        regions = self.results[layer.id()][1]
+        region = next((r for r in regions if r["rank"] == rank), None)
+        index = self.searchable_index(layer)
+        if region is None or index is None:
+            return
+        options = self.dock.search_options()
+        tile_ids = [m["tile_id"] for m in region["members"]]
+        params = {"index": index, "tile_ids": tile_ids, "top_k": options["top_k"], "threshold": options["threshold"]}
+        self.dock.set_searching(True)
+        self.call_engine("similar", params, lambda event: self._show_results(layer, event))
+
+    def _show_results(self, raster: QgsRasterLayer, event: Event) -> None:
+        self.dock.set_searching(False)
+        if event["event"] == "error":
+            internal = event["error"]["kind"] == "internal"
+            self.message(event["error"]["message"], Qgis.Critical if internal else Qgis.Warning)
+            return
+        result = event["result"]
+        if QgsProject.instance().mapLayer(raster.id()) is None:
+            return  # the raster was removed while searching
+        results_layer = layers.build_results_layer(
+            result["regions"], result["query"], raster.crs(), raster.id(), result["random_weights"]
+        )
+        layers.add_results_layer(QgsProject.instance(), results_layer, self.settings.replace_results)
+        layer_id, raster_id = results_layer.id(), raster.id()
+        results_layer.selectionChanged.connect(
+            lambda selected, _deselected, _clear: self._feature_selected(raster_id, layer_id, selected)
+        )
+        self.results[raster.id()] = (results_layer.id(), result["regions"])
+        current = self.dock.raster_layer()
+        if current is not None and current.id() == raster.id():
+            self.dock.show_results(result["regions"], "")
+        if not result["regions"]:
+            self.message("No tiles matched; lower the minimum score or raise the number of tiles.", Qgis.Info, 5)
+        elif self.iface is not None:
+            self.iface.setActiveLayer(results_layer)
+            layers.zoom_to(self.iface.mapCanvas(), results_layer)
+
+    def current_results_layer(self) -> QgsVectorLayer | None:
+        layer = self.dock.raster_layer()
+        if layer is None or layer.id() not in self.results:
+            return None
+        found = QgsProject.instance().mapLayer(self.results[layer.id()][0])
+        return found if isinstance(found, QgsVectorLayer) else None
+
+    def focus_result(self, rank: int) -> None:
+        """Zoom to a result, select (highlight) its feature."""
+        results_layer = self.current_results_layer()
+        if results_layer is None:
+            return
+        fid = layers.feature_id_of_rank(results_layer, rank)
+        if fid is None:
+            return
+        results_layer.blockSignals(True)
+        results_layer.selectByIds([fid])
+        results_layer.blockSignals(False)
+        results_layer.triggerRepaint()
+        if self.iface is not None:
+            layers.zoom_to(self.iface.mapCanvas(), results_layer, [fid])
+
+    def _feature_selected(self, raster_id: str, layer_id: str, selected: list[int]) -> None:
+        """A result feature picked on the map: select its row and zoom to it."""
+        current = self.dock.raster_layer()
+        results_layer = QgsProject.instance().mapLayer(layer_id)
+        if len(selected) != 1 or current is None or current.id() != raster_id or results_layer is None:
+            return
+        rank = results_layer.getFeature(selected[0])["rank"]
+        self.dock.select_rank(int(rank))
+        if self.iface is not None:
+            layers.zoom_to(self.iface.mapCanvas(), results_layer, [selected[0]])
+
+    def zoom_all(self) -> None:
+        results_layer = self.current_results_layer()
+        if results_layer is not None and self.iface is not None:
+            layers.zoom_to(self.iface.mapCanvas(), results_layer)
+
+    def export_results(self, path: str | None = None) -> str:
+        """Export the current results (asks for a file when ``path`` is None); returns an error or ''."""
+        results_layer = self.current_results_layer()
+        if results_layer is None:
+            return "No results to export."
+        if path is None:
+            path, _ = QFileDialog.getSaveFileName(
+                self.dock,
+                "Export results",
+                results_layer.name() + ".gpkg",
+                "GeoPackage (*.gpkg);;GeoJSON (*.geojson);;Shapefile (*.shp)",
+            )
+            if not path:
+                return ""
+        error = layers.export_layer(results_layer, path)
+        self.message(error or f"Results written to {path}.", Qgis.Critical if error else Qgis.Success, 5)
+        return error
+
+
+def status_text(status: Event) -> str:
+    manifest = status.get("manifest") or {}
+    model = manifest.get("model", "")
+    if status["status"] == "ready":
+        return f"Index ready: {manifest.get('tiles')} tiles, {model}, built {manifest.get('created')}."
+    if status["status"] == "stale" and "changed" in status.get("reason", ""):
+        return (
+            f"Index out of date: the raster changed since it was indexed ({manifest.get('tiles')} tiles, "
+            f"{model}). Click Index layer to rebuild it."
+        )
+    if status["status"] == "stale":
+        return (
+            f"Index built with other settings: {manifest.get('tiles')} tiles, {model}. Searching it; "
+            "click Index layer to index with the current settings."
+        )
+    if status["status"] == "damaged":
+        return f"The index is damaged: {status.get('message')} Click Index layer to rebuild it."
+    return "Not indexed yet. Click Index layer."

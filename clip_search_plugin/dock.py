@@ -1,0 +1,132 @@
+"""The CLIP Search dock: widgets from dock.ui, signals out, view updates in. No logic."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from qgis.core import QgsMapLayerProxyModel, QgsRasterLayer
+from qgis.PyQt import uic
+from qgis.PyQt.QtCore import Qt, pyqtSignal
+from qgis.PyQt.QtWidgets import QDockWidget, QTableWidgetItem, QWidget
+
+FORM, _ = uic.loadUiType(str(Path(__file__).with_name("dock.ui")))
+
+AREA_WHOLE, AREA_VISIBLE, AREA_SELECTED = 0, 1, 2
+SCOPE_ALL, SCOPE_VISIBLE = 0, 1
+
+
+class ClipSearchDock(QDockWidget, FORM):  # type: ignore[misc, valid-type]
+    layerChanged = pyqtSignal(object)  # QgsRasterLayer or None
+    indexRequested = pyqtSignal(int)  # AREA_*
+    cancelRequested = pyqtSignal()
+    searchRequested = pyqtSignal(str)
+    resultSelected = pyqtSignal(int)  # rank
+    zoomAllRequested = pyqtSignal()
+    moreLikeThisRequested = pyqtSignal(int)  # rank
+    exportRequested = pyqtSignal()
+    settingsRequested = pyqtSignal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setupUi(self)
+        self.setObjectName("ClipSearchDock")
+        self.layerCombo.setFilters(QgsMapLayerProxyModel.RasterLayer)
+        self.polygonLayerCombo.setFilters(QgsMapLayerProxyModel.PolygonLayer)
+        self.resultsTable.horizontalHeader().setDefaultSectionSize(60)
+        self._rows: list[int] = []
+        self.layerCombo.layerChanged.connect(lambda layer: self.layerChanged.emit(self.raster_layer()))
+        self.indexButton.clicked.connect(lambda: self.indexRequested.emit(self.indexAreaCombo.currentIndex()))
+        self.cancelButton.clicked.connect(self.cancelRequested)
+        self.queryEdit.returnPressed.connect(self._emit_search)
+        self.searchButton.clicked.connect(self._emit_search)
+        self.thresholdCheck.toggled.connect(self.thresholdSpin.setEnabled)
+        self.indexAreaCombo.currentIndexChanged.connect(self._area_changed)
+        self.resultsTable.itemSelectionChanged.connect(self._row_selected)
+        self.zoomAllButton.clicked.connect(self.zoomAllRequested)
+        self.moreLikeButton.clicked.connect(self._emit_more_like)
+        self.exportButton.clicked.connect(self.exportRequested)
+        self.settingsButton.clicked.connect(self.settingsRequested)
+        self._area_changed(self.indexAreaCombo.currentIndex())
+        self.show_results([], "")
+
+    # --- what the user asked for -------------------------------------------------------------------
+    def raster_layer(self) -> QgsRasterLayer | None:
+        layer = self.layerCombo.currentLayer()
+        return layer if isinstance(layer, QgsRasterLayer) else None
+
+    def search_options(self) -> dict[str, Any]:
+        return {
+            "top_k": self.topKSpin.value(),
+            "threshold": self.thresholdSpin.value() if self.thresholdCheck.isChecked() else None,
+            "visible_only": self.scopeCombo.currentIndex() == SCOPE_VISIBLE,
+        }
+
+    def selected_rank(self) -> int | None:
+        rows = self.resultsTable.selectionModel().selectedRows()
+        return self._rows[rows[0].row()] if rows and rows[0].row() < len(self._rows) else None
+
+    def _emit_search(self) -> None:
+        self.searchRequested.emit(self.queryEdit.text())
+
+    def _emit_more_like(self) -> None:
+        rank = self.selected_rank()
+        if rank is not None:
+            self.moreLikeThisRequested.emit(rank)
+
+    def _row_selected(self) -> None:
+        rank = self.selected_rank()
+        self.moreLikeButton.setEnabled(rank is not None)
+        if rank is not None:
+            self.resultSelected.emit(rank)
+
+    def _area_changed(self, index: int) -> None:
+        self.polygonLayerCombo.setVisible(index == AREA_SELECTED)
+        self.polygonLayerLabel.setVisible(index == AREA_SELECTED)
+
+    # --- showing state -------------------------------------------------------------------------------
+    def set_status(self, text: str) -> None:
+        self.statusLabel.setText(text)
+
+    def set_indexing(self, running: bool) -> None:
+        self.indexButton.setEnabled(not running)
+        self.cancelButton.setEnabled(running)
+        self.progressBar.setVisible(running)
+        if running:
+            self.progressBar.setValue(0)
+
+    def set_progress(self, percent: float) -> None:
+        self.progressBar.setValue(int(percent))
+
+    def set_searching(self, running: bool) -> None:
+        self.searchButton.setEnabled(not running)
+        self.searchButton.setText("Searching…" if running else "Search")
+
+    def show_results(self, regions: list[dict[str, Any]], area_units: str) -> None:
+        table = self.resultsTable
+        table.blockSignals(True)
+        table.clearSelection()
+        table.setRowCount(len(regions))
+        self._rows = [int(r["rank"]) for r in regions]
+        for row, region in enumerate(regions):
+            area = float(region["area"])
+            area_text = f"{area / 10_000:.2f} ha" if region["area_units"] == "m2" else f"{area:,.0f} px²"
+            values = (str(region["rank"]), f"{region['score']:.3f}", str(region["tile_count"]), area_text)
+            for column, value in enumerate(values):
+                item = QTableWidgetItem(value)
+                item.setTextAlignment(int(Qt.AlignRight | Qt.AlignVCenter))
+                table.setItem(row, column, item)
+        table.blockSignals(False)
+        table.scrollToTop()
+        has = bool(regions)
+        self.zoomAllButton.setEnabled(has)
+        self.exportButton.setEnabled(has)
+        self.moreLikeButton.setEnabled(False)
+
+    def select_rank(self, rank: int) -> None:
+        """Select the row of ``rank`` without emitting resultSelected again."""
+        if rank in self._rows:
+            self.resultsTable.blockSignals(True)
+            self.resultsTable.selectRow(self._rows.index(rank))
+            self.resultsTable.blockSignals(False)
+            self.moreLikeButton.setEnabled(True)

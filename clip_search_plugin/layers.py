@@ -1,0 +1,193 @@
+"""Search results as a styled memory layer in the raster's CRS: build, find again, zoom, export."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from qgis.core import (
+    QgsCoordinateReferenceSystem,
+    QgsCoordinateTransform,
+    QgsFeature,
+    QgsField,
+    QgsFillSymbol,
+    QgsGeometry,
+    QgsGraduatedSymbolRenderer,
+    QgsPalLayerSettings,
+    QgsPointXY,
+    QgsProject,
+    QgsRectangle,
+    QgsRendererRange,
+    QgsTextFormat,
+    QgsVectorFileWriter,
+    QgsVectorLayer,
+    QgsVectorLayerSimpleLabeling,
+)
+from qgis.gui import QgsMapCanvas
+from qgis.PyQt.QtCore import QVariant
+from qgis.PyQt.QtGui import QColor
+
+RESULTS_PROPERTY = "clip_search/results_of"
+QUERY_PROPERTY = "clip_search/query"
+FIELDS = (
+    ("rank", QVariant.Int),
+    ("score", QVariant.Double),
+    ("query", QVariant.String),
+    ("tile_count", QVariant.Int),
+    ("area", QVariant.Double),
+    ("area_units", QVariant.String),
+)
+# light yellow to deep red: best results read darkest
+RAMP = ("#fee08b", "#fdae61", "#f46d43", "#d73027", "#a50026")
+EXPORT_DRIVERS = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".json": "GeoJSON", ".shp": "ESRI Shapefile"}
+
+
+def polygon_geometry(geometry: dict[str, Any]) -> QgsGeometry:
+    """A GeoJSON Polygon / MultiPolygon dict as a QgsGeometry (no GDAL round trip needed)."""
+
+    def rings(polygon: list[list[list[float]]]) -> list[list[QgsPointXY]]:
+        return [[QgsPointXY(float(x), float(y)) for x, y, *_ in ring] for ring in polygon]
+
+    if geometry.get("type") == "Polygon":
+        return QgsGeometry.fromPolygonXY(rings(geometry["coordinates"]))
+    if geometry.get("type") == "MultiPolygon":
+        return QgsGeometry.fromMultiPolygonXY([rings(p) for p in geometry["coordinates"]])
+    raise ValueError(f"Not a polygon geometry: {geometry.get('type')}")
+
+
+def layer_name(query: str, random_weights: bool) -> str:
+    short = query if len(query) <= 40 else query[:39] + "…"
+    return f"CLIP: {short}" + (" [random weights]" if random_weights else "")
+
+
+def build_results_layer(
+    regions: list[dict[str, Any]],
+    query: str,
+    crs: QgsCoordinateReferenceSystem,
+    raster_id: str,
+    random_weights: bool = False,
+) -> QgsVectorLayer:
+    """A memory polygon layer of the regions, styled, tagged with the raster it belongs to."""
+    uri = "Polygon?crs=" + crs.authid() if crs.isValid() and crs.authid() else "Polygon"
+    layer = QgsVectorLayer(uri, layer_name(query, random_weights), "memory")
+    if crs.isValid() and not crs.authid():
+        layer.setCrs(crs)
+    provider = layer.dataProvider()
+    provider.addAttributes([QgsField(name, kind) for name, kind in FIELDS])
+    layer.updateFields()
+    features = []
+    for region in regions:
+        feature = QgsFeature(layer.fields())
+        feature.setGeometry(polygon_geometry(region["geometry"]))
+        feature.setAttributes(
+            [
+                int(region["rank"]),
+                float(region["score"]),
+                query,
+                int(region["tile_count"]),
+                float(region["area"]),
+                str(region["area_units"]),
+            ]
+        )
+        features.append(feature)
+    provider.addFeatures(features)
+    layer.updateExtents()
+    layer.setCustomProperty(RESULTS_PROPERTY, raster_id)
+    layer.setCustomProperty(QUERY_PROPERTY, query)
+    style_results(layer, [float(r["score"]) for r in regions])
+    return layer
+
+
+def style_results(layer: QgsVectorLayer, scores: list[float]) -> None:
+    """Score-graded translucent fill with a solid outline, and the rank as a label."""
+    low, high = (min(scores), max(scores)) if scores else (0.0, 1.0)
+    steps = len(RAMP) if high > low else 1
+    width = (high - low) / steps if high > low else 1.0
+    ranges = []
+    for i in range(steps):
+        lo = low + i * width
+        hi = high if i == steps - 1 else lo + width
+        colour = QColor(RAMP[i if steps > 1 else -1])
+        fill = QColor(colour)
+        fill.setAlpha(90)
+        symbol = QgsFillSymbol.createSimple(
+            {
+                "color": fill.name(QColor.HexArgb),
+                "outline_color": colour.name(),
+                "outline_width": "0.6",
+            }
+        )
+        ranges.append(QgsRendererRange(lo, hi, symbol, f"{lo:.3f} – {hi:.3f}"))
+    layer.setRenderer(QgsGraduatedSymbolRenderer("score", ranges))
+    labels = QgsPalLayerSettings()
+    labels.fieldName = "rank"
+    text = QgsTextFormat()
+    text.setSize(10)
+    text.buffer().setEnabled(True)
+    labels.setFormat(text)
+    layer.setLabeling(QgsVectorLayerSimpleLabeling(labels))
+    layer.setLabelsEnabled(True)
+
+
+def results_layers(project: QgsProject, raster_id: str | None = None) -> list[QgsVectorLayer]:
+    """The project's result layers (of one raster when ``raster_id`` is given)."""
+    found = []
+    for layer in project.mapLayers().values():
+        owner = layer.customProperty(RESULTS_PROPERTY)
+        if owner is not None and (raster_id is None or owner == raster_id):
+            found.append(layer)
+    return found
+
+
+def add_results_layer(project: QgsProject, layer: QgsVectorLayer, replace: bool) -> QgsVectorLayer:
+    """Add the layer, first removing the raster's earlier result layers when ``replace``."""
+    if replace:
+        for old in results_layers(project, layer.customProperty(RESULTS_PROPERTY)):
+            project.removeMapLayer(old.id())
+    project.addMapLayer(layer)
+    return layer
+
+
+def layer_extent_in_canvas(canvas: QgsMapCanvas, layer: QgsVectorLayer, fids: list[int] | None = None) -> QgsRectangle:
+    """Extent of the features (all when ``fids`` is None), in the canvas's CRS, with a small margin."""
+    if fids is None:
+        extent = layer.extent()
+    else:
+        extent = QgsRectangle()
+        extent.setMinimal()
+        for feature in layer.getFeatures(fids):
+            extent.combineExtentWith(feature.geometry().boundingBox())
+    if layer.crs().isValid() and canvas.mapSettings().destinationCrs().isValid():
+        transform = QgsCoordinateTransform(layer.crs(), canvas.mapSettings().destinationCrs(), QgsProject.instance())
+        extent = transform.transformBoundingBox(extent)
+    if not extent.isEmpty():
+        extent.scale(1.15)
+    return extent
+
+
+def zoom_to(canvas: QgsMapCanvas, layer: QgsVectorLayer, fids: list[int] | None = None) -> None:
+    extent = layer_extent_in_canvas(canvas, layer, fids)
+    if not extent.isNull() and not extent.isEmpty():
+        canvas.setExtent(extent)
+        canvas.refresh()
+
+
+def feature_id_of_rank(layer: QgsVectorLayer, rank: int) -> int | None:
+    for feature in layer.getFeatures():
+        if feature["rank"] == rank:
+            return int(feature.id())
+    return None
+
+
+def export_layer(layer: QgsVectorLayer, path: str) -> str:
+    """Write the layer with QGIS's own writer (format from the extension); returns an error or ''."""
+    suffix = "." + path.rsplit(".", 1)[-1].lower() if "." in path else ""
+    driver = EXPORT_DRIVERS.get(suffix)
+    if driver is None:
+        return f"Choose a .gpkg, .geojson or .shp file name (got {path})."
+    options = QgsVectorFileWriter.SaveVectorOptions()
+    options.driverName = driver
+    options.fileEncoding = "UTF-8"
+    options.layerName = "clip_search_results"
+    result = QgsVectorFileWriter.writeAsVectorFormatV3(layer, path, QgsProject.instance().transformContext(), options)
+    code, message = result[0], result[1]
+    return "" if code == QgsVectorFileWriter.NoError else f"Could not write {path}: {message}"

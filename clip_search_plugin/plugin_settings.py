@@ -1,0 +1,70 @@
+"""The plugin's settings, stored with QgsSettings under clip_search/."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+from qgis.core import QgsSettings
+
+from .engine.models import DEFAULT_PRESET
+from .engine_client import default_engine_python
+
+PREFIX = "clip_search/"
+
+
+@dataclass
+class PluginSettings:
+    engine_python: str = ""
+    model: str = DEFAULT_PRESET
+    pretrained: str = ""
+    device: str = "auto"
+    tile_size: float = 224.0
+    tile_units: str = "px"
+    overlap: float = 0.5
+    scales: str = "1"
+    cache_folder: str = ""
+    replace_results: bool = True
+
+    @classmethod
+    def load(cls) -> PluginSettings:
+        stored = QgsSettings()
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            default = getattr(cls, f.name)
+            value = stored.value(PREFIX + f.name, default)
+            if isinstance(default, bool):
+                value = value in (True, "true", "1", 1)
+            elif isinstance(default, float):
+                value = float(value)
+            values[f.name] = value
+        settings = cls(**values)
+        if not settings.engine_python:
+            settings.engine_python = default_engine_python()
+        return settings
+
+    def save(self) -> None:
+        stored = QgsSettings()
+        for f in fields(self):
+            stored.setValue(PREFIX + f.name, getattr(self, f.name))
+
+    def scale_list(self) -> list[float]:
+        try:
+            scales = [float(s) for s in self.scales.replace(",", " ").split()]
+        except ValueError:
+            scales = []
+        return scales or [1.0]
+
+    def model_params(self) -> dict[str, Any]:
+        return {"name": self.model, "pretrained": self.pretrained or None}
+
+    def tiling_params(self) -> dict[str, Any]:
+        return {
+            "tile_size": self.tile_size,
+            "tile_units": self.tile_units,
+            "overlap": self.overlap,
+            "scales": self.scale_list(),
+        }
+
+    def engine_env(self) -> dict[str, str]:
+        return {"CLIP_SEARCH_CACHE": self.cache_folder} if self.cache_folder else {}
