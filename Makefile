@@ -1,5 +1,5 @@
 # Set-up and checks. Every target installs what it needs by itself.
-#   make run    QGIS with the plugin and a sample raster (until the plugin lands: the headless demo)
+#   make run    QGIS with the plugin (separate profile) and a sample raster; Xvfb when there is no screen
 #   make test   lint, type check and the test suite
 #   make demo   headless: build a sample raster, index it, search, write a GeoPackage
 
@@ -7,8 +7,12 @@ PYTHON ?= python3
 ENGINE_VENV ?= .venv-engine
 ENGINE_PY := $(ENGINE_VENV)/bin/python
 STAMP := $(ENGINE_VENV)/.installed
+# QGIS's Python is Debian's /usr/bin/python3; plugin tests run in a venv that sees its packages
+QGIS_VENV ?= .venv-qgis
+QGIS_PY := $(QGIS_VENV)/bin/python
+QGIS_STAMP := $(QGIS_VENV)/.installed
 
-.PHONY: env run demo test lint typecheck pytest clean
+.PHONY: env qgis-env run demo test lint typecheck pytest pytest-plugin clean
 
 env: $(STAMP)
 
@@ -21,7 +25,18 @@ $(STAMP): requirements-engine.txt requirements-dev.txt
 	$(ENGINE_PY) -c "import torch, open_clip, faiss, rasterio, shapely, pyogrio; print('engine environment ready: torch', torch.__version__, '| open_clip', open_clip.__version__, '| faiss', faiss.__version__)"
 	@touch $@
 
-run: demo
+$(QGIS_STAMP): requirements-qgis-test.txt
+	scripts/apt-install.sh qgis python3-qgis python3-venv xvfb
+	@test -x $(QGIS_PY) || /usr/bin/python3 -m venv --system-site-packages $(QGIS_VENV)
+	$(QGIS_PY) -m pip install --quiet -r requirements-qgis-test.txt
+	$(QGIS_PY) -c "import qgis.core; print('QGIS', qgis.core.Qgis.QGIS_VERSION)"
+	@touch $@
+
+qgis-env: $(QGIS_STAMP)
+
+run: env qgis-env
+	$(ENGINE_PY) scripts/demo.py --output demo-output --sample-only
+	scripts/run_qgis.sh $(ENGINE_PY) demo-output/sample.tif
 
 demo: env
 	$(ENGINE_PY) scripts/demo.py --output demo-output
@@ -30,12 +45,15 @@ lint: env
 	$(ENGINE_VENV)/bin/ruff check clip_search_plugin tests scripts
 
 typecheck: env
-	$(ENGINE_VENV)/bin/mypy clip_search_plugin/engine
+	$(ENGINE_VENV)/bin/mypy clip_search_plugin
 
 pytest: env
 	$(ENGINE_PY) -m pytest tests/engine
 
-test: lint typecheck pytest
+pytest-plugin: env qgis-env
+	QT_QPA_PLATFORM=offscreen $(QGIS_PY) -m pytest tests/plugin
+
+test: lint typecheck pytest pytest-plugin
 
 clean:
 	rm -rf demo-output .pytest_cache .mypy_cache .ruff_cache

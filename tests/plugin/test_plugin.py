@@ -1,0 +1,164 @@
+"""The plugin in real QGIS: load and unload, index in a task, search, results layer, zoom, export."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from qgis.core import Qgis, QgsGeometry, QgsProject, QgsRasterLayer, QgsVectorLayer
+from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtTest import QTest
+from qgis.PyQt.QtWidgets import QAction, QMenu
+
+import clip_search_plugin
+from clip_search_plugin import layers
+
+from .conftest import ARTIFACTS, add_raster, alive, our_docks, wait_until
+
+
+def load_plugin(iface: Any) -> Any:
+    plugin = clip_search_plugin.classFactory(iface)
+    plugin.initGui()
+    plugin.action.trigger()  # open the dock, as a user would from the toolbar
+    return plugin
+
+
+def indexed(plugin: Any, layer: QgsRasterLayer, timeout: float = 180) -> dict[str, Any]:
+    """Click Index layer and wait until the task has finished and the index is ready."""
+    controller = plugin.controller
+    plugin.dock.indexButton.click()
+    wait_until(lambda: layer.id() not in controller.tasks, timeout, "the index task to finish")
+    return wait_until(lambda: controller.status.get(layer.id(), {}).get("status") == "ready"
+                      and controller.status[layer.id()], 30, "the index status to be ready")
+
+
+def search(plugin: Any, query: str) -> QgsVectorLayer:
+    before = {lyr.id() for lyr in layers.results_layers(QgsProject.instance())}
+    plugin.dock.queryEdit.setText(query)
+    QTest.keyClick(plugin.dock.queryEdit, Qt.Key_Return)
+    return wait_until(lambda: next((lyr for lyr in layers.results_layers(QgsProject.instance())
+                                    if lyr.id() not in before), None), 60, "a results layer")
+
+
+def test_plugin_loads_opens_its_dock_and_unloads_cleanly(iface: Any, engine_settings: Any) -> None:
+    window = iface.mainWindow()
+    receivers_before = iface.receivers(iface.currentLayerChanged)
+    add_raster("colorado_rgb_015m.tif")
+    plugin = load_plugin(iface)
+    assert plugin.action.objectName() == "clipSearchAction"
+    assert [d.isVisible() for d in our_docks(window)] == [True]
+    wait_until(lambda: plugin.controller.engine is not None and plugin.controller.engine.running, 60, "the engine")
+    pid = plugin.controller.engine.pid
+    wait_until(lambda: "Not indexed" in plugin.dock.statusLabel.text(), 30, "the index status")
+
+    plugin.unload()
+    QTest.qWait(50)
+    assert our_docks(window) == [] or all(not d.isVisible() for d in our_docks(window))
+    assert plugin.action is None and plugin.dock is None and plugin.controller is None
+    assert iface.receivers(iface.currentLayerChanged) == receivers_before
+    assert not [a for a in iface._raster_menu.findChildren(QAction) if a.objectName() == "clipSearchAction"]
+    assert not [m for m in iface._raster_menu.findChildren(QMenu) if m.title() == "&CLIP Search" and m.actions()]
+    wait_until(lambda: not alive(pid), 10, "the engine process to end")
+
+    again = load_plugin(iface)  # reloadable (as with Plugin Reloader)
+    assert len([d for d in our_docks(window) if d.isVisible()]) == 1
+    again.unload()
+
+
+def test_index_search_zoom_select_and_export(iface: Any, engine_settings: Any, tmp_path: Path) -> None:
+    raster = add_raster("drone_rgba_alpha.tif")
+    plugin = load_plugin(iface)
+    dock = plugin.dock
+    dock.layerCombo.setLayer(raster)
+    progress: list[int] = []
+    dock.progressBar.valueChanged.connect(progress.append)
+    status = indexed(plugin, raster)
+    assert status["manifest"]["tiles"] > 0 and "Index ready" in dock.statusLabel.text()
+    assert progress and max(progress) >= 50, progress
+    assert any("Indexed" in m for m in iface.messageBar().get_messages(Qgis.Success))
+
+    results = search(plugin, "solar panels")
+    assert [f.name() for f in results.fields()] == ["rank", "score", "query", "tile_count", "area", "area_units"]
+    assert results.crs() == raster.crs()
+    extent = QgsGeometry.fromRect(raster.extent())
+    features = list(results.getFeatures())
+    assert features and dock.resultsTable.rowCount() == len(features)
+    for feature in features:
+        assert extent.buffer(1e-6, 1).contains(feature.geometry()), feature.geometry().asWkt()
+        assert feature["query"] == "solar panels" and feature["tile_count"] >= 1
+    assert sorted(f["rank"] for f in features) == list(range(1, len(features) + 1))
+    canvas = iface.mapCanvas()
+    assert canvas.extent().contains(results.extent())  # zoomed to all results
+
+    # clicking a row zooms to that region and selects (highlights) its feature
+    best = next(f for f in features if f["rank"] == 1)
+    dock.resultsTable.selectRow(0)
+    assert results.selectedFeatureIds() == [best.id()]
+    region = best.geometry().boundingBox()
+    assert canvas.extent().contains(region)
+    assert canvas.extent().width() < max(raster.extent().width(), region.width() * 3)
+
+    # picking a result feature on the map selects its row
+    if len(features) > 1:
+        last = max(features, key=lambda f: f["rank"])
+        results.selectByIds([last.id()])
+        assert dock.selected_rank() == last["rank"]
+
+    # export, then reopen with QGIS's own reader
+    target = tmp_path / "results.gpkg"
+    assert plugin.controller.export_results(str(target)) == ""
+    reopened = QgsVectorLayer(f"{target}|layername=clip_search_results", "reopened", "ogr")
+    assert reopened.isValid() and reopened.featureCount() == len(features)
+    assert sorted((f["rank"], round(f["score"], 6)) for f in reopened.getFeatures()) == sorted(
+        (f["rank"], round(f["score"], 6)) for f in features)
+    assert reopened.crs() == raster.crs()
+
+    # a second search replaces the raster's results layer (the default setting)
+    second = search(plugin, "a road")
+    assert [lyr.id() for lyr in layers.results_layers(QgsProject.instance(), raster.id())] == [second.id()]
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    iface.mainWindow().resize(1280, 800)
+    QTest.qWait(300)
+    assert iface.mainWindow().grab().save(str(ARTIFACTS / "qgis_dock_results.png"))
+    plugin.unload()
+
+
+def test_cancel_mid_index_leaves_no_complete_index(iface: Any, engine_settings: Any) -> None:
+    raster = add_raster("drone_rgba_alpha.tif")
+    engine_settings.tile_size = 20.0  # thousands of tiles: slow enough to cancel mid-way
+    engine_settings.save()
+    plugin = load_plugin(iface)
+    plugin.dock.layerCombo.setLayer(raster)
+    plugin.dock.indexButton.click()
+    wait_until(lambda: plugin.dock.progressBar.value() > 0, 60, "indexing to start")
+    plugin.dock.cancelButton.click()
+    wait_until(lambda: raster.id() not in plugin.controller.tasks, 60, "the task to stop")
+    cache = Path(engine_settings.cache_folder)
+    assert not list(cache.glob("*/manifest.json")), "a cancelled build left an index that looks complete"
+    assert not [p for p in cache.glob("*") if not p.name.startswith(".")] if cache.exists() else True
+    assert any("Cancelled" in m for m in iface.messageBar().get_messages(Qgis.Info))
+    assert plugin.dock.indexButton.isEnabled() and not plugin.dock.cancelButton.isEnabled()
+    plugin.unload()
+
+
+def test_missing_engine_says_how_to_fix_it(iface: Any, engine_settings: Any) -> None:
+    engine_settings.engine_python = "/nonexistent/engine/python"
+    engine_settings.save()
+    add_raster("colorado_rgb_015m.tif")
+    plugin = load_plugin(iface)
+    wait_until(lambda: "does not exist" in plugin.dock.statusLabel.text(), 30, "the engine error")
+    assert "engine Python" in plugin.dock.statusLabel.text()
+    plugin.dock.indexButton.click()
+    wait_until(lambda: iface.messageBar().get_messages(Qgis.Critical), 30, "an error message")
+    assert "Set the engine Python" in iface.messageBar().get_messages(Qgis.Critical)[-1]
+    plugin.unload()
+
+
+def test_web_layers_get_a_clear_message(iface: Any, engine_settings: Any) -> None:
+    xyz = QgsRasterLayer("type=xyz&url=http://127.0.0.1:9/{z}/{x}/{y}.png&zmax=19&zmin=0", "tiles", "wms")
+    QgsProject.instance().addMapLayer(xyz)
+    plugin = load_plugin(iface)
+    plugin.dock.layerCombo.setLayer(xyz)
+    assert "wms layer" in plugin.dock.statusLabel.text() and "raster files" in plugin.dock.statusLabel.text()
+    plugin.unload()
