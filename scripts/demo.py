@@ -82,11 +82,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--output", type=Path, default=Path("demo-output"))
     parser.add_argument("--model", default=DEFAULT_PRESET)
+    parser.add_argument("--sample-only", action="store_true", help="only build the sample raster")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.CRITICAL)  # our own messages say what open_clip would log
     args.output.mkdir(parents=True, exist_ok=True)
     try:
         raster = sample_raster(args.output)
+        if args.sample_only:
+            return 0
         embedder = load_model(args.model)
         print(f"model: {embedder.identity.label()} on {embedder.device}")
         settings = IndexSettings(tiling=TilingSettings(tile_size=224, overlap=0.5))
