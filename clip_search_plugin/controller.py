@@ -15,12 +15,14 @@ from qgis.core import (
     QgsRasterLayer,
     QgsVectorLayer,
 )
+from qgis.gui import QgsMapToolPan
 from qgis.PyQt.QtCore import QObject, Qt, pyqtSignal, pyqtSlot
 from qgis.PyQt.QtWidgets import QFileDialog
 
 from . import layers
 from .dock import AREA_SELECTED, AREA_VISIBLE, ClipSearchDock
 from .engine_client import EngineClient, EngineUnavailable
+from .maptool import ResultPickTool
 from .plugin_settings import PluginSettings
 from .tasks import IndexTask
 
@@ -49,7 +51,10 @@ class Controller(QObject):
         self._engine_lock = threading.Lock()
         self.tasks: dict[str, IndexTask] = {}  # raster layer id -> running task (a reference keeps it alive)
         self.status: dict[str, Event] = {}  # raster layer id -> last locate result
-        self.results: dict[str, tuple[str, list[Event]]] = {}  # raster id -> (results layer id, regions)
+        self.results: dict[str, str] = {}  # raster layer id -> the results layer shown in the dock
+        self.regions: dict[str, list[Event]] = {}  # results layer id -> its regions (as the engine gave them)
+        self.pick_tool: ResultPickTool | None = None
+        self._tool_before_pick: Any = None
         self._deliver.connect(self._run_callback, Qt.QueuedConnection)
         dock.layerChanged.connect(self.refresh_status)
         dock.indexRequested.connect(self.start_index)
@@ -59,7 +64,11 @@ class Controller(QObject):
         dock.zoomAllRequested.connect(self.zoom_all)
         dock.moreLikeThisRequested.connect(self.more_like_this)
         dock.exportRequested.connect(self.export_results)
+        dock.pickToggled.connect(self.set_picking)
         if iface is not None:
+            self.pick_tool = ResultPickTool(iface.mapCanvas(), self._pick_candidates)
+            self.pick_tool.picked.connect(self.pick_result)
+            self.pick_tool.deactivated.connect(lambda: self.dock.set_picking(False))
             iface.currentLayerChanged.connect(self._follow_active_layer)
             self._follow_active_layer(iface.activeLayer())
         self.refresh_status(dock.raster_layer())
@@ -69,10 +78,17 @@ class Controller(QObject):
     def _run_callback(self, callback: Callable[[Event], None], event: Event) -> None:
         callback(event)
 
-    def call_engine(self, method: str, params: dict[str, Any], on_event: Callable[[Event], None]) -> None:
-        """Send a request without blocking the GUI: the engine starts in a thread if it is not running."""
+    def call_engine(
+        self, method: str, params: dict[str, Any], on_event: Callable[[Event], None], retry: bool = True
+    ) -> None:
+        """Send a request without blocking the GUI: the engine starts in a thread if it is not running.
+        Requests here are quick and repeatable (locate, search, similar): one that was lost because the
+        engine process died is sent once more to a new engine."""
 
         def deliver(event: Event) -> None:
+            if retry and event.get("event") == "error" and event["error"].get("crashed"):
+                self.call_engine(method, params, on_event, retry=False)
+                return
             self._deliver.emit(on_event, event)
 
         def send() -> None:
@@ -86,6 +102,8 @@ class Controller(QObject):
     def _ensure_engine(self) -> EngineClient:
         with self._engine_lock:
             if self.engine is None or not self.engine.running:
+                if self.engine is not None:
+                    self.engine.stop()  # it died: release its pipes
                 engine = EngineClient(
                     self.settings.engine_python, self.settings.device, extra_env=self.settings.engine_env()
                 )
@@ -97,6 +115,15 @@ class Controller(QObject):
         """Cancel running tasks, disconnect from QGIS and stop the engine process (plugin unload, QGIS exit)."""
         if self.iface is not None:
             self.iface.currentLayerChanged.disconnect(self._follow_active_layer)
+        if self.pick_tool is not None:
+            self.set_picking(False)
+            self.pick_tool.deleteLater()
+            self.pick_tool = None
+        for results_layer in layers.results_layers(QgsProject.instance()):
+            try:
+                results_layer.selectionChanged.disconnect(self._result_selection_changed)
+            except TypeError:
+                pass  # connected by an earlier load of the plugin, or never
         for task in list(self.tasks.values()):
             task.cancel()
         with self._engine_lock:
@@ -121,9 +148,22 @@ class Controller(QObject):
     def _follow_active_layer(self, layer: Any) -> None:
         if isinstance(layer, QgsRasterLayer):
             self.dock.layerCombo.setLayer(layer)
+        elif isinstance(layer, QgsVectorLayer) and layer.id() in self.regions:
+            self.show_results_layer(layer)  # a results layer chosen in the Layers panel
+
+    def show_results_layer(self, results_layer: QgsVectorLayer) -> None:
+        """Make the dock show this results layer (and its raster), e.g. an earlier query's layer."""
+        raster = QgsProject.instance().mapLayer(str(results_layer.customProperty(layers.RESULTS_PROPERTY)))
+        if not isinstance(raster, QgsRasterLayer) or results_layer.id() not in self.regions:
+            return
+        self.results[raster.id()] = results_layer.id()
+        if self.dock.raster_layer() is not raster:
+            self.dock.layerCombo.setLayer(raster)  # refresh_status shows the results
+        else:
+            self.dock.show_results(self.regions[results_layer.id()], "")
 
     def refresh_status(self, layer: QgsRasterLayer | None) -> None:
-        self.dock.show_results(self.results.get(layer.id(), ("", []))[1] if layer else [], "")
+        self.dock.show_results(self.current_regions(), "")
         if layer is None:
             self.dock.set_status("Choose a raster layer.")
             return
@@ -283,10 +323,9 @@ class Controller(QObject):
 
     def more_like_this(self, rank: int) -> None:
         layer = self.dock.raster_layer()
-        if layer is None or layer.id() not in self.results:
+        if layer is None:
             return
-        regions = self.results[layer.id()][1]
-        region = next((r for r in regions if r["rank"] == rank), None)
+        region = next((r for r in self.current_regions() if r["rank"] == rank), None)
         index = self.searchable_index(layer)
         if region is None or index is None:
             return
@@ -308,12 +347,12 @@ class Controller(QObject):
         results_layer = layers.build_results_layer(
             result["regions"], result["query"], raster.crs(), raster.id(), result["random_weights"]
         )
-        layers.add_results_layer(QgsProject.instance(), results_layer, self.settings.replace_results)
-        layer_id, raster_id = results_layer.id(), raster.id()
-        results_layer.selectionChanged.connect(
-            lambda selected, _deselected, _clear: self._feature_selected(raster_id, layer_id, selected)
-        )
-        self.results[raster.id()] = (results_layer.id(), result["regions"])
+        project = QgsProject.instance()
+        layers.add_results_layer(project, results_layer, self.settings.replace_results)
+        self.regions = {lid: r for lid, r in self.regions.items() if project.mapLayer(lid) is not None}
+        self.regions[results_layer.id()] = result["regions"]
+        self.results[raster.id()] = results_layer.id()
+        results_layer.selectionChanged.connect(self._result_selection_changed)
         current = self.dock.raster_layer()
         if current is not None and current.id() == raster.id():
             self.dock.show_results(result["regions"], "")
@@ -322,13 +361,18 @@ class Controller(QObject):
         elif self.iface is not None:
             self.iface.setActiveLayer(results_layer)
             layers.zoom_to(self.iface.mapCanvas(), results_layer)
+            self._offer_pick_tool()
 
     def current_results_layer(self) -> QgsVectorLayer | None:
         layer = self.dock.raster_layer()
         if layer is None or layer.id() not in self.results:
             return None
-        found = QgsProject.instance().mapLayer(self.results[layer.id()][0])
+        found = QgsProject.instance().mapLayer(self.results[layer.id()])
         return found if isinstance(found, QgsVectorLayer) else None
+
+    def current_regions(self) -> list[Event]:
+        results_layer = self.current_results_layer()
+        return self.regions.get(results_layer.id(), []) if results_layer is not None else []
 
     def focus_result(self, rank: int) -> None:
         """Zoom to a result, select (highlight) its feature."""
@@ -345,16 +389,58 @@ class Controller(QObject):
         if self.iface is not None:
             layers.zoom_to(self.iface.mapCanvas(), results_layer, [fid])
 
-    def _feature_selected(self, raster_id: str, layer_id: str, selected: list[int]) -> None:
-        """A result feature picked on the map: select its row and zoom to it."""
-        current = self.dock.raster_layer()
+    def _result_selection_changed(self, selected: list[int], _deselected: list[int], _clear: bool) -> None:
+        """A result feature selected on the map (select tool, attribute table): show its row, zoom to it."""
+        results_layer = self.sender()
+        if isinstance(results_layer, QgsVectorLayer) and len(selected) == 1:
+            self.pick_result(results_layer.id(), int(selected[0]))
+
+    def pick_result(self, layer_id: str, fid: int) -> None:
+        """Select the feature, show its layer's results with its row selected, and zoom to it."""
         results_layer = QgsProject.instance().mapLayer(layer_id)
-        if len(selected) != 1 or current is None or current.id() != raster_id or results_layer is None:
+        if not isinstance(results_layer, QgsVectorLayer) or layer_id not in self.regions:
             return
-        rank = results_layer.getFeature(selected[0])["rank"]
-        self.dock.select_rank(int(rank))
+        if self.current_results_layer() is not results_layer:
+            self.show_results_layer(results_layer)
+        if results_layer.selectedFeatureIds() != [fid]:
+            results_layer.blockSignals(True)
+            results_layer.selectByIds([fid])
+            results_layer.blockSignals(False)
+            results_layer.triggerRepaint()
+        self.dock.select_rank(int(results_layer.getFeature(fid)["rank"]))
         if self.iface is not None:
-            layers.zoom_to(self.iface.mapCanvas(), results_layer, [selected[0]])
+            layers.zoom_to(self.iface.mapCanvas(), results_layer, [fid])
+
+    # --- picking results on the map ---------------------------------------------------------------------
+    def _pick_candidates(self) -> list[QgsVectorLayer]:
+        """Result layers a map click may pick from: the dock's current one first, then the others."""
+        current = self.current_results_layer()
+        others = [lyr for lyr in layers.results_layers(QgsProject.instance())
+                  if lyr is not current and lyr.id() in self.regions]
+        return ([current] if current is not None else []) + others
+
+    def set_picking(self, active: bool) -> None:
+        if self.iface is None or self.pick_tool is None:
+            return
+        canvas = self.iface.mapCanvas()
+        if active and canvas.mapTool() is not self.pick_tool:
+            self._tool_before_pick = canvas.mapTool()
+            canvas.setMapTool(self.pick_tool)
+        elif not active and canvas.mapTool() is self.pick_tool:
+            canvas.unsetMapTool(self.pick_tool)
+            previous, self._tool_before_pick = self._tool_before_pick, None
+            if previous is not None:
+                try:
+                    canvas.setMapTool(previous)
+                except RuntimeError:
+                    pass  # that tool was deleted meanwhile
+        self.dock.set_picking(canvas.mapTool() is self.pick_tool)
+
+    def _offer_pick_tool(self) -> None:
+        """After a search, make results clickable when the user is only panning (never replace other tools)."""
+        tool = self.iface.mapCanvas().mapTool() if self.iface is not None else None
+        if tool is None or (isinstance(tool, QgsMapToolPan) and tool is not self.pick_tool):
+            self.set_picking(True)
 
     def zoom_all(self) -> None:
         results_layer = self.current_results_layer()

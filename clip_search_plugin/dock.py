@@ -26,6 +26,7 @@ class ClipSearchDock(QDockWidget, FORM):  # type: ignore[misc, valid-type]
     moreLikeThisRequested = pyqtSignal(int)  # rank
     exportRequested = pyqtSignal()
     settingsRequested = pyqtSignal()
+    pickToggled = pyqtSignal(bool)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -47,6 +48,7 @@ class ClipSearchDock(QDockWidget, FORM):  # type: ignore[misc, valid-type]
         self.moreLikeButton.clicked.connect(self._emit_more_like)
         self.exportButton.clicked.connect(self.exportRequested)
         self.settingsButton.clicked.connect(self.settingsRequested)
+        self.pickButton.toggled.connect(self.pickToggled)
         self._area_changed(self.indexAreaCombo.currentIndex())
         self.show_results([], "")
 
@@ -122,6 +124,12 @@ class ClipSearchDock(QDockWidget, FORM):  # type: ignore[misc, valid-type]
         self.zoomAllButton.setEnabled(has)
         self.exportButton.setEnabled(has)
         self.moreLikeButton.setEnabled(False)
+
+    def set_picking(self, active: bool) -> None:
+        """Show whether the pick tool is the canvas's tool, without emitting pickToggled."""
+        self.pickButton.blockSignals(True)
+        self.pickButton.setChecked(active)
+        self.pickButton.blockSignals(False)
 
     def select_rank(self, rank: int) -> None:
         """Select the row of ``rank`` without emitting resultSelected again."""

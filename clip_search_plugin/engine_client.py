@@ -226,7 +226,8 @@ class EngineClient:
             pending, self._pending = self._pending, {}
         reason = "The engine stopped." if self._stopping else self.crash_report()
         for rid, p in pending.items():
-            p.on_event({"id": rid, "event": "error", "error": {"kind": "engine", "message": reason}})
+            error = {"kind": "engine", "message": reason, "crashed": not self._stopping}
+            p.on_event({"id": rid, "event": "error", "error": error})
         if not self._stopping and self.on_exit is not None:
             self.on_exit(reason)
 

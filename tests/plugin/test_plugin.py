@@ -2,18 +2,40 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 from typing import Any
 
-from qgis.core import Qgis, QgsGeometry, QgsProject, QgsRasterLayer, QgsVectorLayer
-from qgis.PyQt.QtCore import Qt
+from qgis.core import Qgis, QgsGeometry, QgsPointXY, QgsProject, QgsRasterLayer, QgsVectorLayer
+from qgis.gui import QgsMapCanvas
+from qgis.PyQt.QtCore import QEvent, QPoint, Qt
+from qgis.PyQt.QtGui import QMouseEvent
 from qgis.PyQt.QtTest import QTest
-from qgis.PyQt.QtWidgets import QAction, QMenu
+from qgis.PyQt.QtWidgets import QAction, QApplication, QMenu
 
 import clip_search_plugin
 from clip_search_plugin import layers
 
 from .conftest import ARTIFACTS, add_raster, alive, our_docks, wait_until
+
+
+def click_map(canvas: QgsMapCanvas, point: QgsPointXY) -> None:
+    pixel = canvas.getCoordinateTransform().transform(point)
+    QTest.mouseClick(canvas.viewport(), Qt.LeftButton, Qt.NoModifier, QPoint(round(pixel.x()), round(pixel.y())))
+    QTest.qWait(50)
+
+
+def drag_map(canvas: QgsMapCanvas, start: QgsPointXY, pixels: int) -> None:
+    pixel = canvas.getCoordinateTransform().transform(start)
+    begin = QPoint(round(pixel.x()), round(pixel.y()))
+    viewport = canvas.viewport()
+    QTest.mousePress(viewport, Qt.LeftButton, Qt.NoModifier, begin)
+    for step in range(1, 6):  # QTest.mouseMove sends no button state: post real move events
+        QApplication.sendEvent(viewport, QMouseEvent(QEvent.MouseMove, begin + QPoint(step * pixels // 5, 0),
+                                                     Qt.NoButton, Qt.LeftButton, Qt.NoModifier))
+    QTest.mouseRelease(viewport, Qt.LeftButton, Qt.NoModifier, begin + QPoint(pixels, 0))
+    QTest.qWait(50)
 
 
 def load_plugin(iface: Any) -> Any:
@@ -98,11 +120,23 @@ def test_index_search_zoom_select_and_export(iface: Any, engine_settings: Any, t
     assert canvas.extent().contains(region)
     assert canvas.extent().width() < max(raster.extent().width(), region.width() * 3)
 
-    # picking a result feature on the map selects its row
-    if len(features) > 1:
-        last = max(features, key=lambda f: f["rank"])
-        results.selectByIds([last.id()])
-        assert dock.selected_rank() == last["rank"]
+    # after a search the pick tool is active: clicking a result on the map selects its row and zooms to it
+    assert canvas.mapTool() is plugin.controller.pick_tool and dock.pickButton.isChecked()
+    layers.zoom_to(canvas, results)
+    last = max(features, key=lambda f: f["rank"])
+    click_map(canvas, last.geometry().poleOfInaccessibility(1e-3)[0].asPoint())
+    assert dock.selected_rank() == last["rank"] and results.selectedFeatureIds() == [last.id()]
+    assert canvas.extent().contains(last.geometry().boundingBox())
+    # a drag pans and picks nothing
+    centre = canvas.center()
+    drag_map(canvas, canvas.extent().center(), 120)
+    assert canvas.center() != centre and dock.selected_rank() == last["rank"]
+    # a result selected with QGIS's own tools (select tool, attribute table) also selects its row
+    results.selectByIds([best.id()])
+    assert dock.selected_rank() == 1
+    # turning picking off gives the canvas back
+    dock.pickButton.click()
+    assert canvas.mapTool() is not plugin.controller.pick_tool
 
     # export, then reopen with QGIS's own reader
     target = tmp_path / "results.gpkg"
@@ -113,8 +147,12 @@ def test_index_search_zoom_select_and_export(iface: Any, engine_settings: Any, t
         (f["rank"], round(f["score"], 6)) for f in features)
     assert reopened.crs() == raster.crs()
 
+    # the engine process dies: the next search starts a new one
+    pid = plugin.controller.engine.pid
+    os.kill(pid, signal.SIGKILL)
     # a second search replaces the raster's results layer (the default setting)
     second = search(plugin, "a road")
+    assert plugin.controller.engine.pid != pid
     assert [lyr.id() for lyr in layers.results_layers(QgsProject.instance(), raster.id())] == [second.id()]
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
