@@ -48,6 +48,7 @@ class Controller(QObject):
         self.dock = dock
         self.settings = PluginSettings.load()
         self.engine: EngineClient | None = None
+        self._closed = False
         self._engine_lock = threading.Lock()
         self.tasks: dict[str, IndexTask] = {}  # raster layer id -> running task (a reference keeps it alive)
         self.status: dict[str, Event] = {}  # raster layer id -> last locate result
@@ -86,10 +87,15 @@ class Controller(QObject):
         engine process died is sent once more to a new engine."""
 
         def deliver(event: Event) -> None:
+            if self._closed:
+                return  # unloaded meanwhile: nobody to tell
             if retry and event.get("event") == "error" and event["error"].get("crashed"):
                 self.call_engine(method, params, on_event, retry=False)
                 return
-            self._deliver.emit(on_event, event)
+            try:
+                self._deliver.emit(on_event, event)
+            except RuntimeError:
+                pass  # the controller was deleted between the check and the call
 
         def send() -> None:
             try:
@@ -100,16 +106,24 @@ class Controller(QObject):
         threading.Thread(target=send, name="clip-search-send", daemon=True).start()
 
     def _ensure_engine(self) -> EngineClient:
+        """The running engine, started here (in a sender thread) if needed. stop() may run meanwhile on the
+        main thread without waiting for the lock: an engine started after it is stopped again at once."""
         with self._engine_lock:
-            if self.engine is None or not self.engine.running:
-                if self.engine is not None:
-                    self.engine.stop()  # it died: release its pipes
+            if self._closed:
+                raise EngineUnavailable("CLIP Search was unloaded.")
+            engine = self.engine
+            if engine is None or not engine.running:
+                if engine is not None:
+                    engine.stop()  # it died: release its pipes
                 engine = EngineClient(
                     self.settings.engine_python, self.settings.device, extra_env=self.settings.engine_env()
                 )
+                self.engine = engine  # visible to stop() while it starts
                 engine.start()
-                self.engine = engine
-            return self.engine
+                if self._closed or self.engine is not engine:
+                    engine.stop()
+                    raise EngineUnavailable("CLIP Search was unloaded or its settings changed.")
+            return engine
 
     def stop(self) -> None:
         """Cancel running tasks, disconnect from QGIS and stop the engine process (plugin unload, QGIS exit)."""
@@ -124,20 +138,20 @@ class Controller(QObject):
                 results_layer.selectionChanged.disconnect(self._result_selection_changed)
             except TypeError:
                 pass  # connected by an earlier load of the plugin, or never
+        self._closed = True
         for task in list(self.tasks.values()):
             task.cancel()
-        with self._engine_lock:
-            if self.engine is not None:
-                self.engine.stop()
-                self.engine = None
+        self._stop_engine()
+
+    def _stop_engine(self) -> None:
+        engine, self.engine = self.engine, None
+        if engine is not None:
+            engine.stop()
 
     def apply_settings(self, settings: PluginSettings) -> None:
         settings.save()
         self.settings = settings
-        with self._engine_lock:
-            if self.engine is not None:
-                self.engine.stop()
-                self.engine = None
+        self._stop_engine()  # the next request starts one with the new settings
         self.refresh_status(self.dock.raster_layer())
 
     def message(self, text: str, level: Any = Qgis.Warning, duration: int = 8) -> None:

@@ -137,7 +137,14 @@ class EngineClient:
             self._next += 1
             rid = f"r{self._next}"
             self._pending[rid] = Pending(on_event)
-        self._send({"id": rid, "method": method, "params": params})
+        try:
+            self._send({"id": rid, "method": method, "params": params})
+        except (OSError, ValueError):  # the process died just now: answer as if its output had ended
+            with self._lock:
+                lost = self._pending.pop(rid, None)
+            if lost is not None:  # (otherwise the reader thread has already reported it)
+                error = {"kind": "engine", "message": self.crash_report(), "crashed": not self._stopping}
+                lost.on_event({"id": rid, "event": "error", "error": error})
         return rid
 
     def call(self, method: str, params: dict[str, Any], timeout: float | None = None) -> Event:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
+from qgis.gui import QgsFileWidget
 from qgis.PyQt.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -11,12 +13,23 @@ from qgis.PyQt.QtWidgets import (
     QDialogButtonBox,
     QDoubleSpinBox,
     QFormLayout,
+    QLabel,
     QLineEdit,
     QWidget,
 )
 
 from .engine.models import PRESETS
+from .engine_client import EngineUnavailable, check_engine_python
 from .plugin_settings import PluginSettings
+
+
+def file_widget(path: str, mode: int, placeholder: str = "", filters: str = "") -> QgsFileWidget:
+    widget = QgsFileWidget()
+    widget.setStorageMode(mode)
+    widget.setFilePath(path)
+    widget.setFilter(filters)
+    widget.lineEdit().setPlaceholderText(placeholder)
+    return widget
 
 
 class SettingsDialog(QDialog):
@@ -31,8 +44,10 @@ class SettingsDialog(QDialog):
             self.model.addItem(name)
             self.model.setItemData(self.model.count() - 1, preset.description, 3)  # tooltip role
         self.model.setCurrentText(settings.model)
-        self.pretrained = QLineEdit(settings.pretrained)
-        self.pretrained.setPlaceholderText("weights tag, checkpoint file, or empty for the preset's")
+        self.pretrained = file_widget(
+            settings.pretrained, QgsFileWidget.GetFile, "empty for the preset's weights; a tag or a checkpoint file",
+            "Checkpoints (*.pt *.pth *.bin *.safetensors);;All files (*)",
+        )
         self.device = QComboBox()
         self.device.addItems(["auto", "cpu", "cuda", "mps"])
         self.device.setCurrentText(settings.device)
@@ -48,9 +63,19 @@ class SettingsDialog(QDialog):
         self.overlap.setValue(settings.overlap)
         self.scales = QLineEdit(settings.scales)
         self.scales.setToolTip("Multiples of the tile size, separated by spaces, e.g. 1 2 4")
-        self.engine_python = QLineEdit(settings.engine_python)
-        self.cache_folder = QLineEdit(settings.cache_folder)
-        self.cache_folder.setPlaceholderText("default: the user cache folder")
+        self.engine_python = file_widget(
+            settings.engine_python, QgsFileWidget.GetFile, "e.g. …/.venv-engine/bin/python"
+        )
+        self.engine_python.setToolTip(
+            "The Python of the engine environment (made by `make env`, or a venv with requirements-engine.txt)."
+        )
+        self.cache_folder = file_widget(
+            settings.cache_folder, QgsFileWidget.GetDirectory, "default: the user cache folder"
+        )
+        self.problem = QLabel()
+        self.problem.setWordWrap(True)
+        self.problem.setStyleSheet("color: #b00020;")
+        self.problem.setVisible(False)
         self.replace_results = QCheckBox("Replace the previous results of a raster")
         self.replace_results.setChecked(settings.replace_results)
         for label, widget in (
@@ -64,6 +89,7 @@ class SettingsDialog(QDialog):
             ("Engine Python", self.engine_python),
             ("Index folder", self.cache_folder),
             ("", self.replace_results),
+            ("", self.problem),
         ):
             form.addRow(label, widget)
         buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
@@ -71,17 +97,47 @@ class SettingsDialog(QDialog):
         buttons.rejected.connect(self.reject)
         form.addRow(buttons)
 
+    def problems(self) -> list[str]:
+        """What must be fixed before these settings can be used (empty when they are fine)."""
+        found = []
+        if not self.model.currentText().strip():
+            found.append("Choose a model.")
+        try:
+            check_engine_python(self.engine_python.filePath().strip())
+        except EngineUnavailable as exc:
+            found.append(str(exc))
+        try:
+            scales = [float(v) for v in self.scales.text().replace(",", " ").split()]
+        except ValueError:
+            scales = []
+        if not scales or any(v <= 0 for v in scales):
+            found.append("Scales must be positive numbers separated by spaces, e.g. 1 2 4.")
+        weights = self.pretrained.filePath().strip()
+        if ("/" in weights or "\\" in weights) and not Path(weights).is_file():
+            found.append(f"The checkpoint file {weights} does not exist.")
+        folder = self.cache_folder.filePath().strip()
+        if folder and Path(folder).exists() and not Path(folder).is_dir():
+            found.append(f"The index folder {folder} is a file; choose a folder.")
+        return found
+
+    def accept(self) -> None:
+        found = self.problems()
+        self.problem.setText("\n".join(found))
+        self.problem.setVisible(bool(found))
+        if not found:
+            super().accept()
+
     def chosen(self) -> PluginSettings:
         return replace(
             self._settings,
             model=self.model.currentText().strip(),
-            pretrained=self.pretrained.text().strip(),
+            pretrained=self.pretrained.filePath().strip(),
             device=self.device.currentText(),
             tile_size=self.tile_size.value(),
             tile_units=self.tile_units.currentText(),
             overlap=self.overlap.value(),
             scales=self.scales.text(),
-            engine_python=self.engine_python.text().strip(),
-            cache_folder=self.cache_folder.text().strip(),
+            engine_python=self.engine_python.filePath().strip(),
+            cache_folder=self.cache_folder.filePath().strip(),
             replace_results=self.replace_results.isChecked(),
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import queue
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -10,12 +11,15 @@ from qgis.core import QgsTask
 
 from .engine_client import EngineClient, EngineUnavailable
 
+CANCEL_GRACE_S = 30.0  # a build stops within one batch; one that does not answer by then is ended
+
 
 class IndexTask(QgsTask):
     """Builds an index in an engine process of its own (searches elsewhere stay responsive).
 
     Progress streams into the task manager; cancelling sends ``cancel`` to the engine, which stops
-    within one batch and stores nothing. ``on_done(task)`` runs on the main thread when it ends.
+    within one batch and stores nothing (a process that does not answer within 30 s is ended).
+    ``on_done(task)`` runs on the main thread when it ends.
     """
 
     def __init__(
@@ -56,11 +60,13 @@ class IndexTask(QgsTask):
         events: queue.Queue[dict[str, Any]] = queue.Queue()
         try:
             rid = client.request("index", self.params, events.put)
-            cancel_sent = False
+            cancel_sent: float | None = None
             while True:
-                if self.isCanceled() and not cancel_sent:
+                if self.isCanceled() and cancel_sent is None:
                     client.cancel(rid)
-                    cancel_sent = True
+                    cancel_sent = time.monotonic()
+                if cancel_sent is not None and time.monotonic() - cancel_sent > CANCEL_GRACE_S:
+                    return False  # the engine did not stop in time: stop() below ends the process
                 try:
                     event = events.get(timeout=0.2)
                 except queue.Empty:

@@ -2,12 +2,13 @@
 # Start the real QGIS desktop with CLIP Search installed in a separate profile and a sample raster
 # loaded. Uses Xvfb when there is no screen. Usage: scripts/run_qgis.sh ENGINE_PYTHON RASTER
 # CLIP_SEARCH_MODEL / CLIP_SEARCH_PRETRAINED preset the profile's model (e.g. ViT-B-32 and none);
+# CLIP_SEARCH_PROFILES: the profiles folder (default build/profiles);
 # scripts/qgis/startup.py documents the variables for a scripted demo, screenshot and quit.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 engine_python="$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"
 raster="$2"
-profiles="$repo/build/profiles"
+profiles="${CLIP_SEARCH_PROFILES:-$repo/build/profiles}"  # tests use their own
 profile="$profiles/profiles/clip-search"  # QGIS keeps profiles in PATH/profiles/NAME
 mkdir -p "$profile/python/plugins" "$profile/QGIS"
 "$engine_python" "$repo/scripts/deploy_plugin.py" "$profile/python/plugins"

@@ -4,6 +4,7 @@ Optional, for looking at the desktop on a machine with no screen and for tests:
 - CLIP_SEARCH_DEMO_QUERY=TEXT: click Index layer, then search for TEXT once the index is ready;
 - CLIP_SEARCH_SCREENSHOT=PATH: save a screenshot of the main window after CLIP_SEARCH_SCREENSHOT_AFTER
   seconds (default 12), or as soon as the demo search has shown its results;
+- CLIP_SEARCH_DOCK_SCREENSHOT=PATH: save a picture of the dock alone at the same moment;
 - CLIP_SEARCH_REPORT=PATH: write what QGIS loaded (active plugins, dock state) as JSON at that moment;
 - CLIP_SEARCH_QUIT=1: close QGIS afterwards.
 """
@@ -65,7 +66,11 @@ def finish() -> None:
     path = os.environ.get("CLIP_SEARCH_SCREENSHOT")
     if path:
         iface.mainWindow().grab().save(path)
+    path = os.environ.get("CLIP_SEARCH_DOCK_SCREENSHOT")
+    if path and dock is not None:
+        dock.grab().save(path)
     if os.environ.get("CLIP_SEARCH_QUIT") == "1":
+        QgsProject.instance().removeAllMapLayers()  # no "scratch layers will be lost" prompt
         QgsProject.instance().setDirty(False)  # nothing to save: no "save changes?" prompt
         iface.actionExit().trigger()
 

@@ -113,3 +113,18 @@ def alive(pid: int | None) -> bool:
 
 def our_docks(window: Any) -> list[QDockWidget]:
     return [d for d in window.findChildren(QDockWidget) if d.objectName() == "ClipSearchDock"]
+
+
+def engine_children() -> list[int]:
+    """Live engine processes started by this test process."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        state, ppid = fields[0], int(fields[1])
+        if ppid == os.getpid() and state != "Z" and b"clip_search_plugin.engine" in cmdline:
+            found.append(int(stat.parent.name))
+    return found

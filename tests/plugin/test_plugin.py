@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from qgis.core import Qgis, QgsGeometry, QgsPointXY, QgsProject, QgsRasterLayer, QgsVectorLayer
 from qgis.gui import QgsMapCanvas
-from qgis.PyQt.QtCore import QEvent, QPoint, Qt
+from qgis.PyQt.QtCore import QEvent, QPoint, Qt, QTimer
 from qgis.PyQt.QtGui import QMouseEvent
 from qgis.PyQt.QtTest import QTest
-from qgis.PyQt.QtWidgets import QAction, QApplication, QMenu
+from qgis.PyQt.QtWidgets import QAction, QApplication, QDialogButtonBox, QMenu
 
 import clip_search_plugin
 from clip_search_plugin import layers
 
-from .conftest import ARTIFACTS, add_raster, alive, our_docks, wait_until
+from .conftest import ARTIFACTS, add_raster, alive, engine_children, our_docks, wait_until
 
 
 def click_map(canvas: QgsMapCanvas, point: QgsPointXY) -> None:
@@ -38,11 +40,27 @@ def drag_map(canvas: QgsMapCanvas, start: QgsPointXY, pixels: int) -> None:
     QTest.qWait(50)
 
 
-def load_plugin(iface: Any) -> Any:
-    plugin = clip_search_plugin.classFactory(iface)
-    plugin.initGui()
-    plugin.action.trigger()  # open the dock, as a user would from the toolbar
-    return plugin
+Loader = Callable[[], Any]
+
+
+@pytest.fixture
+def load(iface: Any) -> Iterator[Loader]:
+    """Load the plugin as QGIS does and open its dock; whatever a failed test left loaded is unloaded."""
+    loaded: list[Any] = []
+
+    def load_plugin() -> Any:
+        plugin = clip_search_plugin.classFactory(iface)
+        plugin.initGui()
+        plugin.action.trigger()  # open the dock, as a user would from the toolbar
+        loaded.append(plugin)
+        return plugin
+
+    yield load_plugin
+    for plugin in loaded:
+        if plugin.action is not None:
+            plugin.unload()
+    # no orphans: every engine process (the dock's and the index tasks') ends with the plugin
+    wait_until(lambda: not engine_children(), 15, "the engine processes to end")
 
 
 def indexed(plugin: Any, layer: QgsRasterLayer, timeout: float = 180) -> dict[str, Any]:
@@ -62,11 +80,11 @@ def search(plugin: Any, query: str) -> QgsVectorLayer:
                                     if lyr.id() not in before), None), 60, "a results layer")
 
 
-def test_plugin_loads_opens_its_dock_and_unloads_cleanly(iface: Any, engine_settings: Any) -> None:
+def test_plugin_loads_opens_its_dock_and_unloads_cleanly(iface: Any, engine_settings: Any, load: Loader) -> None:
     window = iface.mainWindow()
     receivers_before = iface.receivers(iface.currentLayerChanged)
     add_raster("colorado_rgb_015m.tif")
-    plugin = load_plugin(iface)
+    plugin = load()
     assert plugin.action.objectName() == "clipSearchAction"
     assert [d.isVisible() for d in our_docks(window)] == [True]
     wait_until(lambda: plugin.controller.engine is not None and plugin.controller.engine.running, 60, "the engine")
@@ -82,14 +100,14 @@ def test_plugin_loads_opens_its_dock_and_unloads_cleanly(iface: Any, engine_sett
     assert not [m for m in iface._raster_menu.findChildren(QMenu) if m.title() == "&CLIP Search" and m.actions()]
     wait_until(lambda: not alive(pid), 10, "the engine process to end")
 
-    again = load_plugin(iface)  # reloadable (as with Plugin Reloader)
+    again = load()  # reloadable (as with Plugin Reloader)
     assert len([d for d in our_docks(window) if d.isVisible()]) == 1
     again.unload()
 
 
-def test_index_search_zoom_select_and_export(iface: Any, engine_settings: Any, tmp_path: Path) -> None:
+def test_index_search_zoom_select_and_export(iface: Any, engine_settings: Any, load: Loader, tmp_path: Path) -> None:
     raster = add_raster("drone_rgba_alpha.tif")
-    plugin = load_plugin(iface)
+    plugin = load()
     dock = plugin.dock
     dock.layerCombo.setLayer(raster)
     progress: list[int] = []
@@ -162,11 +180,11 @@ def test_index_search_zoom_select_and_export(iface: Any, engine_settings: Any, t
     plugin.unload()
 
 
-def test_cancel_mid_index_leaves_no_complete_index(iface: Any, engine_settings: Any) -> None:
+def test_cancel_mid_index_leaves_no_complete_index(iface: Any, engine_settings: Any, load: Loader) -> None:
     raster = add_raster("drone_rgba_alpha.tif")
     engine_settings.tile_size = 20.0  # thousands of tiles: slow enough to cancel mid-way
     engine_settings.save()
-    plugin = load_plugin(iface)
+    plugin = load()
     plugin.dock.layerCombo.setLayer(raster)
     plugin.dock.indexButton.click()
     wait_until(lambda: plugin.dock.progressBar.value() > 0, 60, "indexing to start")
@@ -180,11 +198,11 @@ def test_cancel_mid_index_leaves_no_complete_index(iface: Any, engine_settings: 
     plugin.unload()
 
 
-def test_missing_engine_says_how_to_fix_it(iface: Any, engine_settings: Any) -> None:
+def test_missing_engine_says_how_to_fix_it(iface: Any, engine_settings: Any, load: Loader) -> None:
     engine_settings.engine_python = "/nonexistent/engine/python"
     engine_settings.save()
     add_raster("colorado_rgb_015m.tif")
-    plugin = load_plugin(iface)
+    plugin = load()
     wait_until(lambda: "does not exist" in plugin.dock.statusLabel.text(), 30, "the engine error")
     assert "engine Python" in plugin.dock.statusLabel.text()
     plugin.dock.indexButton.click()
@@ -193,10 +211,44 @@ def test_missing_engine_says_how_to_fix_it(iface: Any, engine_settings: Any) -> 
     plugin.unload()
 
 
-def test_web_layers_get_a_clear_message(iface: Any, engine_settings: Any) -> None:
+def test_web_layers_get_a_clear_message(iface: Any, engine_settings: Any, load: Loader) -> None:
     xyz = QgsRasterLayer("type=xyz&url=http://127.0.0.1:9/{z}/{x}/{y}.png&zmax=19&zmin=0", "tiles", "wms")
     QgsProject.instance().addMapLayer(xyz)
-    plugin = load_plugin(iface)
+    plugin = load()
     plugin.dock.layerCombo.setLayer(xyz)
     assert "wms layer" in plugin.dock.statusLabel.text() and "raster files" in plugin.dock.statusLabel.text()
+    plugin.unload()
+
+
+def test_settings_dialog_says_what_to_fix_and_stores_settings(iface: Any, engine_settings: Any, load: Loader) -> None:
+    from clip_search_plugin.plugin_settings import PluginSettings
+
+    plugin = load()
+    seen: dict[str, Any] = {}
+
+    def interact() -> None:
+        dialog = QApplication.activeModalWidget()
+        try:
+            dialog.scales.setText("1 two")
+            dialog.engine_python.setFilePath("/nonexistent/python")
+            dialog.findChild(QDialogButtonBox).button(QDialogButtonBox.Ok).click()
+            seen["refused"] = dialog.isVisible()
+            seen["problem"] = dialog.problem.text()
+            dialog.scales.setText("1 2")
+            dialog.engine_python.setFilePath(engine_settings.engine_python)
+            dialog.tile_size.setValue(128)
+            dialog.replace_results.setChecked(False)
+            dialog.findChild(QDialogButtonBox).button(QDialogButtonBox.Ok).click()
+        finally:
+            if dialog.isVisible():
+                dialog.reject()
+
+    QTimer.singleShot(300, interact)
+    plugin.dock.settingsButton.click()  # modal: returns when the dialog closes
+    assert seen["refused"], "invalid settings were accepted"
+    assert "Scales must be positive numbers" in seen["problem"] and "/nonexistent/python does not exist" in seen[
+        "problem"]
+    stored = PluginSettings.load()
+    assert (stored.scales, stored.tile_size, stored.replace_results) == ("1 2", 128.0, False)
+    assert plugin.controller.settings == stored
     plugin.unload()
