@@ -87,10 +87,13 @@ class EngineClient:
         self._stderr_tail: deque[str] = deque(maxlen=200)
         self._ready = threading.Event()
         self._stopping = False
+        self._output_closed = False
 
     @property
     def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        """Started and still answering. A killed process closes its output before the system can reap
+        it, so a closed output counts as not running even while ``poll()`` still says None."""
+        return self.proc is not None and not self._output_closed and self.proc.poll() is None
 
     @property
     def pid(self) -> int | None:
@@ -104,6 +107,7 @@ class EngineClient:
         env["PYTHONUNBUFFERED"] = "1"
         env.pop("PYTHONHOME", None)  # QGIS's own Python settings must not leak into the engine's
         self._stopping = False
+        self._output_closed = False
         self._ready.clear()
         try:
             self.proc = subprocess.Popen(
@@ -140,6 +144,7 @@ class EngineClient:
         try:
             self._send({"id": rid, "method": method, "params": params})
         except (OSError, ValueError):  # the process died just now: answer as if its output had ended
+            self._output_closed = True
             with self._lock:
                 lost = self._pending.pop(rid, None)
             if lost is not None:  # (otherwise the reader thread has already reported it)
@@ -228,6 +233,7 @@ class EngineClient:
 
     def _on_closed(self) -> None:
         """The engine's output ended: fail every open request, and report an unexpected exit."""
+        self._output_closed = True
         self._ready.set()
         with self._lock:
             pending, self._pending = self._pending, {}

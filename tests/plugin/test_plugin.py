@@ -9,7 +9,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from qgis.core import Qgis, QgsGeometry, QgsPointXY, QgsProject, QgsRasterLayer, QgsVectorLayer
+from qgis.core import (
+    Qgis,
+    QgsFeature,
+    QgsGeometry,
+    QgsPointXY,
+    QgsProject,
+    QgsRasterLayer,
+    QgsRectangle,
+    QgsVectorLayer,
+)
 from qgis.gui import QgsMapCanvas
 from qgis.PyQt.QtCore import QEvent, QPoint, Qt, QTimer
 from qgis.PyQt.QtGui import QMouseEvent
@@ -18,6 +27,7 @@ from qgis.PyQt.QtWidgets import QAction, QApplication, QDialogButtonBox, QMenu
 
 import clip_search_plugin
 from clip_search_plugin import layers
+from clip_search_plugin.dock import AREA_SELECTED
 
 from .conftest import ARTIFACTS, add_raster, alive, engine_children, our_docks, wait_until
 
@@ -165,6 +175,16 @@ def test_index_search_zoom_select_and_export(iface: Any, engine_settings: Any, l
         (f["rank"], round(f["score"], 6)) for f in features)
     assert reopened.crs() == raster.crs()
 
+    # More like this: regions that look like the selected result, the example itself left out
+    dock.resultsTable.selectRow(0)
+    before = {lyr.id() for lyr in layers.results_layers(QgsProject.instance())}
+    dock.moreLikeButton.click()
+    similar = wait_until(lambda: next((lyr for lyr in layers.results_layers(QgsProject.instance())
+                                       if lyr.id() not in before), None), 60, "similar results")
+    similar_features = list(similar.getFeatures())
+    assert similar_features and all(f["query"].startswith("similar to tile") for f in similar_features)
+    assert not any(f.geometry().equals(best.geometry()) for f in similar_features)
+
     # the engine process dies: the next search starts a new one
     pid = plugin.controller.engine.pid
     os.kill(pid, signal.SIGKILL)
@@ -252,3 +272,31 @@ def test_settings_dialog_says_what_to_fix_and_stores_settings(iface: Any, engine
     assert (stored.scales, stored.tile_size, stored.replace_results) == ("1 2", 128.0, False)
     assert plugin.controller.settings == stored
     plugin.unload()
+
+
+def test_index_only_the_selected_polygons(iface: Any, engine_settings: Any, load: Loader) -> None:
+    raster = add_raster("drone_rgba_alpha.tif")
+    extent = raster.extent()
+    polygons = QgsVectorLayer(f"Polygon?crs={raster.crs().authid()}", "area", "memory")
+    quarter = QgsGeometry.fromRect(QgsRectangle(extent.xMinimum(), extent.yMinimum(),
+                                                extent.center().x(), extent.center().y()))
+    whole = QgsGeometry.fromRect(extent)
+    for geometry in (quarter, whole):
+        feature = QgsFeature()
+        feature.setGeometry(geometry)
+        polygons.dataProvider().addFeatures([feature])
+    QgsProject.instance().addMapLayer(polygons)
+    plugin = load()
+    dock = plugin.dock
+    dock.layerCombo.setLayer(raster)
+    dock.indexAreaCombo.setCurrentIndex(AREA_SELECTED)
+    dock.polygonLayerCombo.setLayer(polygons)
+    dock.indexButton.click()  # nothing selected yet: refused with what to do
+    assert "Select one or more polygons" in iface.messageBar().get_messages(Qgis.Warning)[-1]
+    assert raster.id() not in plugin.controller.tasks
+    polygons.selectByIds([next(polygons.getFeatures()).id()])  # the quarter
+    status = indexed(plugin, raster)
+    results = search(plugin, "a roof")
+    assert status["manifest"]["tiles"] > 0
+    for feature in results.getFeatures():
+        assert feature.geometry().intersects(quarter)
