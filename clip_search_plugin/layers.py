@@ -54,6 +54,22 @@ def polygon_geometry(geometry: dict[str, Any]) -> QgsGeometry:
     raise ValueError(f"Not a polygon geometry: {geometry.get('type')}")
 
 
+def result_fields() -> list[QgsField]:
+    """The fields of every results layer (dock and Processing alike)."""
+    return [QgsField(name, kind) for name, kind in FIELDS]
+
+
+def region_attributes(region: dict[str, Any], query: str) -> list[Any]:
+    return [
+        int(region["rank"]),
+        float(region["score"]),
+        query,
+        int(region["tile_count"]),
+        float(region["area"]),
+        str(region["area_units"]),
+    ]
+
+
 def layer_name(query: str, random_weights: bool) -> str:
     short = query if len(query) <= 40 else query[:39] + "…"
     return f"CLIP: {short}" + (" [random weights]" if random_weights else "")
@@ -72,22 +88,13 @@ def build_results_layer(
     if crs.isValid() and not crs.authid():
         layer.setCrs(crs)
     provider = layer.dataProvider()
-    provider.addAttributes([QgsField(name, kind) for name, kind in FIELDS])
+    provider.addAttributes(result_fields())
     layer.updateFields()
     features = []
     for region in regions:
         feature = QgsFeature(layer.fields())
         feature.setGeometry(polygon_geometry(region["geometry"]))
-        feature.setAttributes(
-            [
-                int(region["rank"]),
-                float(region["score"]),
-                query,
-                int(region["tile_count"]),
-                float(region["area"]),
-                str(region["area_units"]),
-            ]
-        )
+        feature.setAttributes(region_attributes(region, query))
         features.append(feature)
     provider.addFeatures(features)
     layer.updateExtents()

@@ -19,8 +19,20 @@ class ClipSearchPlugin:
         self.action: QAction | None = None
         self.dock: Any = None
         self.controller: Any = None
+        self.provider: Any = None
+
+    def initProcessing(self) -> None:
+        """Register the Processing algorithms (called by QGIS, also under qgis_process where iface is None)."""
+        if self.provider is None:
+            from qgis.core import QgsApplication
+
+            from .provider import ClipSearchProvider
+
+            self.provider = ClipSearchProvider()
+            QgsApplication.processingRegistry().addProvider(self.provider)
 
     def initGui(self) -> None:
+        self.initProcessing()
         self.action = QAction(QIcon(ICON), "CLIP Search", self.iface.mainWindow())
         self.action.setObjectName("clipSearchAction")
         self.action.setCheckable(True)
@@ -58,6 +70,11 @@ class ClipSearchPlugin:
             self.controller.apply_settings(dialog.chosen())
 
     def unload(self) -> None:
+        if self.provider is not None:
+            from qgis.core import QgsApplication
+
+            QgsApplication.processingRegistry().removeProvider(self.provider)
+            self.provider = None
         if self.controller is not None:
             self.controller.stop()
             self.controller.deleteLater()

@@ -331,16 +331,17 @@ def search_similar(
     index: OpenIndex,
     embedder: Embedder | None = None,
     tile_ids: Sequence[int] | None = None,
-    bbox: tuple[float, float, float, float] | None = None,
+    bbox: tuple[float, float, float, float] | Sequence[tuple[float, float, float, float]] | None = None,
     top_k: int = 20,
     threshold: float | None = None,
     area: Area | None = None,
     merge: bool = True,
     exclude_examples: bool = True,
 ) -> SearchResult:
-    """Search by example: tiles like ``tile_ids``, or like the window ``bbox`` (raster CRS) of the raster.
+    """Search by example: tiles like ``tile_ids``, or like the window ``bbox`` (raster CRS) of the raster,
+    or like several such windows (a list of boxes: their embeddings are averaged).
 
-    The examples themselves (and tiles overlapping the example box) are left out unless
+    The examples themselves (and tiles overlapping the example boxes) are left out unless
     ``exclude_examples`` is false.
     """
     if (tile_ids is None) == (bbox is None):
@@ -359,10 +360,34 @@ def search_similar(
             raise InputError("Searching by an example box needs the index's model.")
         check_model(index, embedder)
         assert bbox is not None
-        vector = embed_box(index, embedder, bbox)
-        exclude = tiles_in_area(index.tiles, bbox, index.raster.affine) & exclude_examples
-        label = "similar to box " + ", ".join(f"{v:g}" for v in bbox)
+        boxes = example_boxes(bbox)
+        vector = normalise_rows(np.mean([embed_box(index, embedder, b) for b in boxes], axis=0, keepdims=True))[0]
+        exclude = np.zeros(index.count, dtype=bool)
+        for box in boxes:
+            exclude |= tiles_in_area(index.tiles, box, index.raster.affine)
+        exclude &= exclude_examples
+        if len(boxes) == 1:
+            label = "similar to box " + ", ".join(f"{v:g}" for v in boxes[0])
+        else:
+            label = f"similar to {len(boxes)} example boxes"
     return search_vector(index, vector, label, top_k, threshold, area, merge, exclude)
+
+
+def example_boxes(value: Any) -> list[tuple[float, float, float, float]]:
+    """One box (xmin, ymin, xmax, ymax) or a list of them, checked."""
+    items = [value] if len(value) == 4 and all(isinstance(v, (int, float)) for v in value) else list(value)
+    boxes = []
+    for item in items:
+        try:
+            xmin, ymin, xmax, ymax = (float(v) for v in item)
+        except (TypeError, ValueError):
+            raise InputError(f"An example box is four numbers xmin, ymin, xmax, ymax; got {item!r}.") from None
+        if not (xmin < xmax and ymin < ymax):
+            raise InputError(f"An example box needs xmin < xmax and ymin < ymax; got {item!r}.")
+        boxes.append((xmin, ymin, xmax, ymax))
+    if not boxes:
+        raise InputError("Give at least one example box.")
+    return boxes
 
 
 def embed_box(index: OpenIndex, embedder: Embedder, bbox: tuple[float, float, float, float]) -> np.ndarray:

@@ -161,7 +161,7 @@ class Service:
             index,
             embedder,
             tile_ids=params.get("tile_ids"),
-            bbox=tuple(float(v) for v in bbox) if bbox is not None else None,  # type: ignore[arg-type]
+            bbox=bbox,
             exclude_examples=bool(params.get("exclude_examples", True)),
             **self._search_args(params),
         )

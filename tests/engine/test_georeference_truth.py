@@ -11,6 +11,7 @@ from affine import Affine
 from shapely.geometry import box, shape
 
 from clip_search_plugin.engine.embedder import normalise_rows
+from clip_search_plugin.engine.errors import InputError
 from clip_search_plugin.engine.models import ModelIdentity
 from clip_search_plugin.engine.pipeline import build_index, open_index, search, search_similar
 from clip_search_plugin.engine.settings import IndexSettings, TilingSettings
@@ -106,6 +107,14 @@ def test_search_limited_to_an_area_and_by_example(tmp_path: Path) -> None:
     by_box = search_similar(index, embedder, bbox=_map_bounds(transform, 400, 290, 44, 44), top_k=50, threshold=0.5)
     (match,) = by_box.regions
     assert shape(match.geometry).contains(west_box) and not shape(match.geometry).intersects(east_box)
+
+    # by several example boxes (averaged): tiles touching any example are left out, unless asked for
+    both = [_map_bounds(transform, 400, 290, 44, 44), _map_bounds(transform, *west[:2], west[2], west[2])]
+    assert not search_similar(index, embedder, bbox=both, top_k=50, threshold=0.5).regions
+    kept = search_similar(index, embedder, bbox=both, top_k=50, threshold=0.5, exclude_examples=False)
+    assert kept.query == "similar to 2 example boxes" and len(kept.regions) == 2
+    with pytest.raises(InputError, match="xmin < xmax"):
+        search_similar(index, embedder, bbox=[both[0], (1.0, 2.0, 0.0, 3.0)])
 
     # by example tile: the best east tile finds the west patch; the example itself is not returned
     best = search(index, embedder, "red", top_k=1, templates=None, area=east_half).hits[0]

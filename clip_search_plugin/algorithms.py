@@ -1,0 +1,413 @@
+"""Processing algorithms: Build CLIP index, Search CLIP index, Find similar.
+
+They send the same engine requests as the dock (``index``, ``locate``, ``search``, ``similar``), each run
+through an engine process of its own, so they work in the Processing dialog, Model Builder, batch mode,
+Python scripts and ``qgis_process`` (where there is no ``iface``).
+"""
+
+from __future__ import annotations
+
+import queue
+import time
+from pathlib import Path
+from typing import Any
+
+from qgis.core import (
+    QgsCoordinateReferenceSystem,
+    QgsCoordinateTransform,
+    QgsFeature,
+    QgsFeatureSink,
+    QgsFields,
+    QgsProcessing,
+    QgsProcessingAlgorithm,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProcessingOutputFolder,
+    QgsProcessingOutputNumber,
+    QgsProcessingParameterBoolean,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterFeatureSink,
+    QgsProcessingParameterFeatureSource,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterFolderDestination,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterString,
+    QgsRasterLayer,
+    QgsWkbTypes,
+)
+from qgis.PyQt.QtGui import QIcon
+
+from . import layers
+from .engine.models import DEFAULT_PRESET, PRESETS
+from .engine_client import EngineClient, EngineUnavailable
+from .plugin_settings import PluginSettings
+
+ICON = str(Path(__file__).with_name("icon.svg"))
+DEVICES = ["auto", "cpu", "cuda", "mps"]
+UNITS = ["px", "m"]
+CANCEL_GRACE_S = 30.0
+Event = dict[str, Any]
+
+
+def run_engine(
+    settings: PluginSettings, requests: list[tuple[str, dict[str, Any]]], feedback: QgsProcessingFeedback | None,
+    device: str | None = None,
+) -> list[dict[str, Any]]:
+    """Send ``requests`` in order to an engine process of this run's own; their results, or raise
+    QgsProcessingException with the engine's message. Progress and log lines go to ``feedback``;
+    cancelling in Processing cancels the running request and ends the process."""
+    client = EngineClient(settings.engine_python, device or settings.device, extra_env=settings.engine_env())
+    try:
+        client.start()
+    except EngineUnavailable as exc:
+        raise QgsProcessingException(str(exc)) from exc
+    results = []
+    try:
+        for number, (method, params) in enumerate(requests):
+            events: queue.Queue[Event] = queue.Queue()
+            rid = client.request(method, params, events.put)
+            cancelled_at: float | None = None
+            while True:
+                if feedback is not None and feedback.isCanceled() and cancelled_at is None:
+                    client.cancel(rid)
+                    cancelled_at = time.monotonic()
+                if cancelled_at is not None and time.monotonic() - cancelled_at > CANCEL_GRACE_S:
+                    raise QgsProcessingException("Cancelled (the engine did not stop in time and was ended).")
+                try:
+                    event = events.get(timeout=0.2)
+                except queue.Empty:
+                    continue
+                kind = event.get("event")
+                if kind == "progress" and feedback is not None and event.get("total"):
+                    share = 100.0 * (number + event["done"] / event["total"]) / len(requests)
+                    feedback.setProgress(share)
+                elif kind == "log" and feedback is not None:
+                    feedback.pushDebugInfo(str(event.get("message", "")))
+                elif kind == "result":
+                    results.append(event["result"])
+                    break
+                elif kind == "error":
+                    raise QgsProcessingException(event["error"]["message"])
+            if feedback is not None:
+                feedback.setProgress(100.0 * (number + 1) / len(requests))
+    finally:
+        client.stop()
+    return results
+
+
+def raster_file(layer: QgsRasterLayer | None) -> str | None:
+    if layer is None:
+        return None
+    if layer.providerType() != "gdal":
+        raise QgsProcessingException(
+            f"{layer.name()} is a {layer.providerType()} layer; CLIP Search indexes raster files (GDAL formats)."
+        )
+    return layer.source().split("|")[0]
+
+
+def help_text(summary: str, parameters: tuple[tuple[str, str], ...]) -> str:
+    items = "".join(f"<li><b>{name}</b>: {text}</li>" for name, text in parameters)
+    return f"<p>{summary}</p><ul>{items}</ul>"
+
+
+class ClipSearchAlgorithm(QgsProcessingAlgorithm):
+    """What the three algorithms share: group, icon, help, the index parameters and the results sink."""
+
+    PARAM_HELP: tuple[tuple[str, str], ...] = ()
+    SUMMARY = ""
+
+    def group(self) -> str:
+        return ""
+
+    def groupId(self) -> str:
+        return ""
+
+    def icon(self) -> QIcon:
+        return QIcon(ICON)
+
+    def shortHelpString(self) -> str:
+        return help_text(self.SUMMARY, self.PARAM_HELP)
+
+    def helpUrl(self) -> str:
+        return "https://github.com/clip-search/clip_search_plugin#processing"
+
+    def createInstance(self) -> ClipSearchAlgorithm:
+        return type(self)()
+
+    def add(self, parameter: QgsProcessingParameterDefinition, advanced: bool = False) -> None:
+        described = dict(self.PARAM_HELP)
+        if parameter.description() in described:
+            parameter.setHelp(described[parameter.description()])
+        if advanced:
+            parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+        self.addParameter(parameter)
+
+    # --- an index given as a raster layer or a folder ------------------------------------------------------
+    def add_index_parameters(self) -> None:
+        self.add(QgsProcessingParameterRasterLayer("RASTER", "Raster layer", optional=True))
+        self.add(QgsProcessingParameterFile(
+            "INDEX", "Index folder", behavior=QgsProcessingParameterFile.Folder, optional=True))
+
+    def index_folder(
+        self, parameters: dict[str, Any], context: QgsProcessingContext, settings: PluginSettings,
+        feedback: QgsProcessingFeedback,
+    ) -> str:
+        folder = self.parameterAsFile(parameters, "INDEX", context)
+        if folder:
+            return str(folder)
+        raster = raster_file(self.parameterAsRasterLayer(parameters, "RASTER", context))
+        if raster is None:
+            raise QgsProcessingException("Give a raster layer that has been indexed, or an index folder.")
+        params = {"raster": raster, "model": settings.model_params(), "tiling": settings.tiling_params()}
+        (status,) = run_engine(settings, [("locate", params)], None)
+        if status["status"] == "ready" or (
+            status["status"] == "stale" and "changed" not in status.get("reason", "")
+        ):
+            feedback.pushInfo(f"Index: {status['path']} ({status['manifest'].get('model')})")
+            return str(status["path"])
+        if status["status"] == "stale":
+            raise QgsProcessingException(
+                f"{raster} changed since it was indexed; run Build CLIP index on it again."
+            )
+        raise QgsProcessingException(
+            f"{raster} has no CLIP index yet; run Build CLIP index on it first (or give its index folder)."
+        )
+
+    # --- results as features ---------------------------------------------------------------------------
+    def add_results_parameters(self) -> None:
+        top_k = QgsProcessingParameterNumber("TOP_K", "Number of best tiles", QgsProcessingParameterNumber.Integer,
+                                             20, minValue=1, maxValue=100_000)
+        self.add(top_k)
+        self.add(QgsProcessingParameterNumber(
+            "THRESHOLD", "Minimum score", QgsProcessingParameterNumber.Double, None, optional=True,
+            minValue=-1.0, maxValue=1.0))
+        self.add(QgsProcessingParameterBoolean("MERGE", "Merge overlapping tiles into regions", True))
+        self.add(QgsProcessingParameterFeatureSink("OUTPUT", "Results", QgsProcessing.TypeVectorPolygon))
+
+    def search_params(self, parameters: dict[str, Any], context: QgsProcessingContext) -> dict[str, Any]:
+        threshold = parameters.get("THRESHOLD")
+        return {
+            "top_k": self.parameterAsInt(parameters, "TOP_K", context),
+            "threshold": None if threshold in (None, "") else self.parameterAsDouble(parameters, "THRESHOLD", context),
+            "merge": self.parameterAsBool(parameters, "MERGE", context),
+        }
+
+    def write_results(
+        self, parameters: dict[str, Any], context: QgsProcessingContext, results: list[dict[str, Any]],
+        crs: QgsCoordinateReferenceSystem,
+    ) -> dict[str, Any]:
+        fields = QgsFields()
+        for field in layers.result_fields():
+            fields.append(field)
+        sink, dest = self.parameterAsSink(parameters, "OUTPUT", context, fields, QgsWkbTypes.MultiPolygon, crs)
+        if sink is None:
+            raise QgsProcessingException(self.invalidSinkError(parameters, "OUTPUT"))
+        for result in results:
+            for region in result["regions"]:
+                feature = QgsFeature(fields)
+                feature.setGeometry(layers.polygon_geometry(region["geometry"]))
+                feature.setAttributes(layers.region_attributes(region, result["query"]))
+                sink.addFeature(feature, QgsFeatureSink.FastInsert)
+        return {"OUTPUT": dest}
+
+
+INDEX_HELP = (
+    ("Raster layer", "an indexed raster: its index with the plugin's current model and tiling settings, or "
+     "else its most recent index. Or leave it empty and give the index folder."),
+    ("Index folder", "an index folder written by Build CLIP index (used instead of the raster layer)."),
+)
+RESULTS_HELP = (
+    ("Number of best tiles", "how many best tiles to take (per query) before merging (default 20)."),
+    ("Minimum score", "optional: leave out tiles whose cosine similarity is below this."),
+    ("Merge overlapping tiles into regions", "off: one polygon per tile."),
+    ("Results", "the polygon layer to write (any format QGIS writes, or a temporary layer)."),
+)
+
+
+def results_crs(results: list[dict[str, Any]]) -> QgsCoordinateReferenceSystem:
+    wkt = next((r.get("crs_wkt") for r in results if r.get("crs_wkt")), None)
+    return QgsCoordinateReferenceSystem.fromWkt(wkt) if wkt else QgsCoordinateReferenceSystem()
+
+
+class BuildIndexAlgorithm(ClipSearchAlgorithm):
+    SUMMARY = (
+        "Cuts a raster into overlapping tiles, embeds each with a CLIP model and stores the vectors in an "
+        "index folder, ready for Search CLIP index and Find similar. The model runs in the CLIP Search engine "
+        "environment (set in the plugin's settings), on the GPU when there is one."
+    )
+    PARAM_HELP = (
+        ("Raster layer", "the raster to index: any file GDAL reads (GeoTIFF, JPEG2000, VRT…)."),
+        ("Model", "a preset (" + ", ".join(PRESETS) + "), an open_clip architecture such as ViT-B-32, "
+         "or hf-hub:ORG/NAME."),
+        ("Weights", "optional: a weights tag of the architecture, or 'none' for random weights (tests only). "
+         "Empty: the preset's weights."),
+        ("Checkpoint file", "optional: a local open_clip checkpoint (.pt, .pth, .safetensors); it overrides "
+         "Weights. Loaded safely: no code in it runs."),
+        ("Tile size", "edge of the base tile, in the units below (default 224 pixels)."),
+        ("Tile units", "pixels of the raster, or metres on the ground."),
+        ("Overlap", "fraction of a tile shared with its neighbour (0 to 0.9, default 0.5)."),
+        ("Scales", "multiples of the tile size, separated by spaces, e.g. '1 2 4' to find small and large "
+         "things in one index."),
+        ("Device", "auto (GPU when available), cpu, cuda or mps."),
+        ("Index folder", "optional: where to write the index. Empty: the CLIP Search index folder (settings), "
+         "where the dock finds it too."),
+    )
+
+    def name(self) -> str:
+        return "buildindex"
+
+    def displayName(self) -> str:
+        return "Build CLIP index"
+
+    def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:
+        settings = PluginSettings.load()
+        self.add(QgsProcessingParameterRasterLayer("INPUT", "Raster layer"))
+        self.add(QgsProcessingParameterString("MODEL", "Model", defaultValue=settings.model or DEFAULT_PRESET))
+        self.add(QgsProcessingParameterString("WEIGHTS", "Weights", optional=True), advanced=True)
+        self.add(QgsProcessingParameterFile(
+            "CHECKPOINT", "Checkpoint file", optional=True,
+            fileFilter="Checkpoints (*.pt *.pth *.bin *.safetensors);;All files (*)"), advanced=True)
+        self.add(QgsProcessingParameterNumber(
+            "TILE_SIZE", "Tile size", QgsProcessingParameterNumber.Double, 224.0, minValue=1.0))
+        self.add(QgsProcessingParameterEnum("TILE_UNITS", "Tile units", ["pixels", "metres"], defaultValue=0))
+        self.add(QgsProcessingParameterNumber(
+            "OVERLAP", "Overlap", QgsProcessingParameterNumber.Double, 0.5, minValue=0.0, maxValue=0.9))
+        self.add(QgsProcessingParameterString("SCALES", "Scales", defaultValue="1"))
+        self.add(QgsProcessingParameterEnum("DEVICE", "Device", DEVICES, defaultValue=0), advanced=True)
+        self.add(QgsProcessingParameterFolderDestination(
+            "OUTPUT", "Index folder", optional=True, createByDefault=False))
+        self.addOutput(QgsProcessingOutputFolder("INDEX", "Index folder"))
+        self.addOutput(QgsProcessingOutputNumber("TILES", "Tiles indexed"))
+
+    def processAlgorithm(
+        self, parameters: dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback
+    ) -> dict[str, Any]:
+        settings = PluginSettings.load()
+        raster = raster_file(self.parameterAsRasterLayer(parameters, "INPUT", context))
+        scales_text = self.parameterAsString(parameters, "SCALES", context)
+        try:
+            scales = [float(v) for v in scales_text.replace(",", " ").split()] or [1.0]
+        except ValueError:
+            raise QgsProcessingException(
+                f"Scales must be numbers separated by spaces, e.g. 1 2 4; got {scales_text!r}."
+            ) from None
+        checkpoint = self.parameterAsFile(parameters, "CHECKPOINT", context)
+        weights = checkpoint or self.parameterAsString(parameters, "WEIGHTS", context) or None
+        device = DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)]
+        params: dict[str, Any] = {
+            "raster": raster,
+            "model": {"name": self.parameterAsString(parameters, "MODEL", context).strip(), "pretrained": weights},
+            "tiling": {
+                "tile_size": self.parameterAsDouble(parameters, "TILE_SIZE", context),
+                "tile_units": UNITS[self.parameterAsEnum(parameters, "TILE_UNITS", context)],
+                "overlap": self.parameterAsDouble(parameters, "OVERLAP", context),
+                "scales": scales,
+            },
+            "device": device,
+        }
+        output = self.parameterAsString(parameters, "OUTPUT", context)
+        if output:
+            params["output"] = output
+        feedback.pushInfo(f"Indexing {raster} with {params['model']['name']}…")
+        (result,) = run_engine(settings, [("index", params)], feedback, device)
+        feedback.pushInfo(
+            f"{result['tiles']} tiles in {result['seconds']:.1f} s with {result['model']}; index: {result['path']}"
+        )
+        return {"INDEX": result["path"], "TILES": result["tiles"]}
+
+
+class SearchIndexAlgorithm(ClipSearchAlgorithm):
+    SUMMARY = (
+        "Finds the places that match a text description in an indexed raster. Each query returns its best "
+        "tiles; overlapping tiles are merged into regions. The output has one polygon per region with its "
+        "rank, score (cosine similarity), query, tile count and area, in the raster's CRS."
+    )
+    PARAM_HELP = (
+        *INDEX_HELP,
+        ("Queries", "what to find, in plain language, one query per line, e.g. 'swimming pool'."),
+        *RESULTS_HELP,
+    )
+
+    def name(self) -> str:
+        return "searchindex"
+
+    def displayName(self) -> str:
+        return "Search CLIP index"
+
+    def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:
+        self.add_index_parameters()
+        self.add(QgsProcessingParameterString("QUERIES", "Queries", multiLine=True))
+        self.add_results_parameters()
+
+    def processAlgorithm(
+        self, parameters: dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback
+    ) -> dict[str, Any]:
+        settings = PluginSettings.load()
+        queries = [q.strip() for q in self.parameterAsString(parameters, "QUERIES", context).splitlines()]
+        queries = [q for q in queries if q]
+        if not queries:
+            raise QgsProcessingException("Give at least one query, e.g. 'swimming pool' (one per line).")
+        index = self.index_folder(parameters, context, settings, feedback)
+        common = {"index": index, **self.search_params(parameters, context)}
+        results = run_engine(settings, [("search", {**common, "query": q}) for q in queries], feedback)
+        for result in results:
+            feedback.pushInfo(f"{result['query']!r}: {len(result['regions'])} region(s)")
+            if result.get("random_weights"):
+                feedback.pushWarning("This index uses random weights: scores and ranks are meaningless.")
+        return self.write_results(parameters, context, results, results_crs(results))
+
+
+class FindSimilarAlgorithm(ClipSearchAlgorithm):
+    SUMMARY = (
+        "Finds places that look like reference features, e.g. a few hand-drawn examples or results of an "
+        "earlier search. The imagery inside each reference feature's bounding box is embedded and the "
+        "average is searched for; tiles touching the references themselves are left out."
+    )
+    PARAM_HELP = (
+        *INDEX_HELP,
+        ("Reference features", "features whose imagery is the example (any geometry; their bounding boxes are "
+         "used). Tick 'Selected features only' to use the selection."),
+        *RESULTS_HELP,
+    )
+
+    def name(self) -> str:
+        return "findsimilar"
+
+    def displayName(self) -> str:
+        return "Find similar"
+
+    def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:
+        self.add_index_parameters()
+        self.add(QgsProcessingParameterFeatureSource("REFERENCE", "Reference features"))
+        self.add_results_parameters()
+
+    def processAlgorithm(
+        self, parameters: dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback
+    ) -> dict[str, Any]:
+        settings = PluginSettings.load()
+        source = self.parameterAsSource(parameters, "REFERENCE", context)
+        if source is None:
+            raise QgsProcessingException(self.invalidSourceError(parameters, "REFERENCE"))
+        index = self.index_folder(parameters, context, settings, feedback)
+        (info,) = run_engine(settings, [("info", {"index": index})], None)
+        crs = QgsCoordinateReferenceSystem.fromWkt(info["crs_wkt"]) if info.get("crs_wkt") else source.sourceCrs()
+        transform = QgsCoordinateTransform(source.sourceCrs(), crs, context.transformContext())
+        boxes = []
+        for feature in source.getFeatures():
+            if not feature.hasGeometry():
+                continue
+            geometry = feature.geometry()
+            if crs.isValid() and source.sourceCrs().isValid():
+                geometry.transform(transform)
+            box = geometry.boundingBox()
+            if box.width() > 0 and box.height() > 0:
+                boxes.append([box.xMinimum(), box.yMinimum(), box.xMaximum(), box.yMaximum()])
+        if not boxes:
+            raise QgsProcessingException("The reference layer has no features with an area (or none are selected).")
+        params = {"index": index, "bbox": boxes, **self.search_params(parameters, context)}
+        results = run_engine(settings, [("similar", params)], feedback)
+        feedback.pushInfo(f"{len(results[0]['regions'])} region(s) similar to {len(boxes)} reference feature(s)")
+        return self.write_results(parameters, context, results, crs if crs.isValid() else results_crs(results))

@@ -1,0 +1,28 @@
+"""The CLIP Search Processing provider (Processing Toolbox, Model Builder, batch mode, qgis_process)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from qgis.core import QgsProcessingProvider
+from qgis.PyQt.QtGui import QIcon
+
+from .algorithms import BuildIndexAlgorithm, FindSimilarAlgorithm, SearchIndexAlgorithm
+
+
+class ClipSearchProvider(QgsProcessingProvider):
+    def id(self) -> str:
+        return "clipsearch"
+
+    def name(self) -> str:
+        return "CLIP Search"
+
+    def longName(self) -> str:
+        return "CLIP Search: search aerial imagery in plain language"
+
+    def icon(self) -> QIcon:
+        return QIcon(str(Path(__file__).with_name("icon.svg")))
+
+    def loadAlgorithms(self) -> None:
+        for algorithm in (BuildIndexAlgorithm(), SearchIndexAlgorithm(), FindSimilarAlgorithm()):
+            self.addAlgorithm(algorithm)

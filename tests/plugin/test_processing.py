@@ -1,0 +1,158 @@
+"""The Processing algorithms through processing.run in real QGIS, with no iface (as under qgis_process)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from qgis.core import (
+    QgsApplication,
+    QgsCoordinateReferenceSystem,
+    QgsCoordinateTransform,
+    QgsFeature,
+    QgsGeometry,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProject,
+    QgsRasterLayer,
+    QgsRectangle,
+    QgsVectorLayer,
+)
+
+import clip_search_plugin
+
+from .conftest import shared_raster
+
+RESULT_FIELDS = ["rank", "score", "query", "tile_count", "area", "area_units"]
+
+
+@pytest.fixture
+def provider(qgis_processing: None, engine_settings: Any) -> Iterator[Any]:
+    """The plugin as qgis_process loads it: classFactory(None), then initProcessing()."""
+    plugin = clip_search_plugin.classFactory(None)
+    plugin.initProcessing()
+    assert QgsApplication.processingRegistry().providerById("clipsearch") is not None
+    yield plugin
+    plugin.unload()
+    assert QgsApplication.processingRegistry().providerById("clipsearch") is None
+
+
+def run(algorithm: str, parameters: dict[str, Any], feedback: QgsProcessingFeedback | None = None) -> dict[str, Any]:
+    import processing  # QGIS's own Processing plugin
+
+    return dict(processing.run(f"clipsearch:{algorithm}", parameters, feedback=feedback))
+
+
+def check_results(path: str, raster: QgsRasterLayer) -> list[QgsFeature]:
+    layer = QgsVectorLayer(path, "results", "ogr")
+    assert layer.isValid(), path
+    assert [f.name() for f in layer.fields() if f.name() != "fid"] == RESULT_FIELDS
+    assert layer.crs() == raster.crs()
+    extent = QgsGeometry.fromRect(raster.extent()).buffer(1e-6, 1)
+    features = list(layer.getFeatures())
+    for feature in features:
+        assert extent.contains(feature.geometry()), feature.geometry().asWkt()
+        assert feature["tile_count"] >= 1 and -1.0 <= feature["score"] <= 1.0
+    return features
+
+
+def test_build_search_and_find_similar(provider: Any, engine_settings: Any, tmp_path: Path) -> None:
+    path = shared_raster("drone_rgba_alpha.tif")
+    raster = QgsRasterLayer(str(path), "drone")
+    progress: list[float] = []
+    feedback = QgsProcessingFeedback()
+    feedback.progressChanged.connect(progress.append)
+    built = run("buildindex", {
+        "INPUT": str(path), "MODEL": "tiny-random", "TILE_SIZE": 96, "TILE_UNITS": 0, "OVERLAP": 0.5,
+        "SCALES": "1 2", "DEVICE": 1, "OUTPUT": str(tmp_path / "index"),
+    }, feedback)
+    assert Path(built["INDEX"]) == tmp_path / "index" and built["TILES"] > 0
+    manifest = json.loads((tmp_path / "index" / "manifest.json").read_text())
+    assert manifest["tile_count"] == built["TILES"] and manifest["tiling"]["scales"] == [1.0, 2.0]
+    assert progress and max(progress) == 100
+
+    out = str(tmp_path / "found.gpkg")
+    searched = run("searchindex", {
+        "INDEX": built["INDEX"], "QUERIES": "a roof\n\n  a road  \n", "TOP_K": 6, "MERGE": True, "OUTPUT": out,
+    })
+    features = check_results(searched["OUTPUT"], raster)
+    assert {f["query"] for f in features} == {"a roof", "a road"}
+    for query in ("a roof", "a road"):
+        ranks = sorted(f["rank"] for f in features if f["query"] == query)
+        assert ranks == list(range(1, len(ranks) + 1))
+        assert sum(f["tile_count"] for f in features if f["query"] == query) == 6
+
+    unmerged = run("searchindex", {"INDEX": built["INDEX"], "QUERIES": "a roof", "TOP_K": 6, "MERGE": False,
+                                   "THRESHOLD": -1.0, "OUTPUT": str(tmp_path / "tiles.geojson")})
+    assert len(check_results(unmerged["OUTPUT"], raster)) == 6
+
+    # reference features in another CRS (WGS 84), one of them selected
+    reference = QgsVectorLayer("Polygon?crs=EPSG:4326", "reference", "memory")
+    to_wgs84 = QgsCoordinateTransform(raster.crs(), QgsCoordinateReferenceSystem("EPSG:4326"), QgsProject.instance())
+    e = raster.extent()
+    corner = QgsRectangle(e.xMinimum(), e.yMinimum(), e.xMinimum() + e.width() / 5, e.yMinimum() + e.height() / 5)
+    example = QgsFeature()
+    example.setGeometry(QgsGeometry.fromRect(to_wgs84.transformBoundingBox(corner)))
+    reference.dataProvider().addFeatures([example])
+    similar = run("findsimilar", {"INDEX": built["INDEX"], "REFERENCE": reference, "TOP_K": 5,
+                                  "OUTPUT": str(tmp_path / "similar.gpkg")})
+    found = check_results(similar["OUTPUT"], raster)
+    assert found and all(f["query"].startswith("similar to box") for f in found)
+    assert not any(f.geometry().intersects(QgsGeometry.fromRect(corner).buffer(-1e-3, 1)) for f in found)
+
+
+def test_search_by_raster_layer_uses_its_index(provider: Any, engine_settings: Any, tmp_path: Path) -> None:
+    path = shared_raster("colorado_rgb_015m.tif")
+    raster = QgsRasterLayer(str(path), "colorado")
+    with pytest.raises(QgsProcessingException, match="has no CLIP index yet; run Build CLIP index"):
+        run("searchindex", {"RASTER": raster, "QUERIES": "a car", "OUTPUT": "TEMPORARY_OUTPUT"})
+    # built into the index folder of the settings, where the dock looks too
+    built = run("buildindex", {"INPUT": raster, "MODEL": "tiny-random", "TILE_SIZE": 96, "DEVICE": 1})
+    assert Path(built["INDEX"]).parent == Path(engine_settings.cache_folder)
+    result = run("searchindex", {"RASTER": raster, "QUERIES": "a car", "OUTPUT": "TEMPORARY_OUTPUT"})
+    layer = result["OUTPUT"]
+    layer = layer if isinstance(layer, QgsVectorLayer) else QgsVectorLayer(layer)
+    assert layer.featureCount() > 0 and layer.crs() == raster.crs()
+
+
+def test_bad_input_is_refused_with_what_to_do(provider: Any, tmp_path: Path) -> None:
+    path = str(shared_raster("drone_rgba_alpha.tif"))
+    with pytest.raises(QgsProcessingException, match="Give a raster layer that has been indexed, or an index"):
+        run("searchindex", {"QUERIES": "a car", "OUTPUT": "TEMPORARY_OUTPUT"})
+    with pytest.raises(QgsProcessingException, match="at least one query"):
+        run("searchindex", {"INDEX": str(tmp_path), "QUERIES": " \n ", "OUTPUT": "TEMPORARY_OUTPUT"})
+    with pytest.raises(QgsProcessingException, match=r"build the index again|not a CLIP Search index"):
+        run("searchindex", {"INDEX": str(tmp_path), "QUERIES": "a car", "OUTPUT": "TEMPORARY_OUTPUT"})
+    with pytest.raises(QgsProcessingException, match="Scales must be numbers"):
+        run("buildindex", {"INPUT": path, "MODEL": "tiny-random", "SCALES": "1 big"})
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(QgsProcessingException, match="not a CLIP Search index; choose an empty or new"):
+        run("buildindex", {"INPUT": path, "MODEL": "tiny-random", "DEVICE": 1, "OUTPUT": str(tmp_path)})
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_cancelling_a_build_stores_nothing(provider: Any, engine_settings: Any, tmp_path: Path) -> None:
+    path = str(shared_raster("drone_rgba_alpha.tif"))
+    feedback = QgsProcessingFeedback()
+    feedback.progressChanged.connect(lambda percent: percent > 0 and feedback.cancel())
+    with pytest.raises(QgsProcessingException, match=r"[Cc]ancelled"):
+        run("buildindex", {"INPUT": path, "MODEL": "tiny-random", "TILE_SIZE": 20, "DEVICE": 1,
+                           "OUTPUT": str(tmp_path / "index")}, feedback)
+    assert not (tmp_path / "index" / "manifest.json").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name != "index" or any(p.iterdir())]
+
+
+def test_every_algorithm_and_parameter_has_help(provider: Any) -> None:
+    registry = QgsApplication.processingRegistry()
+    algorithms = registry.providerById("clipsearch").algorithms()
+    assert sorted(a.id() for a in algorithms) == ["clipsearch:buildindex", "clipsearch:findsimilar",
+                                                  "clipsearch:searchindex"]
+    for algorithm in algorithms:
+        text = algorithm.shortHelpString()
+        assert len(text) > 200
+        for parameter in algorithm.parameterDefinitions():
+            assert parameter.help(), f"{algorithm.id()}: {parameter.name()} has no help"
+            assert f"<b>{parameter.description()}</b>" in text
