@@ -279,7 +279,7 @@ class BuildIndexAlgorithm(ClipSearchAlgorithm):
         self.add(QgsProcessingParameterEnum("DEVICE", "Device", DEVICES, defaultValue=0), advanced=True)
         self.add(QgsProcessingParameterFolderDestination(
             "OUTPUT", "Index folder", optional=True, createByDefault=False))
-        self.addOutput(QgsProcessingOutputFolder("INDEX", "Index folder"))
+        self.addOutput(QgsProcessingOutputFolder("INDEX", "Built index folder"))
         self.addOutput(QgsProcessingOutputNumber("TILES", "Tiles indexed"))
 
     def processAlgorithm(

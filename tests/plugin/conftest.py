@@ -65,6 +65,10 @@ def complete_iface(iface: Any) -> Any:
         QgsProject.instance().layersAdded.connect(newest_on_top)
         iface.addPluginToRasterMenu = add_to_raster_menu
         iface.removePluginRasterMenu = remove_from_raster_menu
+        from qgis.gui import QgsBrowserGuiModel
+
+        iface._browser_model = QgsBrowserGuiModel(window)  # the Processing dialog's file pickers use it
+        iface.browserModel = lambda: iface._browser_model
         iface.addDockWidget = lambda area, dock: window.addDockWidget(area, dock)
         iface.removeDockWidget = lambda dock: window.removeDockWidget(dock)
     return iface
@@ -88,6 +92,20 @@ def engine_settings(tmp_path: Path) -> Iterator[Any]:
     settings.save()
     yield settings
     PluginSettings().save()
+
+
+@pytest.fixture
+def provider(qgis_processing: None, engine_settings: Any) -> Iterator[Any]:
+    """The plugin as qgis_process loads it: classFactory(None), then initProcessing()."""
+    import clip_search_plugin
+
+    plugin = clip_search_plugin.classFactory(None)
+    plugin.initProcessing()
+    assert QgsApplication.processingRegistry().providerById("clipsearch") is not None
+    yield plugin
+    plugin.unload()
+    assert QgsApplication.processingRegistry().providerById("clipsearch") is None
+    QgsProject.instance().removeAllMapLayers()
 
 
 def add_raster(name: str) -> QgsRasterLayer:

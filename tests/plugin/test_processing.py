@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,22 +21,17 @@ from qgis.core import (
     QgsVectorLayer,
 )
 
-import clip_search_plugin
-
 from .conftest import shared_raster
 
 RESULT_FIELDS = ["rank", "score", "query", "tile_count", "area", "area_units"]
 
 
-@pytest.fixture
-def provider(qgis_processing: None, engine_settings: Any) -> Iterator[Any]:
-    """The plugin as qgis_process loads it: classFactory(None), then initProcessing()."""
-    plugin = clip_search_plugin.classFactory(None)
-    plugin.initProcessing()
-    assert QgsApplication.processingRegistry().providerById("clipsearch") is not None
-    yield plugin
-    plugin.unload()
-    assert QgsApplication.processingRegistry().providerById("clipsearch") is None
+def in_project(layer: Any) -> Any:
+    """Layers given to algorithms belong to the project, as in QGIS (one owned by Python that outlives
+    the QGIS application, kept alive by an exception's traceback, crashes the test process at exit)."""
+    assert layer.isValid()
+    QgsProject.instance().addMapLayer(layer)
+    return layer
 
 
 def run(algorithm: str, parameters: dict[str, Any], feedback: QgsProcessingFeedback | None = None) -> dict[str, Any]:
@@ -61,7 +55,7 @@ def check_results(path: str, raster: QgsRasterLayer) -> list[QgsFeature]:
 
 def test_build_search_and_find_similar(provider: Any, engine_settings: Any, tmp_path: Path) -> None:
     path = shared_raster("drone_rgba_alpha.tif")
-    raster = QgsRasterLayer(str(path), "drone")
+    raster = in_project(QgsRasterLayer(str(path), "drone"))
     progress: list[float] = []
     feedback = QgsProcessingFeedback()
     feedback.progressChanged.connect(progress.append)
@@ -90,7 +84,7 @@ def test_build_search_and_find_similar(provider: Any, engine_settings: Any, tmp_
     assert len(check_results(unmerged["OUTPUT"], raster)) == 6
 
     # reference features in another CRS (WGS 84), one of them selected
-    reference = QgsVectorLayer("Polygon?crs=EPSG:4326", "reference", "memory")
+    reference = in_project(QgsVectorLayer("Polygon?crs=EPSG:4326", "reference", "memory"))
     to_wgs84 = QgsCoordinateTransform(raster.crs(), QgsCoordinateReferenceSystem("EPSG:4326"), QgsProject.instance())
     e = raster.extent()
     corner = QgsRectangle(e.xMinimum(), e.yMinimum(), e.xMinimum() + e.width() / 5, e.yMinimum() + e.height() / 5)
@@ -106,7 +100,7 @@ def test_build_search_and_find_similar(provider: Any, engine_settings: Any, tmp_
 
 def test_search_by_raster_layer_uses_its_index(provider: Any, engine_settings: Any, tmp_path: Path) -> None:
     path = shared_raster("colorado_rgb_015m.tif")
-    raster = QgsRasterLayer(str(path), "colorado")
+    raster = in_project(QgsRasterLayer(str(path), "colorado"))
     with pytest.raises(QgsProcessingException, match="has no CLIP index yet; run Build CLIP index"):
         run("searchindex", {"RASTER": raster, "QUERIES": "a car", "OUTPUT": "TEMPORARY_OUTPUT"})
     # built into the index folder of the settings, where the dock looks too
@@ -116,6 +110,7 @@ def test_search_by_raster_layer_uses_its_index(provider: Any, engine_settings: A
     layer = result["OUTPUT"]
     layer = layer if isinstance(layer, QgsVectorLayer) else QgsVectorLayer(layer)
     assert layer.featureCount() > 0 and layer.crs() == raster.crs()
+    del layer, result  # a temporary layer must not outlive QGIS (deleting it at interpreter exit crashes)
 
 
 def test_bad_input_is_refused_with_what_to_do(provider: Any, tmp_path: Path) -> None:
@@ -156,3 +151,51 @@ def test_every_algorithm_and_parameter_has_help(provider: Any) -> None:
         for parameter in algorithm.parameterDefinitions():
             assert parameter.help(), f"{algorithm.id()}: {parameter.name()} has no help"
             assert f"<b>{parameter.description()}</b>" in text
+
+
+def test_a_model_builds_then_searches(provider: Any, engine_settings: Any, tmp_path: Path) -> None:
+    """The Model Builder recipe of the README: the search's index folder is the build's output."""
+    from qgis.core import (
+        QgsProcessingContext,
+        QgsProcessingModelAlgorithm,
+        QgsProcessingModelChildAlgorithm,
+        QgsProcessingModelChildParameterSource,
+        QgsProcessingModelOutput,
+        QgsProcessingModelParameter,
+        QgsProcessingParameterRasterLayer,
+        QgsProcessingParameterString,
+    )
+
+    model = QgsProcessingModelAlgorithm("index and search", "", "")
+    model.addModelParameter(QgsProcessingParameterRasterLayer("raster", "Raster"),
+                            QgsProcessingModelParameter("raster"))
+    model.addModelParameter(QgsProcessingParameterString("queries", "Queries", multiLine=True),
+                            QgsProcessingModelParameter("queries"))
+    build = QgsProcessingModelChildAlgorithm("clipsearch:buildindex")
+    build.setChildId("build")
+    build.addParameterSources("INPUT", [QgsProcessingModelChildParameterSource.fromModelParameter("raster")])
+    build.addParameterSources("MODEL", [QgsProcessingModelChildParameterSource.fromStaticValue("tiny-random")])
+    build.addParameterSources("TILE_SIZE", [QgsProcessingModelChildParameterSource.fromStaticValue(96)])
+    build.addParameterSources("DEVICE", [QgsProcessingModelChildParameterSource.fromStaticValue(1)])
+    model.addChildAlgorithm(build)
+    search = QgsProcessingModelChildAlgorithm("clipsearch:searchindex")
+    search.setChildId("search")
+    search.addParameterSources("INDEX", [QgsProcessingModelChildParameterSource.fromChildOutput("build", "INDEX")])
+    search.addParameterSources("QUERIES", [QgsProcessingModelChildParameterSource.fromModelParameter("queries")])
+    search.addParameterSources("TOP_K", [QgsProcessingModelChildParameterSource.fromStaticValue(4)])
+    output = QgsProcessingModelOutput("results", "Results")
+    output.setChildOutputName("OUTPUT")
+    output.setChildId("search")
+    search.setModelOutputs({"results": output})
+    model.addChildAlgorithm(search)
+    # what Model Builder offers for the search's index folder: the build's output
+    offered = model.availableSourcesForChild("search", [], ["outputFolder"], [])
+    assert ("build", "INDEX") in [(s.outputChildId(), s.outputName()) for s in offered]
+
+    path = shared_raster("drone_rgba_alpha.tif")
+    context = QgsProcessingContext()
+    results, ok = model.run({"raster": str(path), "queries": "a roof", "search:results": str(tmp_path / "out.gpkg")},
+                            context, QgsProcessingFeedback())
+    assert ok
+    features = check_results(results["search:results"], in_project(QgsRasterLayer(str(path), "drone")))
+    assert features and {f["query"] for f in features} == {"a roof"}

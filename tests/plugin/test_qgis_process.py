@@ -1,10 +1,12 @@
-"""The algorithms through a qgis_process subprocess, headless, with the plugin enabled in a test profile."""
+"""The algorithms through a qgis_process subprocess, headless, with the plugin installed from its zip and
+enabled in a test profile."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import subprocess
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -24,8 +26,12 @@ def qgis_process(tmp_path: Path) -> tuple[str, dict[str, str]]:
     if not ENGINE_PYTHON.exists():
         pytest.skip(f"engine environment not found at {ENGINE_PYTHON}; run `make env`")
     profile = tmp_path / "config" / "profiles" / "default"
-    deploy = [str(ENGINE_PYTHON), str(REPO / "scripts" / "deploy_plugin.py"), str(profile / "python" / "plugins")]
-    subprocess.run(deploy, check=True, capture_output=True)
+    # installed the way a user installs it: the plugin zip unpacked into the profile's plugins folder
+    package = tmp_path / "clip_search_plugin.zip"
+    subprocess.run([str(ENGINE_PYTHON), str(REPO / "scripts" / "package_plugin.py"), "--output", str(package)],
+                   check=True, capture_output=True)
+    with zipfile.ZipFile(package) as archive:
+        archive.extractall(profile / "python" / "plugins")
     (profile / "QGIS").mkdir(parents=True)
     (profile / "QGIS" / "QGIS3.ini").write_text(
         "[PythonPlugins]\nclip_search_plugin=true\n\n"
