@@ -286,6 +286,8 @@ def test_index_only_the_selected_polygons(iface: Any, engine_settings: Any, load
         feature.setGeometry(geometry)
         polygons.dataProvider().addFeatures([feature])
     QgsProject.instance().addMapLayer(polygons)
+    engine_settings.replace_results = False  # keep one results layer per query
+    engine_settings.save()
     plugin = load()
     dock = plugin.dock
     dock.layerCombo.setLayer(raster)
@@ -300,3 +302,11 @@ def test_index_only_the_selected_polygons(iface: Any, engine_settings: Any, load
     assert status["manifest"]["tiles"] > 0
     for feature in results.getFeatures():
         assert feature.geometry().intersects(quarter)
+    again = search(plugin, "a garden")
+    kept = layers.results_layers(QgsProject.instance(), raster.id())
+    assert {lyr.id() for lyr in kept} == {results.id(), again.id()}
+    # choosing the earlier layer in the Layers panel shows its results in the dock
+    iface.setActiveLayer(results)
+    plugin.controller._follow_active_layer(results)  # the stand-in iface does not emit currentLayerChanged
+    assert plugin.dock.resultsTable.rowCount() == results.featureCount()
+    assert plugin.controller.current_results_layer() is results
