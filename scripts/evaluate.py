@@ -1,0 +1,150 @@
+"""Measure search quality on labelled imagery: P@k, R@k, mAP, nDCG@k per query and overall, with a random
+baseline, for several models x prompt-template sets x thresholds.
+
+    python scripts/evaluate.py RASTER --labels LABELS [--class-field class] [--queries QUERIES.tsv]
+        [--models ViT-B-32-openai ...] [--templates aerial raw] [--thresholds none 0.2]
+        [--top-k 20] [--ks 5 10 20] [--tile-size 224] [--overlap 0.5] [--scales 1 2] --output DIR
+
+RASTER is indexed once per model (into DIR/indexes). LABELS is any vector file with
+polygons and a class field (e.g. the labels ``scripts/make_labeled_mosaic.py`` writes). Queries are the
+class names unless ``--queries`` gives a file of ``class<TAB>query`` lines. ``--templates`` takes
+``aerial`` (the built-in aerial prompt ensemble), ``raw`` (the query alone) or a file with one template
+per line containing ``{}``. Writes DIR/results.csv (every query), DIR/results.md (means and random
+baselines) and DIR/pr.png (11-point precision-recall curves).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from clip_search_plugin.engine.embedder import load_embedder
+from clip_search_plugin.engine.errors import ClipSearchError, InputError
+from clip_search_plugin.engine.evaluation import (
+    QueryScores,
+    Row,
+    check_classes,
+    evaluate_index,
+    interpolated_pr,
+    mean_metrics,
+    random_scores,
+    read_labels,
+    write_csv,
+    write_markdown,
+    write_pr_plot,
+)
+from clip_search_plugin.engine.models import DEFAULT_PRESET
+from clip_search_plugin.engine.pipeline import build_index, open_index
+from clip_search_plugin.engine.search import AERIAL_TEMPLATES
+from clip_search_plugin.engine.settings import IndexSettings, ModelSpec, TilingSettings
+
+
+def template_set(name: str) -> tuple[str, tuple[str, ...] | None]:
+    if name == "aerial":
+        return name, AERIAL_TEMPLATES
+    if name == "raw":
+        return name, None
+    path = Path(name)
+    if not path.is_file():
+        raise InputError(f"--templates takes aerial, raw or a file of templates; {name} is none of these.")
+    templates = tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
+    if not templates or any("{}" not in t for t in templates):
+        raise InputError(f"Every line of {path} must be a template containing {{}}, e.g. 'an aerial photo of {{}}.'")
+    return path.stem, templates
+
+
+def read_queries(path: Path | None, classes: list[str]) -> list[tuple[str, str]]:
+    if path is None:
+        return [(c, c) for c in classes]
+    queries = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        parts = line.split("\t")
+        if len(parts) != 2 or not parts[1].strip():
+            raise InputError(f"{path}:{number}: expected 'class<TAB>query', got {line!r}.")
+        queries.append((parts[1].strip(), parts[0].strip()))
+    return queries
+
+
+def parse_model(text: str) -> ModelSpec:
+    """``NAME`` or ``NAME:WEIGHTS`` (e.g. ``ViT-B-32:none`` for random weights)."""
+    name, _, pretrained = text.partition(":")
+    return ModelSpec(name, pretrained or None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("raster", type=Path)
+    parser.add_argument("--labels", type=Path, required=True)
+    parser.add_argument("--class-field", default="class")
+    parser.add_argument("--queries", type=Path)
+    parser.add_argument("--models", nargs="+", default=[DEFAULT_PRESET])
+    parser.add_argument("--templates", nargs="+", default=["aerial"])
+    parser.add_argument("--thresholds", nargs="+", default=["none"])
+    parser.add_argument("--top-k", type=int, default=20)
+    parser.add_argument("--ks", type=int, nargs="+", default=[5, 10, 20])
+    parser.add_argument("--tile-size", type=float, default=224)
+    parser.add_argument("--overlap", type=float, default=0.5)
+    parser.add_argument("--scales", type=float, nargs="+", default=[1.0])
+    parser.add_argument("--min-overlap", type=float, default=0.5,
+                        help="share of a result's area that must lie on a label of the query's class")
+    parser.add_argument("--random-runs", type=int, default=20)
+    parser.add_argument("--output", type=Path, required=True)
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except ClipSearchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    args.output.mkdir(parents=True, exist_ok=True)
+    ks = tuple(args.ks)
+    templates = [template_set(t) for t in args.templates]
+    thresholds = [None if t.lower() == "none" else float(t) for t in args.thresholds]
+    tiling = TilingSettings(tile_size=args.tile_size, overlap=args.overlap, scales=tuple(args.scales))
+    rows: list[Row] = []
+    curves: dict[str, list[float]] = {}
+    for model_text in args.models:
+        spec = parse_model(model_text)
+        embedder = load_embedder(spec)
+        label = embedder.identity.label()
+        built = build_index(args.raster, IndexSettings(tiling=tiling, model=spec),
+                            args.output / "indexes" / f"{embedder.identity.key()}-{tiling.key()}", embedder=embedder)
+        index = open_index(built.path)
+        labels = read_labels(args.labels, args.class_field, index.raster.crs_wkt)
+        queries = read_queries(args.queries, labels.classes())
+        check_classes(labels, queries)
+        print(f"{label}: {built.tile_count} tiles, {len(queries)} queries")
+        baseline: list[QueryScores] = []
+        for _, label_class in queries:
+            baseline += random_scores(index, labels, label_class, args.top_k, ks, args.random_runs,
+                                      min_overlap=args.min_overlap)
+        random_mean = mean_metrics(baseline)  # every class weighs the same: each has `runs` rankings
+        rows.append(Row({"model": label, "templates": "-", "threshold": "-"}, "random", "(all)", random_mean))
+        for set_name, set_templates in templates:
+            for threshold in thresholds:
+                config = {"model": label, "templates": set_name, "threshold": "none" if threshold is None else
+                          f"{threshold:g}"}
+                scores: list[QueryScores] = evaluate_index(index, embedder, labels, queries, args.top_k, ks,
+                                                           set_templates, threshold, args.min_overlap)
+                rows.extend(Row(config, s.query, s.label_class, s.metrics) for s in scores)
+                rows.append(Row(config, "mean", "(all)", mean_metrics(scores)))
+                curves[f"{set_name}, t={config['threshold']}"] = interpolated_pr(scores)
+                print(f"  templates={set_name} threshold={config['threshold']}: "
+                      f"mAP {rows[-1].metrics['AP']:.3f} (random {random_mean['AP']:.3f})")
+        curves[f"random order, {spec.name}"] = interpolated_pr(baseline)
+    write_csv(rows, args.output / "results.csv")
+    write_markdown(rows, args.output / "results.md", f"Search quality on {args.raster.name}")
+    write_pr_plot(curves, args.output / "pr.png", f"Precision-recall, {args.raster.name}")
+    print(f"wrote {args.output / 'results.csv'}, results.md and pr.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
