@@ -56,6 +56,9 @@ def _parser() -> argparse.ArgumentParser:
         if name == "search":
             sp.add_argument("query")
             sp.add_argument("--raw", action="store_true", help="use the query as is, without prompt templates")
+            sp.add_argument("--negative", help="push results away from this (same as 'QUERY but not NEGATIVE')")
+            sp.add_argument("--relevant", type=int, nargs="+", help="tile ids marked relevant (relevance feedback)")
+            sp.add_argument("--irrelevant", type=int, nargs="+", help="tile ids marked not relevant (left out)")
         else:
             sp.add_argument("--tile-id", type=int, nargs="+", help="example tile id(s)")
             sp.add_argument(
@@ -67,6 +70,11 @@ def _parser() -> argparse.ArgumentParser:
             )
         sp.add_argument("--top-k", type=int, default=20, help="number of best tiles (default 20)")
         sp.add_argument("--threshold", type=float, help="minimum score (cosine similarity)")
+        sp.add_argument(
+            "--min-relative",
+            type=float,
+            help="minimum relative score: standard deviations above the index's typical tile for this query",
+        )
         sp.add_argument(
             "--bbox",
             type=float,
@@ -135,9 +143,11 @@ def _search_params(a: argparse.Namespace) -> dict[str, Any]:
         "threshold": a.threshold,
         "area": a.bbox,
         "merge": not a.no_merge,
+        "min_relative": a.min_relative,
     }
     if a.command == "search":
-        params.update(query=a.query, templates="raw" if a.raw else "default")
+        params.update(query=a.query, templates="raw" if a.raw else "default", negative=a.negative,
+                      relevant_ids=a.relevant, irrelevant_ids=a.irrelevant)
     else:
         params.update(tile_ids=a.tile_id, bbox=a.example_bbox)
     return params
@@ -147,10 +157,12 @@ def _print_table(result: dict[str, Any]) -> None:
     if result["random_weights"]:
         print("NOTE: this index uses RANDOM WEIGHTS (test model); scores and ranks are meaningless.")
     print(f"query: {result['query']!r}   model: {result['model']}   {len(result['regions'])} region(s)")
-    print(f"{'rank':>4}  {'score':>7}  {'tiles':>5}  {'area':>12}  bounds (xmin, ymin, xmax, ymax)")
+    print(f"{'rank':>4}  {'score':>7}  {'rel':>5}  {'tiles':>5}  {'area':>12}  bounds (xmin, ymin, xmax, ymax)")
     for r in result["regions"]:
         b = ", ".join(f"{v:.6g}" for v in r["bounds"])
-        print(f"{r['rank']:>4}  {r['score']:>7.4f}  {r['tile_count']:>5}  {r['area']:>10.1f}{r['area_units']:>3}  {b}")
+        rel = f"{r['relative']:>5.1f}" if r.get("relative") is not None else f"{'-':>5}"
+        print(f"{r['rank']:>4}  {r['score']:>7.4f}  {rel}  {r['tile_count']:>5}  {r['area']:>10.1f}"
+              f"{r['area_units']:>3}  {b}")
 
 
 def _output_results(a: argparse.Namespace, result: dict[str, Any]) -> None:

@@ -19,7 +19,7 @@ from .grid import Tile, Window, build_grid, ground_size_to_pixels, metres_per_pi
 from .index import OpenIndex, default_index_dir, open_index, write_index
 from .raster_io import RasterInfo, bounded_block_cache, describe_raster, fingerprint_file, open_dataset, read_chunk
 from .regions import Hit, Region, merge_hits
-from .search import AERIAL_TEMPLATES, embed_query, top_hits
+from .search import AERIAL_TEMPLATES, NEGATIVE_WEIGHT, embed_query, rocchio, split_negative, top_hits, with_negative
 from .settings import Area, IndexSettings, ModelSpec, TilingSettings
 
 __all__ = ["IndexResult", "SearchResult", "build_index", "open_index", "search", "search_similar"]
@@ -292,14 +292,28 @@ def search_vector(
     area: Area | None,
     merge: bool,
     exclude: np.ndarray | None = None,
+    min_relative: float | None = None,
 ) -> SearchResult:
-    """Search ``index`` with a unit query vector; ``exclude`` is a boolean tile mask to leave out."""
+    """Search ``index`` with a unit query vector; ``exclude`` is a boolean tile mask to leave out.
+
+    Each region also gets a relative score: how many standard deviations its score lies above the mean
+    score of the index's tiles for this query (estimated on a fixed sample of up to 20,000 tiles). Unlike
+    the cosine score, whose typical level differs from query to query and model to model, it reads the
+    same for every query; ``min_relative`` leaves out tiles below it.
+    """
     started = time.perf_counter()
     allowed = tiles_in_area(index.tiles, area, index.raster.affine) if area is not None else None
     if exclude is not None:
         allowed = ~exclude if allowed is None else allowed & ~exclude
+    mean, std = score_distribution(index, vector)
+    if min_relative is not None:
+        relative_floor = mean + float(min_relative) * std
+        threshold = relative_floor if threshold is None else max(threshold, relative_floor)
+        threshold = min(threshold, 1.0)
     found = top_hits(index.vectors, vector, top_k, threshold, allowed)
     regions, hits = _regions(index, found, merge)
+    for region in regions:
+        region.relative = (region.score - mean) / std
     return SearchResult(
         label,
         regions,
@@ -308,7 +322,23 @@ def search_vector(
         index.identity.random_weights,
         index.raster.crs_wkt,
         time.perf_counter() - started,
+        {"score_mean": mean, "score_std": std},
     )
+
+
+SAMPLE_TILES = 20_000
+
+
+def score_distribution(index: OpenIndex, vector: np.ndarray) -> tuple[float, float]:
+    """Mean and standard deviation of the query's scores over a fixed, evenly spread sample of tiles."""
+    sample = index.__dict__.get("_sample_vectors")
+    if sample is None:
+        ids = np.unique(np.linspace(0, index.count - 1, num=min(index.count, SAMPLE_TILES)).astype(np.int64))
+        sample = index.vectors.reconstruct_batch(ids)
+        index.__dict__["_sample_vectors"] = sample  # read once per open index
+    scores = sample @ vector.astype(np.float32)
+    std = float(scores.std())
+    return float(scores.mean()), std if std > 1e-6 else 1e-6
 
 
 def search(
@@ -320,11 +350,46 @@ def search(
     area: Area | None = None,
     templates: Sequence[str] | None = AERIAL_TEMPLATES,
     merge: bool = True,
+    negative: str | None = None,
+    negative_weight: float = NEGATIVE_WEIGHT,
+    relevant_ids: Sequence[int] | None = None,
+    irrelevant_ids: Sequence[int] | None = None,
+    min_relative: float | None = None,
 ) -> SearchResult:
-    """Text search: the ``top_k`` best tiles above ``threshold``, merged into regions, best first."""
+    """Text search: the ``top_k`` best tiles above ``threshold``, merged into regions, best first.
+
+    ``negative`` text (or "… but not …" in the query) pushes results away from what it describes.
+    ``relevant_ids`` / ``irrelevant_ids`` are tiles the user marked: the query moves toward the first
+    and away from the second (Rocchio), and the irrelevant ones are left out of the results.
+    """
     check_model(index, embedder)
+    if negative is None:
+        query, negative = split_negative(query)
     vector = embed_query(embedder, query, templates)
-    return search_vector(index, vector, " ".join(query.split()), top_k, threshold, area, merge)
+    label = " ".join(query.split())
+    if negative:
+        vector = with_negative(vector, embed_query(embedder, negative, templates), negative_weight)
+        label += f" but not {' '.join(negative.split())}"
+    exclude = None
+    if relevant_ids or irrelevant_ids:
+        relevant, irrelevant = (tile_vectors(index, ids) for ids in (relevant_ids, irrelevant_ids))
+        vector = rocchio(vector, relevant, irrelevant)
+        if irrelevant_ids:
+            exclude = np.zeros(index.count, dtype=bool)
+            exclude[np.asarray(irrelevant_ids, dtype=np.int64)] = True
+        label += f" (feedback: {len(relevant_ids or [])} relevant, {len(irrelevant_ids or [])} not)"
+    return search_vector(index, vector, label, top_k, threshold, area, merge, exclude, min_relative)
+
+
+def tile_vectors(index: OpenIndex, tile_ids: Sequence[int] | None) -> np.ndarray | None:
+    """The stored vectors of these tiles (checked), or None for none."""
+    if not tile_ids:
+        return None
+    bad = [i for i in tile_ids if not isinstance(i, (int, np.integer)) or not 0 <= int(i) < index.count]
+    if bad:
+        raise InputError(f"Tile ids must be between 0 and {index.count - 1}; got {bad[:5]}.")
+    vectors: np.ndarray = index.vectors.reconstruct_batch(np.asarray(tile_ids, dtype=np.int64))
+    return vectors
 
 
 def search_similar(
@@ -337,6 +402,7 @@ def search_similar(
     area: Area | None = None,
     merge: bool = True,
     exclude_examples: bool = True,
+    min_relative: float | None = None,
 ) -> SearchResult:
     """Search by example: tiles like ``tile_ids``, or like the window ``bbox`` (raster CRS) of the raster,
     or like several such windows (a list of boxes: their embeddings are averaged).
@@ -370,7 +436,7 @@ def search_similar(
             label = "similar to box " + ", ".join(f"{v:g}" for v in boxes[0])
         else:
             label = f"similar to {len(boxes)} example boxes"
-    return search_vector(index, vector, label, top_k, threshold, area, merge, exclude)
+    return search_vector(index, vector, label, top_k, threshold, area, merge, exclude, min_relative)
 
 
 def example_boxes(value: Any) -> list[tuple[float, float, float, float]]:

@@ -41,11 +41,13 @@ class Region:
     area: float
     area_units: str
     members: list[Hit] = field(default_factory=list)
+    relative: float | None = None  # standard deviations above the index's typical tile for this query
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "rank": self.rank,
             "score": self.score,
+            "relative": self.relative,
             "geometry": self.geometry,
             "bounds": list(self.bounds),
             "area": self.area,

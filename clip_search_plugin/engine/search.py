@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -51,6 +52,38 @@ def embed_query(embedder: Embedder, text: str, templates: Sequence[str] | None =
     prompts = [t.format(cleaned) for t in templates] if templates else [cleaned]
     vectors = embedder.encode_text(prompts)
     return normalise_rows(vectors.mean(axis=0, keepdims=True))[0]
+
+
+NEGATION = re.compile(r"\s+but\s+not\s+", re.IGNORECASE)
+NEGATIVE_WEIGHT = 0.5
+# Rocchio relevance feedback (the classic SMART weights): query, relevant examples, non-relevant ones
+ROCCHIO = (1.0, 0.75, 0.25)
+
+
+def split_negative(text: str) -> tuple[str, str | None]:
+    """"ships but not boats" -> ("ships", "boats"); text without "but not" -> (text, None)."""
+    parts = NEGATION.split(text, maxsplit=1)
+    if len(parts) == 2 and parts[0].strip() and parts[1].strip():
+        return parts[0].strip(), parts[1].strip()
+    return text, None
+
+
+def with_negative(positive: np.ndarray, negative: np.ndarray, weight: float = NEGATIVE_WEIGHT) -> np.ndarray:
+    """The query pushed away from ``negative``: unit(positive - weight * negative)."""
+    if not 0.0 <= weight <= 1.0:
+        raise InputError(f"The weight of the negative text must be between 0 and 1; got {weight}.")
+    return normalise_rows((positive - weight * negative)[None])[0]
+
+
+def rocchio(query: np.ndarray, relevant: np.ndarray | None, irrelevant: np.ndarray | None) -> np.ndarray:
+    """The query moved toward the mean of ``relevant`` vectors and away from the mean of ``irrelevant``."""
+    alpha, beta, gamma = ROCCHIO
+    moved = alpha * query
+    if relevant is not None and len(relevant):
+        moved = moved + beta * relevant.mean(axis=0)
+    if irrelevant is not None and len(irrelevant):
+        moved = moved - gamma * irrelevant.mean(axis=0)
+    return normalise_rows(moved[None].astype(np.float32))[0]
 
 
 def check_search_limits(top_k: int, threshold: float | None) -> None:

@@ -140,6 +140,7 @@ class Service:
             "threshold": _number(params, "threshold", None, float),
             "area": params.get("area"),
             "merge": bool(params.get("merge", True)),
+            "min_relative": _number(params, "min_relative", None, float),
         }
 
     def do_search(self, params: dict[str, Any], progress: Progress, is_cancelled: IsCancelled) -> dict[str, Any]:
@@ -149,7 +150,15 @@ class Service:
             raise InputError("Give the text to search for ('query' parameter).")
         embedder = self.embedder(index_model_spec(index))
         result = search(
-            index, embedder, query, templates=templates_from(params.get("templates")), **self._search_args(params)
+            index,
+            embedder,
+            query,
+            templates=templates_from(params.get("templates")),
+            negative=params.get("negative") or None,
+            negative_weight=_number(params, "negative_weight", 0.5, float),
+            relevant_ids=params.get("relevant_ids"),
+            irrelevant_ids=params.get("irrelevant_ids"),
+            **self._search_args(params),
         )
         return result.to_dict()
 
