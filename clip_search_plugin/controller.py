@@ -54,6 +54,8 @@ class Controller(QObject):
         self.status: dict[str, Event] = {}  # raster layer id -> last locate result
         self.results: dict[str, str] = {}  # raster layer id -> the results layer shown in the dock
         self.regions: dict[str, list[Event]] = {}  # results layer id -> its regions (as the engine gave them)
+        self.marks: dict[str, dict[int, int]] = {}  # results layer id -> rank -> +1 relevant / -1 not
+        self.searches: dict[str, Event] = {}  # results layer id -> the text search behind it (for feedback)
         self.pick_tool: ResultPickTool | None = None
         self._tool_before_pick: Any = None
         self._deliver.connect(self._run_callback, Qt.QueuedConnection)
@@ -66,6 +68,8 @@ class Controller(QObject):
         dock.moreLikeThisRequested.connect(self.more_like_this)
         dock.exportRequested.connect(self.export_results)
         dock.pickToggled.connect(self.set_picking)
+        dock.markChanged.connect(self.set_mark)
+        dock.refineRequested.connect(self.search_again)
         if iface is not None:
             self.pick_tool = ResultPickTool(iface.mapCanvas(), self._pick_candidates)
             self.pick_tool.picked.connect(self.pick_result)
@@ -175,9 +179,12 @@ class Controller(QObject):
             self.dock.layerCombo.setLayer(raster)  # refresh_status shows the results
         else:
             self.dock.show_results(self.regions[results_layer.id()], "")
+            self.dock.show_marks(self.marks.get(results_layer.id(), {}))
 
     def refresh_status(self, layer: QgsRasterLayer | None) -> None:
         self.dock.show_results(self.current_regions(), "")
+        current = self.current_results_layer()
+        self.dock.show_marks(self.marks.get(current.id(), {}) if current is not None else {})
         if layer is None:
             self.dock.set_status("Choose a raster layer.")
             return
@@ -323,17 +330,57 @@ class Controller(QObject):
         index = self.searchable_index(layer)
         if index is None:
             return
+        self.text_search(layer, index, {"query": query, "relevant_ids": [], "irrelevant_ids": []})
+
+    def text_search(self, layer: QgsRasterLayer, index: str, base: Event) -> None:
+        """Send a text search (with any relevance feedback in ``base``) with the dock's options."""
         options = self.dock.search_options()
         params: dict[str, Any] = {
             "index": index,
-            "query": query,
+            **base,
             "top_k": options["top_k"],
-            "threshold": options["threshold"],
+            "min_relative": options["min_relative"],
         }
         if options["visible_only"] and self.iface is not None:
             params["area"] = self.index_area(layer, AREA_VISIBLE)
         self.dock.set_searching(True)
-        self.call_engine("search", params, lambda event: self._show_results(layer, event))
+        self.call_engine("search", params, lambda event: self._show_results(layer, event, base))
+
+    def set_mark(self, rank: int, mark: int) -> None:
+        results_layer = self.current_results_layer()
+        if results_layer is None:
+            return
+        marks = self.marks.setdefault(results_layer.id(), {})
+        if mark:
+            marks[rank] = mark
+        else:
+            marks.pop(rank, None)
+        self.dock.show_marks(marks)
+
+    def search_again(self) -> None:
+        """Relevance feedback: the same text search, moved toward the results marked relevant and away from
+        those marked not relevant (marks of earlier rounds are kept)."""
+        layer, results_layer = self.dock.raster_layer(), self.current_results_layer()
+        if layer is None or results_layer is None:
+            return
+        base = self.searches.get(results_layer.id())
+        if base is None:
+            self.message("Search again works on text searches; mark results of a text search.", Qgis.Info, 5)
+            return
+        marks = self.marks.get(results_layer.id(), {})
+        regions = {int(r["rank"]): r for r in self.regions.get(results_layer.id(), [])}
+        chosen: dict[int, list[int]] = {1: [], -1: []}
+        for rank, mark in marks.items():
+            if rank in regions:
+                chosen[mark].extend(int(m["tile_id"]) for m in regions[rank]["members"])
+        index = self.searchable_index(layer)
+        if index is None:
+            return
+        self.text_search(layer, index, {
+            "query": base["query"],
+            "relevant_ids": sorted(set(base["relevant_ids"]) | set(chosen[1])),
+            "irrelevant_ids": sorted(set(base["irrelevant_ids"]) | set(chosen[-1])),
+        })
 
     def more_like_this(self, rank: int) -> None:
         layer = self.dock.raster_layer()
@@ -345,11 +392,12 @@ class Controller(QObject):
             return
         options = self.dock.search_options()
         tile_ids = [m["tile_id"] for m in region["members"]]
-        params = {"index": index, "tile_ids": tile_ids, "top_k": options["top_k"], "threshold": options["threshold"]}
+        params = {"index": index, "tile_ids": tile_ids, "top_k": options["top_k"],
+                  "min_relative": options["min_relative"]}
         self.dock.set_searching(True)
         self.call_engine("similar", params, lambda event: self._show_results(layer, event))
 
-    def _show_results(self, raster: QgsRasterLayer, event: Event) -> None:
+    def _show_results(self, raster: QgsRasterLayer, event: Event, base: Event | None = None) -> None:
         self.dock.set_searching(False)
         if event["event"] == "error":
             internal = event["error"]["kind"] == "internal"
@@ -365,6 +413,10 @@ class Controller(QObject):
         layers.add_results_layer(project, results_layer, self.settings.replace_results)
         self.regions = {lid: r for lid, r in self.regions.items() if project.mapLayer(lid) is not None}
         self.regions[results_layer.id()] = result["regions"]
+        self.marks = {lid: m for lid, m in self.marks.items() if lid in self.regions}
+        self.searches = {lid: q for lid, q in self.searches.items() if lid in self.regions}
+        if base is not None:
+            self.searches[results_layer.id()] = base
         self.results[raster.id()] = results_layer.id()
         results_layer.selectionChanged.connect(self._result_selection_changed)
         current = self.dock.raster_layer()

@@ -8,7 +8,7 @@ from typing import Any
 from qgis.core import QgsMapLayerProxyModel, QgsRasterLayer
 from qgis.PyQt import uic
 from qgis.PyQt.QtCore import Qt, pyqtSignal
-from qgis.PyQt.QtWidgets import QDockWidget, QTableWidgetItem, QWidget
+from qgis.PyQt.QtWidgets import QDockWidget, QHeaderView, QTableWidgetItem, QWidget
 
 FORM, _ = uic.loadUiType(str(Path(__file__).with_name("dock.ui")))
 
@@ -27,6 +27,8 @@ class ClipSearchDock(QDockWidget, FORM):  # type: ignore[misc, valid-type]
     exportRequested = pyqtSignal()
     settingsRequested = pyqtSignal()
     pickToggled = pyqtSignal(bool)
+    markChanged = pyqtSignal(int, int)  # rank, +1 relevant / -1 not relevant / 0 unmarked
+    refineRequested = pyqtSignal()
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -34,7 +36,10 @@ class ClipSearchDock(QDockWidget, FORM):  # type: ignore[misc, valid-type]
         self.setObjectName("ClipSearchDock")
         self.layerCombo.setFilters(QgsMapLayerProxyModel.RasterLayer)
         self.polygonLayerCombo.setFilters(QgsMapLayerProxyModel.PolygonLayer)
-        self.resultsTable.horizontalHeader().setDefaultSectionSize(60)
+        header = self.resultsTable.horizontalHeader()
+        for column in range(5):
+            header.setSectionResizeMode(column, QHeaderView.ResizeToContents)
+        header.setSectionResizeMode(5, QHeaderView.Stretch)
         self._rows: list[int] = []
         self.layerCombo.layerChanged.connect(lambda layer: self.layerChanged.emit(self.raster_layer()))
         self.indexButton.clicked.connect(lambda: self.indexRequested.emit(self.indexAreaCombo.currentIndex()))
@@ -49,6 +54,10 @@ class ClipSearchDock(QDockWidget, FORM):  # type: ignore[misc, valid-type]
         self.exportButton.clicked.connect(self.exportRequested)
         self.settingsButton.clicked.connect(self.settingsRequested)
         self.pickButton.toggled.connect(self.pickToggled)
+        self.relevantButton.clicked.connect(lambda: self._toggle_mark(1))
+        self.irrelevantButton.clicked.connect(lambda: self._toggle_mark(-1))
+        self.refineButton.clicked.connect(self.refineRequested)
+        self._marks: dict[int, int] = {}
         self._area_changed(self.indexAreaCombo.currentIndex())
         self.show_results([], "")
 
@@ -60,7 +69,7 @@ class ClipSearchDock(QDockWidget, FORM):  # type: ignore[misc, valid-type]
     def search_options(self) -> dict[str, Any]:
         return {
             "top_k": self.topKSpin.value(),
-            "threshold": self.thresholdSpin.value() if self.thresholdCheck.isChecked() else None,
+            "min_relative": self.thresholdSpin.value() if self.thresholdCheck.isChecked() else None,
             "visible_only": self.scopeCombo.currentIndex() == SCOPE_VISIBLE,
         }
 
@@ -78,9 +87,28 @@ class ClipSearchDock(QDockWidget, FORM):  # type: ignore[misc, valid-type]
 
     def _row_selected(self) -> None:
         rank = self.selected_rank()
-        self.moreLikeButton.setEnabled(rank is not None)
+        for button in (self.moreLikeButton, self.relevantButton, self.irrelevantButton):
+            button.setEnabled(rank is not None)
         if rank is not None:
             self.resultSelected.emit(rank)
+
+    def _toggle_mark(self, mark: int) -> None:
+        rank = self.selected_rank()
+        if rank is None:
+            return
+        new = 0 if self._marks.get(rank) == mark else mark
+        self.markChanged.emit(rank, new)
+
+    def show_marks(self, marks: dict[int, int]) -> None:
+        """Show the relevance marks (rank -> +1 / -1) in the Mark column."""
+        self._marks = dict(marks)
+        for row, rank in enumerate(self._rows):
+            mark = marks.get(rank, 0)
+            item = QTableWidgetItem({1: "✓", -1: "✗", 0: ""}[mark])
+            item.setToolTip({1: "marked relevant", -1: "marked not relevant", 0: ""}[mark])
+            item.setTextAlignment(int(Qt.AlignCenter))
+            self.resultsTable.setItem(row, 5, item)
+        self.refineButton.setEnabled(any(marks.values()))
 
     def _area_changed(self, index: int) -> None:
         self.polygonLayerCombo.setVisible(index == AREA_SELECTED)
@@ -113,7 +141,9 @@ class ClipSearchDock(QDockWidget, FORM):  # type: ignore[misc, valid-type]
         for row, region in enumerate(regions):
             area = float(region["area"])
             area_text = f"{area / 10_000:.2f} ha" if region["area_units"] == "m2" else f"{area:,.0f} px²"
-            values = (str(region["rank"]), f"{region['score']:.3f}", str(region["tile_count"]), area_text)
+            relative = region.get("relative")
+            values = (str(region["rank"]), f"{region['score']:.3f}", "" if relative is None else f"{relative:.1f}",
+                      str(region["tile_count"]), area_text)
             for column, value in enumerate(values):
                 item = QTableWidgetItem(value)
                 item.setTextAlignment(int(Qt.AlignRight | Qt.AlignVCenter))
@@ -123,7 +153,9 @@ class ClipSearchDock(QDockWidget, FORM):  # type: ignore[misc, valid-type]
         has = bool(regions)
         self.zoomAllButton.setEnabled(has)
         self.exportButton.setEnabled(has)
-        self.moreLikeButton.setEnabled(False)
+        for button in (self.moreLikeButton, self.relevantButton, self.irrelevantButton, self.refineButton):
+            button.setEnabled(False)
+        self.show_marks({})
 
     def set_picking(self, active: bool) -> None:
         """Show whether the pick tool is the canvas's tool, without emitting pickToggled."""
@@ -137,4 +169,5 @@ class ClipSearchDock(QDockWidget, FORM):  # type: ignore[misc, valid-type]
             self.resultsTable.blockSignals(True)
             self.resultsTable.selectRow(self._rows.index(rank))
             self.resultsTable.blockSignals(False)
-            self.moreLikeButton.setEnabled(True)
+            for button in (self.moreLikeButton, self.relevantButton, self.irrelevantButton):
+                button.setEnabled(True)

@@ -31,6 +31,7 @@ QUERY_PROPERTY = "clip_search/query"
 FIELDS = (
     ("rank", QVariant.Int),
     ("score", QVariant.Double),
+    ("relative", QVariant.Double),
     ("query", QVariant.String),
     ("tile_count", QVariant.Int),
     ("area", QVariant.Double),
@@ -63,6 +64,7 @@ def region_attributes(region: dict[str, Any], query: str) -> list[Any]:
     return [
         int(region["rank"]),
         float(region["score"]),
+        None if region.get("relative") is None else float(region["relative"]),
         query,
         int(region["tile_count"]),
         float(region["area"]),

@@ -14,7 +14,7 @@ DRIVERS = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".json": "GeoJSON", ".shp": "
 FORMATS = {"gpkg": "GPKG", "geojson": "GeoJSON", "shp": "ESRI Shapefile"}
 
 
-FIELDS = ("rank", "score", "query", "tile_count", "area", "area_units", "random_weights")
+FIELDS = ("rank", "score", "relative", "query", "tile_count", "area", "area_units", "random_weights")
 
 
 def region_properties(region: dict[str, Any], query: str, random_weights: bool) -> dict[str, Any]:
@@ -22,6 +22,7 @@ def region_properties(region: dict[str, Any], query: str, random_weights: bool) 
     return {
         "rank": int(region["rank"]),
         "score": round(float(region["score"]), 6),
+        "relative": round(float(region["relative"]), 4) if region.get("relative") is not None else float("nan"),
         "query": query,
         "tile_count": int(region["tile_count"]),
         "area": round(float(region["area"]), 3),

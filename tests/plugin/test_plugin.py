@@ -128,7 +128,8 @@ def test_index_search_zoom_select_and_export(iface: Any, engine_settings: Any, l
     assert any("Indexed" in m for m in iface.messageBar().get_messages(Qgis.Success))
 
     results = search(plugin, "solar panels")
-    assert [f.name() for f in results.fields()] == ["rank", "score", "query", "tile_count", "area", "area_units"]
+    assert [f.name() for f in results.fields()] == ["rank", "score", "relative", "query", "tile_count", "area",
+                                                    "area_units"]
     assert results.crs() == raster.crs()
     extent = QgsGeometry.fromRect(raster.extent())
     features = list(results.getFeatures())
@@ -310,3 +311,41 @@ def test_index_only_the_selected_polygons(iface: Any, engine_settings: Any, load
     plugin.controller._follow_active_layer(results)  # the stand-in iface does not emit currentLayerChanged
     assert plugin.dock.resultsTable.rowCount() == results.featureCount()
     assert plugin.controller.current_results_layer() is results
+
+
+def test_relative_threshold_marks_and_search_again(iface: Any, engine_settings: Any, load: Loader) -> None:
+    raster = add_raster("drone_rgba_alpha.tif")
+    plugin = load()
+    dock = plugin.dock
+    dock.layerCombo.setLayer(raster)
+    indexed(plugin, raster)
+    dock.thresholdCheck.setChecked(True)
+    dock.thresholdSpin.setValue(1.0)
+    dock.topKSpin.setValue(30)
+    first = search(plugin, "a roof but not a tree")
+    features = sorted(first.getFeatures(), key=lambda f: f["rank"])
+    assert len(features) >= 2 and all(f["relative"] >= 1.0 - 1e-6 for f in features)
+    assert features[0]["query"] == "a roof but not a tree"
+    assert dock.resultsTable.item(0, 2).text() == f"{features[0]['relative']:.1f}"
+
+    assert not dock.refineButton.isEnabled()
+    dock.resultsTable.selectRow(0)
+    dock.relevantButton.click()
+    dock.resultsTable.selectRow(1)
+    dock.irrelevantButton.click()
+    assert [dock.resultsTable.item(r, 5).text() for r in (0, 1)] == ["✓", "✗"]
+    dock.irrelevantButton.click()  # clicking again unmarks
+    assert dock.resultsTable.item(1, 5).text() == ""
+    dock.irrelevantButton.click()
+    assert dock.refineButton.isEnabled()
+
+    regions = {r["rank"]: r for r in plugin.controller.regions[first.id()]}
+    rejected = {m["tile_id"] for m in regions[2]["members"]}
+    before = {lyr.id() for lyr in layers.results_layers(QgsProject.instance())}
+    dock.refineButton.click()
+    again = wait_until(lambda: next((lyr for lyr in layers.results_layers(QgsProject.instance())
+                                     if lyr.id() not in before), None), 60, "refined results")
+    assert next(again.getFeatures())["query"].startswith("a roof but not a tree (feedback: ")
+    members = {m["tile_id"] for r in plugin.controller.regions[again.id()] for m in r["members"]}
+    assert not members & rejected  # results marked not relevant are not offered again
+    assert dock.resultsTable.rowCount() == again.featureCount() and not dock.refineButton.isEnabled()

@@ -23,7 +23,7 @@ from qgis.core import (
 
 from .conftest import shared_raster
 
-RESULT_FIELDS = ["rank", "score", "query", "tile_count", "area", "area_units"]
+RESULT_FIELDS = ["rank", "score", "relative", "query", "tile_count", "area", "area_units"]
 
 
 def in_project(layer: Any) -> Any:
