@@ -7,8 +7,6 @@ Python scripts and ``qgis_process`` (where there is no ``iface``).
 
 from __future__ import annotations
 
-import queue
-import time
 from pathlib import Path
 from typing import Any
 
@@ -42,13 +40,12 @@ from qgis.PyQt.QtGui import QIcon
 
 from . import layers
 from .engine.models import DEFAULT_PRESET, PRESETS
-from .engine_client import EngineClient, EngineUnavailable
-from .plugin_settings import PluginSettings
+from .engine_client import EngineClient, EngineUnavailable, raster_changed, searchable
+from .plugin_settings import PluginSettings, parse_scales
 
 ICON = str(Path(__file__).with_name("icon.svg"))
 DEVICES = ["auto", "cpu", "cuda", "mps"]
 UNITS = ["px", "m"]
-CANCEL_GRACE_S = 30.0
 Event = dict[str, Any]
 
 
@@ -67,30 +64,19 @@ def run_engine(
     results = []
     try:
         for number, (method, params) in enumerate(requests):
-            events: queue.Queue[Event] = queue.Queue()
-            rid = client.request(method, params, events.put)
-            cancelled_at: float | None = None
-            while True:
-                if feedback is not None and feedback.isCanceled() and cancelled_at is None:
-                    client.cancel(rid)
-                    cancelled_at = time.monotonic()
-                if cancelled_at is not None and time.monotonic() - cancelled_at > CANCEL_GRACE_S:
-                    raise QgsProcessingException("Cancelled (the engine did not stop in time and was ended).")
-                try:
-                    event = events.get(timeout=0.2)
-                except queue.Empty:
-                    continue
-                kind = event.get("event")
-                if kind == "progress" and feedback is not None and event.get("total"):
-                    share = 100.0 * (number + event["done"] / event["total"]) / len(requests)
-                    feedback.setProgress(share)
-                elif kind == "log" and feedback is not None:
+
+            def report(event: Event, number: int = number) -> None:
+                if feedback is None:
+                    return
+                if event.get("event") == "progress" and event.get("total"):
+                    feedback.setProgress(100.0 * (number + event["done"] / event["total"]) / len(requests))
+                elif event.get("event") == "log":
                     feedback.pushDebugInfo(str(event.get("message", "")))
-                elif kind == "result":
-                    results.append(event["result"])
-                    break
-                elif kind == "error":
-                    raise QgsProcessingException(event["error"]["message"])
+
+            answer = client.run(method, params, feedback.isCanceled if feedback is not None else None, report)
+            if answer["event"] == "error":
+                raise QgsProcessingException(answer["error"]["message"])
+            results.append(answer["result"])
             if feedback is not None:
                 feedback.setProgress(100.0 * (number + 1) / len(requests))
     finally:
@@ -101,11 +87,12 @@ def run_engine(
 def raster_file(layer: QgsRasterLayer | None) -> str | None:
     if layer is None:
         return None
-    if layer.providerType() != "gdal":
+    path = layers.raster_path(layer)
+    if path is None:
         raise QgsProcessingException(
             f"{layer.name()} is a {layer.providerType()} layer; CLIP Search indexes raster files (GDAL formats)."
         )
-    return layer.source().split("|")[0]
+    return path
 
 
 def help_text(summary: str, parameters: tuple[tuple[str, str], ...]) -> str:
@@ -163,12 +150,10 @@ class ClipSearchAlgorithm(QgsProcessingAlgorithm):
             raise QgsProcessingException("Give a raster layer that has been indexed, or an index folder.")
         params = {"raster": raster, "model": settings.model_params(), "tiling": settings.tiling_params()}
         (status,) = run_engine(settings, [("locate", params)], None)
-        if status["status"] == "ready" or (
-            status["status"] == "stale" and "changed" not in status.get("reason", "")
-        ):
+        if searchable(status):
             feedback.pushInfo(f"Index: {status['path']} ({status['manifest'].get('model')})")
             return str(status["path"])
-        if status["status"] == "stale":
+        if raster_changed(status):
             raise QgsProcessingException(
                 f"{raster} changed since it was indexed; run Build CLIP index on it again."
             )
@@ -289,7 +274,7 @@ class BuildIndexAlgorithm(ClipSearchAlgorithm):
         raster = raster_file(self.parameterAsRasterLayer(parameters, "INPUT", context))
         scales_text = self.parameterAsString(parameters, "SCALES", context)
         try:
-            scales = [float(v) for v in scales_text.replace(",", " ").split()] or [1.0]
+            scales = parse_scales(scales_text) or [1.0]
         except ValueError:
             raise QgsProcessingException(
                 f"Scales must be numbers separated by spaces, e.g. 1 2 4; got {scales_text!r}."

@@ -21,20 +21,13 @@ from qgis.PyQt.QtWidgets import QFileDialog
 
 from . import layers
 from .dock import AREA_SELECTED, AREA_VISIBLE, ClipSearchDock
-from .engine_client import EngineClient, EngineUnavailable
+from .engine_client import EngineClient, EngineUnavailable, raster_changed
 from .maptool import ResultPickTool
 from .plugin_settings import PluginSettings
 from .tasks import IndexTask
 
 Event = dict[str, Any]
 MESSAGE_TITLE = "CLIP Search"
-
-
-def raster_path(layer: QgsRasterLayer) -> str | None:
-    """The file behind a raster layer, or None for layers the engine cannot read yet (WMS, XYZ...)."""
-    if layer.providerType() != "gdal":
-        return None
-    return layer.source().split("|")[0]
 
 
 class Controller(QObject):
@@ -188,7 +181,7 @@ class Controller(QObject):
         if layer is None:
             self.dock.set_status("Choose a raster layer.")
             return
-        path = raster_path(layer)
+        path = layers.raster_path(layer)
         if path is None:
             self.dock.set_status(
                 f"{layer.name()} is a {layer.providerType()} layer; CLIP Search indexes "
@@ -215,7 +208,7 @@ class Controller(QObject):
     # --- indexing -------------------------------------------------------------------------------------
     def start_index(self, area_mode: int) -> None:
         layer = self.dock.raster_layer()
-        if layer is None or raster_path(layer) is None:
+        if layer is None or layers.raster_path(layer) is None:
             self.message("Choose a raster layer backed by a file to index.")
             return
         if layer.id() in self.tasks:
@@ -229,7 +222,7 @@ class Controller(QObject):
         if area is not None:
             tiling["area"] = area
         params = {
-            "raster": raster_path(layer),
+            "raster": layers.raster_path(layer),
             "model": self.settings.model_params(),
             "tiling": tiling,
             "device": self.settings.device,
@@ -314,7 +307,7 @@ class Controller(QObject):
         if status is None or status["status"] not in ("ready", "stale"):
             self.message("Index this layer first (Index layer).")
             return None
-        if status["status"] == "stale" and "changed" in status.get("reason", ""):
+        if raster_changed(status):
             self.message("The raster changed since it was indexed; index it again.")
             return None
         return str(status["path"])
@@ -537,7 +530,7 @@ def status_text(status: Event) -> str:
     model = manifest.get("model", "")
     if status["status"] == "ready":
         return f"Index ready: {manifest.get('tiles')} tiles, {model}, built {manifest.get('created')}."
-    if status["status"] == "stale" and "changed" in status.get("reason", ""):
+    if raster_changed(status):
         return (
             f"Index out of date: the raster changed since it was indexed ({manifest.get('tiles')} tiles, "
             f"{model}). Click Index layer to rebuild it."

@@ -14,6 +14,7 @@ import queue
 import shutil
 import subprocess
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from typing import Any
 PLUGIN_DIR = Path(__file__).resolve().parent
 Event = dict[str, Any]
 Callback = Callable[[Event], None]
+CANCEL_GRACE_S = 30.0  # a request stops within one batch of cancelling; one that does not answer by then is ended
 
 
 class EngineUnavailable(Exception):
@@ -39,6 +41,16 @@ def default_engine_python() -> str:
         if candidate.exists():
             return str(candidate)
     return ""
+
+
+def raster_changed(status: Event) -> bool:
+    """A ``locate`` answer saying the raster changed since its index was built (the index is unusable)."""
+    return status.get("status") == "stale" and bool(status.get("changed"))
+
+
+def searchable(status: Event) -> bool:
+    """A ``locate`` answer whose index can be searched: ready, or built with other model / tiling settings."""
+    return status.get("status") in ("ready", "stale") and not raster_changed(status)
 
 
 def engine_command(python: str, device: str = "auto") -> list[str]:
@@ -165,6 +177,37 @@ class EngineClient:
             return answers.get(timeout=timeout)
         except queue.Empty as exc:
             raise TimeoutError(f"The engine did not answer {method} within {timeout} s.") from exc
+
+    def run(
+        self,
+        method: str,
+        params: dict[str, Any],
+        is_cancelled: Callable[[], bool] | None = None,
+        on_event: Callback | None = None,
+        cancel_grace: float = CANCEL_GRACE_S,
+    ) -> Event:
+        """Send a request and wait for its result or error event; progress and log events go to
+        ``on_event`` meanwhile. Once ``is_cancelled()`` is true, ``cancel`` is sent; an engine that has not
+        answered ``cancel_grace`` seconds later is given up on with a ``cancelled`` error (the caller's
+        ``stop()`` then ends the process). For threads that may wait: index tasks, Processing runs."""
+        events: queue.Queue[Event] = queue.Queue()
+        rid = self.request(method, params, events.put)
+        cancelled_at: float | None = None
+        while True:
+            if cancelled_at is None and is_cancelled is not None and is_cancelled():
+                self.cancel(rid)
+                cancelled_at = time.monotonic()
+            if cancelled_at is not None and time.monotonic() - cancelled_at > cancel_grace:
+                message = "Cancelled (the engine did not stop in time and was ended)."
+                return {"id": rid, "event": "error", "error": {"kind": "cancelled", "message": message}}
+            try:
+                event = events.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if event.get("event") in ("result", "error"):
+                return event
+            if on_event is not None:
+                on_event(event)
 
     def cancel(self, rid: str) -> None:
         if self.running:

@@ -55,6 +55,13 @@ def polygon_geometry(geometry: dict[str, Any]) -> QgsGeometry:
     raise ValueError(f"Not a polygon geometry: {geometry.get('type')}")
 
 
+def raster_path(layer: Any) -> str | None:
+    """The file behind a raster layer, or None for layers the engine cannot read yet (WMS, XYZ...)."""
+    if layer.providerType() != "gdal":
+        return None
+    return str(layer.source().split("|")[0])
+
+
 def result_fields() -> list[QgsField]:
     """The fields of every results layer (dock and Processing alike)."""
     return [QgsField(name, kind) for name, kind in FIELDS]

@@ -13,6 +13,11 @@ from .engine_client import default_engine_python
 PREFIX = "clip_search/"
 
 
+def parse_scales(text: str) -> list[float]:
+    """"1 2 4" (or "1, 2, 4") as numbers; [] for empty text; ValueError for anything else."""
+    return [float(v) for v in text.replace(",", " ").split()]
+
+
 @dataclass
 class PluginSettings:
     engine_python: str = ""
@@ -50,7 +55,7 @@ class PluginSettings:
 
     def scale_list(self) -> list[float]:
         try:
-            scales = [float(s) for s in self.scales.replace(",", " ").split()]
+            scales = parse_scales(self.scales)
         except ValueError:
             scales = []
         return scales or [1.0]

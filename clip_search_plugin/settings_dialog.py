@@ -20,7 +20,7 @@ from qgis.PyQt.QtWidgets import (
 
 from .engine.models import PRESETS
 from .engine_client import EngineUnavailable, check_engine_python
-from .plugin_settings import PluginSettings
+from .plugin_settings import PluginSettings, parse_scales
 
 
 def file_widget(path: str, mode: int, placeholder: str = "", filters: str = "") -> QgsFileWidget:
@@ -107,7 +107,7 @@ class SettingsDialog(QDialog):
         except EngineUnavailable as exc:
             found.append(str(exc))
         try:
-            scales = [float(v) for v in self.scales.text().replace(",", " ").split()]
+            scales = parse_scales(self.scales.text())
         except ValueError:
             scales = []
         if not scales or any(v <= 0 for v in scales):

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import queue
-import time
 from collections.abc import Callable
 from typing import Any
 
 from qgis.core import QgsTask
 
 from .engine_client import EngineClient, EngineUnavailable
-
-CANCEL_GRACE_S = 30.0  # a build stops within one batch; one that does not answer by then is ended
 
 
 class IndexTask(QgsTask):
@@ -57,30 +53,19 @@ class IndexTask(QgsTask):
             self.error, self.error_kind = str(exc), "engine"
             return False
         self.engine_pid = client.pid
-        events: queue.Queue[dict[str, Any]] = queue.Queue()
         try:
-            rid = client.request("index", self.params, events.put)
-            cancel_sent: float | None = None
-            while True:
-                if self.isCanceled() and cancel_sent is None:
-                    client.cancel(rid)
-                    cancel_sent = time.monotonic()
-                if cancel_sent is not None and time.monotonic() - cancel_sent > CANCEL_GRACE_S:
-                    return False  # the engine did not stop in time: stop() below ends the process
-                try:
-                    event = events.get(timeout=0.2)
-                except queue.Empty:
-                    continue
-                if event["event"] == "progress" and event["total"]:
-                    self.setProgress(100.0 * event["done"] / event["total"])
-                elif event["event"] == "result":
-                    self.result = event["result"]
-                    return True
-                elif event["event"] == "error":
-                    self.error, self.error_kind = event["error"]["message"], event["error"]["kind"]
-                    return False
+            answer = client.run("index", self.params, self.isCanceled, self._progress)
         finally:
             client.stop()
+        if answer["event"] == "result":
+            self.result = answer["result"]
+            return True
+        self.error, self.error_kind = answer["error"]["message"], answer["error"]["kind"]
+        return False
+
+    def _progress(self, event: dict[str, Any]) -> None:
+        if event.get("event") == "progress" and event.get("total"):
+            self.setProgress(100.0 * event["done"] / event["total"])
 
     def finished(self, result: bool) -> None:
         if not result and self.error is None and self.isCanceled():

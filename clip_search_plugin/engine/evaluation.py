@@ -189,14 +189,6 @@ def random_scores(
     ]
 
 
-def random_baseline(
-    index: OpenIndex, labels: Labels, label_class: str, top_k: int, ks: tuple[int, ...], runs: int = 20,
-    seed: int = 0, min_overlap: float = 0.5,
-) -> dict[str, float]:
-    """Mean metrics of ``runs`` random rankings of the index's tiles for one class."""
-    return mean_metrics(random_scores(index, labels, label_class, top_k, ks, runs, seed, min_overlap))
-
-
 # --- the harness ------------------------------------------------------------------------------------------
 def check_classes(labels: Labels, queries: Sequence[tuple[str, str]]) -> None:
     unknown = sorted({c for _, c in queries if c not in labels.by_class})

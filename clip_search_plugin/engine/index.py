@@ -17,7 +17,7 @@ import json
 import os
 import shutil
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +87,7 @@ def locate_index(raster: RasterInfo, identity: ModelIdentity, tiling: TilingSett
             "path": str(path),
             "expected": str(expected),
             "manifest": _summary(manifest),
+            "changed": changed,
             "reason": "the raster changed since it was indexed" if changed else "other model or tiling settings",
         }
     return {"status": "none", "path": str(expected)}
@@ -112,10 +113,18 @@ class OpenIndex:
     tiling: TilingSettings
     tiles: np.ndarray
     vectors: Any  # faiss.Index
+    _sample: np.ndarray | None = field(default=None, init=False, repr=False)
 
     @property
     def count(self) -> int:
         return int(self.tiles.shape[0])
+
+    def sample_vectors(self, limit: int) -> np.ndarray:
+        """Vectors of up to ``limit`` tiles with evenly spread ids, read once per open index."""
+        if self._sample is None:
+            ids = np.unique(np.linspace(0, self.count - 1, num=min(self.count, limit)).astype(np.int64))
+            self._sample = self.vectors.reconstruct_batch(ids)
+        return self._sample
 
     @property
     def dim(self) -> int:

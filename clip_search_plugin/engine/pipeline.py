@@ -331,12 +331,7 @@ SAMPLE_TILES = 20_000
 
 def score_distribution(index: OpenIndex, vector: np.ndarray) -> tuple[float, float]:
     """Mean and standard deviation of the query's scores over a fixed, evenly spread sample of tiles."""
-    sample = index.__dict__.get("_sample_vectors")
-    if sample is None:
-        ids = np.unique(np.linspace(0, index.count - 1, num=min(index.count, SAMPLE_TILES)).astype(np.int64))
-        sample = index.vectors.reconstruct_batch(ids)
-        index.__dict__["_sample_vectors"] = sample  # read once per open index
-    scores = sample @ vector.astype(np.float32)
+    scores = index.sample_vectors(SAMPLE_TILES) @ vector.astype(np.float32)
     std = float(scores.std())
     return float(scores.mean()), std if std > 1e-6 else 1e-6
 

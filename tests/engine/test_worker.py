@@ -159,4 +159,5 @@ def test_locate_reports_none_ready_and_stale(engine: Engine, tmp_path: Path) -> 
     engine.send(4, "locate", **params)
     stale = engine.until(4)[1]["result"]
     assert stale["status"] == "stale" and stale["path"] == built and "changed" in stale["reason"]
+    assert stale["changed"] is True
     assert engine.close() == 0
