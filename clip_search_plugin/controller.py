@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -11,11 +12,13 @@ from qgis.core import (
     Qgis,
     QgsApplication,
     QgsCoordinateTransform,
+    QgsProcessingUtils,
     QgsProject,
     QgsRasterLayer,
+    QgsRectangle,
     QgsVectorLayer,
 )
-from qgis.gui import QgsMapToolPan
+from qgis.gui import QgsMapToolExtent, QgsMapToolPan
 from qgis.PyQt.QtCore import QObject, Qt, pyqtSignal, pyqtSlot
 from qgis.PyQt.QtWidgets import QFileDialog
 
@@ -50,7 +53,8 @@ class Controller(QObject):
         self.marks: dict[str, dict[int, int]] = {}  # results layer id -> rank -> +1 relevant / -1 not
         self.searches: dict[str, Event] = {}  # results layer id -> the text search behind it (for feedback)
         self.pick_tool: ResultPickTool | None = None
-        self._tool_before_pick: Any = None
+        self.example_tool: QgsMapToolExtent | None = None
+        self._tool_before: Any = None  # the canvas tool to give back when ours are turned off
         self._deliver.connect(self._run_callback, Qt.QueuedConnection)
         dock.layerChanged.connect(self.refresh_status)
         dock.indexRequested.connect(self.start_index)
@@ -61,12 +65,17 @@ class Controller(QObject):
         dock.moreLikeThisRequested.connect(self.more_like_this)
         dock.exportRequested.connect(self.export_results)
         dock.pickToggled.connect(self.set_picking)
+        dock.drawExampleToggled.connect(self.set_drawing)
         dock.markChanged.connect(self.set_mark)
         dock.refineRequested.connect(self.search_again)
         if iface is not None:
             self.pick_tool = ResultPickTool(iface.mapCanvas(), self._pick_candidates)
             self.pick_tool.picked.connect(self.pick_result)
             self.pick_tool.deactivated.connect(lambda: self.dock.set_picking(False))
+            self.example_tool = QgsMapToolExtent(iface.mapCanvas())
+            self.example_tool.setObjectName("clipSearchExampleTool")
+            self.example_tool.extentChanged.connect(self.search_example)
+            self.example_tool.deactivated.connect(lambda: self.dock.set_drawing(False))
             iface.currentLayerChanged.connect(self._follow_active_layer)
             self._follow_active_layer(iface.activeLayer())
         self.refresh_status(dock.raster_layer())
@@ -130,6 +139,10 @@ class Controller(QObject):
             self.set_picking(False)
             self.pick_tool.deleteLater()
             self.pick_tool = None
+        if self.example_tool is not None:
+            self.set_drawing(False)
+            self.example_tool.deleteLater()
+            self.example_tool = None
         for results_layer in layers.results_layers(QgsProject.instance()):
             try:
                 results_layer.selectionChanged.disconnect(self._result_selection_changed)
@@ -331,13 +344,21 @@ class Controller(QObject):
         params: dict[str, Any] = {
             "index": index,
             **base,
-            "top_k": options["top_k"],
-            "min_relative": options["min_relative"],
+            **self.result_options(layer, options),
+            "templates": self.settings.templates_param(options["templates"]),
         }
-        if options["visible_only"] and self.iface is not None:
-            params["area"] = self.index_area(layer, AREA_VISIBLE)
         self.dock.set_searching(True)
         self.call_engine("search", params, lambda event: self._show_results(layer, event, base))
+
+    def result_options(self, layer: QgsRasterLayer, options: dict[str, Any]) -> dict[str, Any]:
+        """The dock's options every search shares: number of tiles, threshold, area, heatmap file."""
+        params: dict[str, Any] = {"top_k": options["top_k"], "min_relative": options["min_relative"]}
+        if options["visible_only"] and self.iface is not None:
+            params["area"] = self.index_area(layer, AREA_VISIBLE)
+        if options["heatmap"]:
+            params["heatmap"] = QgsProcessingUtils.generateTempFilename("clip_search_heatmap.tif")
+            os.makedirs(os.path.dirname(params["heatmap"]), exist_ok=True)
+        return params
 
     def set_mark(self, rank: int, mark: int) -> None:
         results_layer = self.current_results_layer()
@@ -383,10 +404,31 @@ class Controller(QObject):
         index = self.searchable_index(layer)
         if region is None or index is None:
             return
-        options = self.dock.search_options()
         tile_ids = [m["tile_id"] for m in region["members"]]
-        params = {"index": index, "tile_ids": tile_ids, "top_k": options["top_k"],
-                  "min_relative": options["min_relative"]}
+        params = {"index": index, "tile_ids": tile_ids, **self.result_options(layer, self.dock.search_options())}
+        self.dock.set_searching(True)
+        self.call_engine("similar", params, lambda event: self._show_results(layer, event))
+
+    def search_example(self, extent: QgsRectangle) -> None:
+        """Search by example: places that look like the rectangle just drawn on the map (canvas CRS)."""
+        self.set_drawing(False)  # one rectangle per click of Draw example
+        layer = self.dock.raster_layer()
+        if layer is None or self.iface is None:
+            self.message("Choose the raster layer to search first.")
+            return
+        if extent.isEmpty() or extent.width() <= 0 or extent.height() <= 0:
+            self.message("Drag a rectangle around an example of what to find.", Qgis.Info, 5)
+            return
+        index = self.searchable_index(layer)
+        if index is None:
+            return
+        canvas_crs = self.iface.mapCanvas().mapSettings().destinationCrs()
+        box = QgsCoordinateTransform(canvas_crs, layer.crs(), QgsProject.instance()).transformBoundingBox(extent)
+        if not box.intersects(layer.extent()):
+            self.message("The rectangle is outside the raster; draw it around an example on the raster.")
+            return
+        params = {"index": index, "bbox": [box.xMinimum(), box.yMinimum(), box.xMaximum(), box.yMaximum()],
+                  **self.result_options(layer, self.dock.search_options())}
         self.dock.set_searching(True)
         self.call_engine("similar", params, lambda event: self._show_results(layer, event))
 
@@ -403,6 +445,12 @@ class Controller(QObject):
             result["regions"], result["query"], raster.crs(), raster.id(), result["random_weights"]
         )
         project = QgsProject.instance()
+        if result.get("heatmap"):  # under the results layer, which is added after it
+            heatmap = layers.heatmap_layer(result["heatmap"], result["query"], raster.id())
+            if heatmap.isValid():
+                layers.add_heatmap_layer(project, heatmap, self.settings.replace_results)
+            else:
+                self.message(f"The heatmap {result['heatmap']} could not be opened.")
         layers.add_results_layer(project, results_layer, self.settings.replace_results)
         self.regions = {lid: r for lid, r in self.regions.items() if project.mapLayer(lid) is not None}
         self.regions[results_layer.id()] = result["regions"]
@@ -479,21 +527,31 @@ class Controller(QObject):
         return ([current] if current is not None else []) + others
 
     def set_picking(self, active: bool) -> None:
-        if self.iface is None or self.pick_tool is None:
+        self._use_tool(self.pick_tool, active)
+
+    def set_drawing(self, active: bool) -> None:
+        self._use_tool(self.example_tool, active)
+
+    def _use_tool(self, tool: Any, active: bool) -> None:
+        """Make one of our map tools the canvas's tool, or give the canvas back the tool it had before."""
+        if self.iface is None or tool is None:
             return
         canvas = self.iface.mapCanvas()
-        if active and canvas.mapTool() is not self.pick_tool:
-            self._tool_before_pick = canvas.mapTool()
-            canvas.setMapTool(self.pick_tool)
-        elif not active and canvas.mapTool() is self.pick_tool:
-            canvas.unsetMapTool(self.pick_tool)
-            previous, self._tool_before_pick = self._tool_before_pick, None
+        current = canvas.mapTool()
+        if active and current is not tool:
+            if current is not self.pick_tool and current is not self.example_tool:
+                self._tool_before = current
+            canvas.setMapTool(tool)
+        elif not active and current is tool:
+            canvas.unsetMapTool(tool)
+            previous, self._tool_before = self._tool_before, None
             if previous is not None:
                 try:
                     canvas.setMapTool(previous)
                 except RuntimeError:
                     pass  # that tool was deleted meanwhile
-        self.dock.set_picking(canvas.mapTool() is self.pick_tool)
+        self.dock.set_picking(self.pick_tool is not None and canvas.mapTool() is self.pick_tool)
+        self.dock.set_drawing(self.example_tool is not None and canvas.mapTool() is self.example_tool)
 
     def _offer_pick_tool(self) -> None:
         """After a search, make results clickable when the user is only panning (never replace other tools)."""

@@ -27,6 +27,7 @@ class ClipSearchDock(QDockWidget, FORM):  # type: ignore[misc, valid-type]
     exportRequested = pyqtSignal()
     settingsRequested = pyqtSignal()
     pickToggled = pyqtSignal(bool)
+    drawExampleToggled = pyqtSignal(bool)
     markChanged = pyqtSignal(int, int)  # rank, +1 relevant / -1 not relevant / 0 unmarked
     refineRequested = pyqtSignal()
 
@@ -54,6 +55,7 @@ class ClipSearchDock(QDockWidget, FORM):  # type: ignore[misc, valid-type]
         self.exportButton.clicked.connect(self.exportRequested)
         self.settingsButton.clicked.connect(self.settingsRequested)
         self.pickButton.toggled.connect(self.pickToggled)
+        self.drawExampleButton.toggled.connect(self.drawExampleToggled)
         self.relevantButton.clicked.connect(lambda: self._toggle_mark(1))
         self.irrelevantButton.clicked.connect(lambda: self._toggle_mark(-1))
         self.refineButton.clicked.connect(self.refineRequested)
@@ -71,6 +73,8 @@ class ClipSearchDock(QDockWidget, FORM):  # type: ignore[misc, valid-type]
             "top_k": self.topKSpin.value(),
             "min_relative": self.thresholdSpin.value() if self.thresholdCheck.isChecked() else None,
             "visible_only": self.scopeCombo.currentIndex() == SCOPE_VISIBLE,
+            "templates": self.templatesCheck.isChecked(),
+            "heatmap": self.heatmapCheck.isChecked(),
         }
 
     def selected_rank(self) -> int | None:
@@ -162,6 +166,12 @@ class ClipSearchDock(QDockWidget, FORM):  # type: ignore[misc, valid-type]
         self.pickButton.blockSignals(True)
         self.pickButton.setChecked(active)
         self.pickButton.blockSignals(False)
+
+    def set_drawing(self, active: bool) -> None:
+        """Show whether the example rectangle tool is the canvas's tool, without emitting drawExampleToggled."""
+        self.drawExampleButton.blockSignals(True)
+        self.drawExampleButton.setChecked(active)
+        self.drawExampleButton.blockSignals(False)
 
     def select_rank(self, rank: int) -> None:
         """Select the row of ``rank`` without emitting resultSelected again."""

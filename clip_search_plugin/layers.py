@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from qgis.core import (
+    QgsColorRampShader,
     QgsCoordinateReferenceSystem,
     QgsCoordinateTransform,
     QgsFeature,
@@ -15,8 +16,13 @@ from qgis.core import (
     QgsPalLayerSettings,
     QgsPointXY,
     QgsProject,
+    QgsRasterBandStats,
+    QgsRasterLayer,
+    QgsRasterShader,
     QgsRectangle,
     QgsRendererRange,
+    QgsSingleBandPseudoColorRenderer,
+    QgsStyle,
     QgsTextFormat,
     QgsVectorFileWriter,
     QgsVectorLayer,
@@ -159,6 +165,46 @@ def add_results_layer(project: QgsProject, layer: QgsVectorLayer, replace: bool)
     if replace:
         for old in results_layers(project, layer.customProperty(RESULTS_PROPERTY)):
             project.removeMapLayer(old.id())
+    project.addMapLayer(layer)
+    return layer
+
+
+HEATMAP_PROPERTY = "clip_search/heatmap_of"
+HEATMAP_LEVELS = (0.0, 1.0, 2.0, 3.0)  # relative score: the index mean, then 1, 2, 3 standard deviations above
+
+
+def heatmap_layer(path: str, query: str, raster_id: str) -> QgsRasterLayer:
+    """The engine's heatmap GeoTIFF as a layer: band 1 (relative score) in a colour ramp from the index's
+    mean (transparent below it) to 3 standard deviations or the best score, whichever is higher."""
+    layer = QgsRasterLayer(path, f"heatmap: {query}"[:120], "gdal")
+    stats = layer.dataProvider().bandStatistics(1, QgsRasterBandStats.Max)
+    top = max(HEATMAP_LEVELS[-1], float(stats.maximumValue)) if layer.isValid() else HEATMAP_LEVELS[-1]
+    ramp = QgsStyle.defaultStyle().colorRamp("Inferno") or QgsStyle.defaultStyle().colorRamp("Spectral")
+    shader = QgsColorRampShader(HEATMAP_LEVELS[0], top)
+    shader.setColorRampType(QgsColorRampShader.Interpolated)
+    if ramp is not None:
+        shader.setSourceColorRamp(ramp)
+        shader.classifyColorRamp(6, -1, QgsRectangle(), None)
+    shader.setClip(True)  # below the mean: not drawn
+    raster_shader = QgsRasterShader()
+    raster_shader.setRasterShaderFunction(shader)
+    renderer = QgsSingleBandPseudoColorRenderer(layer.dataProvider(), 1, raster_shader)
+    renderer.setClassificationMin(HEATMAP_LEVELS[0])
+    renderer.setClassificationMax(top)
+    renderer.setOpacity(0.65)
+    layer.setRenderer(renderer)
+    layer.setCustomProperty(HEATMAP_PROPERTY, raster_id)
+    layer.setCustomProperty(QUERY_PROPERTY, query)
+    return layer
+
+
+def add_heatmap_layer(project: QgsProject, layer: QgsRasterLayer, replace: bool) -> QgsRasterLayer:
+    """Add a heatmap layer, first removing the raster's earlier heatmaps when ``replace``."""
+    if replace:
+        owner = layer.customProperty(HEATMAP_PROPERTY)
+        for old in list(project.mapLayers().values()):
+            if old.customProperty(HEATMAP_PROPERTY) == owner:
+                project.removeMapLayer(old.id())
     project.addMapLayer(layer)
     return layer
 

@@ -7,7 +7,9 @@ from typing import Any
 
 from qgis.core import QgsSettings
 
+from .engine.errors import InputError
 from .engine.models import DEFAULT_PRESET
+from .engine.templates import parse_templates
 from .engine_client import default_engine_python
 
 PREFIX = "clip_search/"
@@ -30,6 +32,7 @@ class PluginSettings:
     scales: str = "1"
     cache_folder: str = ""
     replace_results: bool = True
+    templates: str = ""  # the user's prompt templates, one per line; empty: the built-in aerial set
 
     @classmethod
     def load(cls) -> PluginSettings:
@@ -70,6 +73,17 @@ class PluginSettings:
             "overlap": self.overlap,
             "scales": self.scale_list(),
         }
+
+    def templates_param(self, use_templates: bool = True) -> str | list[str]:
+        """The engine's ``templates`` value: "raw" (the query as typed), the user's set, or "default"."""
+        if not use_templates:
+            return "raw"
+        if self.templates.strip():
+            try:
+                return list(parse_templates(self.templates))
+            except InputError:
+                return "default"  # the settings dialog refuses bad templates; an edited registry falls back
+        return "default"
 
     def engine_env(self) -> dict[str, str]:
         return {"CLIP_SEARCH_CACHE": self.cache_folder} if self.cache_folder else {}

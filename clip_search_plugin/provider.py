@@ -7,7 +7,13 @@ from pathlib import Path
 from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
-from .algorithms import BuildIndexAlgorithm, FindSimilarAlgorithm, SearchIndexAlgorithm
+from .algorithms import (
+    BuildIndexAlgorithm,
+    EvaluateAlgorithm,
+    FindSimilarAlgorithm,
+    ScoreHeatmapAlgorithm,
+    SearchIndexAlgorithm,
+)
 
 
 class ClipSearchProvider(QgsProcessingProvider):
@@ -24,5 +30,6 @@ class ClipSearchProvider(QgsProcessingProvider):
         return QIcon(str(Path(__file__).with_name("icon.svg")))
 
     def loadAlgorithms(self) -> None:
-        for algorithm in (BuildIndexAlgorithm(), SearchIndexAlgorithm(), FindSimilarAlgorithm()):
+        for algorithm in (BuildIndexAlgorithm(), SearchIndexAlgorithm(), FindSimilarAlgorithm(),
+                          ScoreHeatmapAlgorithm(), EvaluateAlgorithm()):
             self.addAlgorithm(algorithm)

@@ -6,6 +6,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from qgis.gui import QgsFileWidget
+from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -15,10 +16,13 @@ from qgis.PyQt.QtWidgets import (
     QFormLayout,
     QLabel,
     QLineEdit,
+    QPlainTextEdit,
     QWidget,
 )
 
+from .engine.errors import InputError
 from .engine.models import PRESETS
+from .engine.templates import AERIAL_TEMPLATES, parse_templates
 from .engine_client import EngineUnavailable, check_engine_python
 from .plugin_settings import PluginSettings, parse_scales
 
@@ -44,6 +48,11 @@ class SettingsDialog(QDialog):
             self.model.addItem(name)
             self.model.setItemData(self.model.count() - 1, preset.description, 3)  # tooltip role
         self.model.setCurrentText(settings.model)
+        self.model_details = QLabel()
+        self.model_details.setWordWrap(True)
+        self.model_details.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.model.currentTextChanged.connect(self._show_model_details)
+        self._show_model_details(settings.model)
         self.pretrained = file_widget(
             settings.pretrained, QgsFileWidget.GetFile, "empty for the preset's weights; a tag or a checkpoint file",
             "Checkpoints (*.pt *.pth *.bin *.safetensors);;All files (*)",
@@ -78,8 +87,18 @@ class SettingsDialog(QDialog):
         self.problem.setVisible(False)
         self.replace_results = QCheckBox("Replace the previous results of a raster")
         self.replace_results.setChecked(settings.replace_results)
+        self.templates = QPlainTextEdit(settings.templates)
+        self.templates.setPlaceholderText(
+            "Empty: the built-in aerial set:\n" + "\n".join(AERIAL_TEMPLATES)
+        )
+        self.templates.setToolTip(
+            "Prompt templates, one per line, each with {} where the query goes. The query vector is the "
+            "average of the templates' text embeddings. Empty: the built-in aerial set."
+        )
+        self.templates.setMinimumHeight(90)
         for label, widget in (
             ("Model", self.model),
+            ("", self.model_details),
             ("Weights", self.pretrained),
             ("Device", self.device),
             ("Tile size", self.tile_size),
@@ -88,6 +107,7 @@ class SettingsDialog(QDialog):
             ("Scales", self.scales),
             ("Engine Python", self.engine_python),
             ("Index folder", self.cache_folder),
+            ("Prompt templates", self.templates),
             ("", self.replace_results),
             ("", self.problem),
         ):
@@ -96,6 +116,14 @@ class SettingsDialog(QDialog):
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         form.addRow(buttons)
+
+    def _show_model_details(self, name: str) -> None:
+        preset = PRESETS.get(name.strip())
+        if preset is None:
+            self.model_details.setText("An open_clip architecture (e.g. ViT-B-32) or hf-hub:ORG/NAME; give its "
+                                       "weights below as a tag or a checkpoint file.")
+            return
+        self.model_details.setText(preset.details())
 
     def problems(self) -> list[str]:
         """What must be fixed before these settings can be used (empty when they are fine)."""
@@ -115,6 +143,11 @@ class SettingsDialog(QDialog):
         weights = self.pretrained.filePath().strip()
         if ("/" in weights or "\\" in weights) and not Path(weights).is_file():
             found.append(f"The checkpoint file {weights} does not exist.")
+        if self.templates.toPlainText().strip():
+            try:
+                parse_templates(self.templates.toPlainText())
+            except InputError as exc:
+                found.append(str(exc))
         folder = self.cache_folder.filePath().strip()
         if folder and Path(folder).exists() and not Path(folder).is_dir():
             found.append(f"The index folder {folder} is a file; choose a folder.")
@@ -140,4 +173,5 @@ class SettingsDialog(QDialog):
             engine_python=self.engine_python.filePath().strip(),
             cache_folder=self.cache_folder.filePath().strip(),
             replace_results=self.replace_results.isChecked(),
+            templates=self.templates.toPlainText().strip(),
         )

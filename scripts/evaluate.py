@@ -24,50 +24,37 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from clip_search_plugin.engine.embedder import load_embedder
 from clip_search_plugin.engine.errors import ClipSearchError, InputError
 from clip_search_plugin.engine.evaluation import (
-    QueryScores,
-    Row,
+    TEMPLATE_SETS,
+    Report,
     check_classes,
-    evaluate_index,
-    interpolated_pr,
-    mean_metrics,
-    random_scores,
+    class_queries,
+    evaluate_configurations,
+    parse_queries,
     read_labels,
-    write_csv,
-    write_markdown,
-    write_pr_plot,
 )
 from clip_search_plugin.engine.models import DEFAULT_PRESET
 from clip_search_plugin.engine.pipeline import build_index, open_index
-from clip_search_plugin.engine.search import AERIAL_TEMPLATES
 from clip_search_plugin.engine.settings import IndexSettings, ModelSpec, TilingSettings
+from clip_search_plugin.engine.templates import read_templates
 
 
 def template_set(name: str) -> tuple[str, tuple[str, ...] | None]:
-    if name == "aerial":
-        return name, AERIAL_TEMPLATES
-    if name == "raw":
-        return name, None
+    if name in TEMPLATE_SETS:
+        return name, TEMPLATE_SETS[name]
     path = Path(name)
     if not path.is_file():
         raise InputError(f"--templates takes aerial, raw or a file of templates; {name} is none of these.")
-    templates = tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
-    if not templates or any("{}" not in t for t in templates):
-        raise InputError(f"Every line of {path} must be a template containing {{}}, e.g. 'an aerial photo of {{}}.'")
-    return path.stem, templates
+    return path.stem, read_templates(path)
 
 
 def read_queries(path: Path | None, classes: list[str]) -> list[tuple[str, str]]:
     if path is None:
-        return [(c, c) for c in classes]
-    queries = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip() or line.startswith("#"):
-            continue
-        parts = line.split("\t")
-        if len(parts) != 2 or not parts[1].strip():
-            raise InputError(f"{path}:{number}: expected 'class<TAB>query', got {line!r}.")
-        queries.append((parts[1].strip(), parts[0].strip()))
-    return queries
+        return class_queries(classes)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"Cannot read the queries file {path}: {exc}.") from exc
+    return parse_queries(text, str(path))
 
 
 def parse_model(text: str) -> ModelSpec:
@@ -108,40 +95,20 @@ def run(args: argparse.Namespace) -> int:
     templates = [template_set(t) for t in args.templates]
     thresholds = [None if t.lower() == "none" else float(t) for t in args.thresholds]
     tiling = TilingSettings(tile_size=args.tile_size, overlap=args.overlap, scales=tuple(args.scales))
-    rows: list[Row] = []
-    curves: dict[str, list[float]] = {}
+    report = Report()
     for model_text in args.models:
         spec = parse_model(model_text)
         embedder = load_embedder(spec)
-        label = embedder.identity.label()
         built = build_index(args.raster, IndexSettings(tiling=tiling, model=spec),
                             args.output / "indexes" / f"{embedder.identity.key()}-{tiling.key()}", embedder=embedder)
         index = open_index(built.path)
         labels = read_labels(args.labels, args.class_field, index.raster.crs_wkt)
         queries = read_queries(args.queries, labels.classes())
         check_classes(labels, queries)
-        print(f"{label}: {built.tile_count} tiles, {len(queries)} queries")
-        baseline: list[QueryScores] = []
-        for _, label_class in queries:
-            baseline += random_scores(index, labels, label_class, args.top_k, ks, args.random_runs,
-                                      min_overlap=args.min_overlap)
-        random_mean = mean_metrics(baseline)  # every class weighs the same: each has `runs` rankings
-        rows.append(Row({"model": label, "templates": "-", "threshold": "-"}, "random", "(all)", random_mean))
-        for set_name, set_templates in templates:
-            for threshold in thresholds:
-                config = {"model": label, "templates": set_name, "threshold": "none" if threshold is None else
-                          f"{threshold:g}"}
-                scores: list[QueryScores] = evaluate_index(index, embedder, labels, queries, args.top_k, ks,
-                                                           set_templates, threshold, args.min_overlap)
-                rows.extend(Row(config, s.query, s.label_class, s.metrics) for s in scores)
-                rows.append(Row(config, "mean", "(all)", mean_metrics(scores)))
-                curves[f"{set_name}, t={config['threshold']}"] = interpolated_pr(scores)
-                print(f"  templates={set_name} threshold={config['threshold']}: "
-                      f"mAP {rows[-1].metrics['AP']:.3f} (random {random_mean['AP']:.3f})")
-        curves[f"random order, {spec.name}"] = interpolated_pr(baseline)
-    write_csv(rows, args.output / "results.csv")
-    write_markdown(rows, args.output / "results.md", f"Search quality on {args.raster.name}")
-    write_pr_plot(curves, args.output / "pr.png", f"Precision-recall, {args.raster.name}")
+        print(f"{embedder.identity.label()}: {built.tile_count} tiles, {len(queries)} queries")
+        evaluate_configurations(report, index, embedder, labels, queries, templates, thresholds, args.top_k, ks,
+                                args.min_overlap, args.random_runs, print)
+    report.write(args.output, args.raster.name)
     print(f"wrote {args.output / 'results.csv'}, results.md and pr.png")
     return 0
 

@@ -17,6 +17,7 @@ from .errors import ClipSearchError
 from .export import to_feature_collection, write_regions
 from .models import DEFAULT_PRESET, PRESETS
 from .service import Service
+from .templates import read_templates
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -56,6 +57,10 @@ def _parser() -> argparse.ArgumentParser:
         if name == "search":
             sp.add_argument("query")
             sp.add_argument("--raw", action="store_true", help="use the query as is, without prompt templates")
+            sp.add_argument(
+                "--templates-file",
+                help="prompt templates to use instead of the aerial set: one per line, each with {} for the query",
+            )
             sp.add_argument("--negative", help="push results away from this (same as 'QUERY but not NEGATIVE')")
             sp.add_argument("--relevant", type=int, nargs="+", help="tile ids marked relevant (relevance feedback)")
             sp.add_argument("--irrelevant", type=int, nargs="+", help="tile ids marked not relevant (left out)")
@@ -69,6 +74,7 @@ def _parser() -> argparse.ArgumentParser:
                 help="example area in the raster's CRS",
             )
         sp.add_argument("--top-k", type=int, default=20, help="number of best tiles (default 20)")
+        sp.add_argument("--heatmap", metavar="FILE.tif", help="also write the best score per location as a GeoTIFF")
         sp.add_argument("--threshold", type=float, help="minimum score (cosine similarity)")
         sp.add_argument(
             "--min-relative",
@@ -144,9 +150,13 @@ def _search_params(a: argparse.Namespace) -> dict[str, Any]:
         "area": a.bbox,
         "merge": not a.no_merge,
         "min_relative": a.min_relative,
+        "heatmap": a.heatmap,
     }
     if a.command == "search":
-        params.update(query=a.query, templates="raw" if a.raw else "default", negative=a.negative,
+        templates: str | list[str] = "raw" if a.raw else "default"
+        if a.templates_file:
+            templates = list(read_templates(a.templates_file))
+        params.update(query=a.query, templates=templates, negative=a.negative,
                       relevant_ids=a.relevant, irrelevant_ids=a.irrelevant)
     else:
         params.update(tile_ids=a.tile_id, bbox=a.example_bbox)

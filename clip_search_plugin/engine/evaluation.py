@@ -28,6 +28,7 @@ import numpy as np
 from .errors import InputError
 from .index import OpenIndex
 from .regions import Region
+from .templates import AERIAL_TEMPLATES
 
 DEFAULT_KS = (5, 10, 20)
 
@@ -211,6 +212,77 @@ def evaluate_index(
         objects = labels.by_class[label_class]
         scores.append(QueryScores(text, label_class, len(objects), relevance(result.regions, objects, min_overlap), ks))
     return scores
+
+
+@dataclass
+class Report:
+    """Rows (every query, per-configuration means and the random baseline) and 11-point PR curves."""
+
+    rows: list[Row] = field(default_factory=list)
+    curves: dict[str, list[float]] = field(default_factory=dict)
+
+    def write(self, folder: Path, title: str) -> dict[str, str]:
+        """results.csv, results.md and pr.png in ``folder``; their paths by kind."""
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = {"csv": folder / "results.csv", "markdown": folder / "results.md", "plot": folder / "pr.png"}
+        write_csv(self.rows, paths["csv"])
+        write_markdown(self.rows, paths["markdown"], f"Search quality on {title}")
+        write_pr_plot(self.curves, paths["plot"], f"Precision-recall, {title}")
+        return {kind: str(path) for kind, path in paths.items()}
+
+    def means(self) -> list[Row]:
+        return [r for r in self.rows if r.query in ("mean", "random")]
+
+
+def evaluate_configurations(
+    report: Report, index: OpenIndex, embedder: Any, labels: Labels, queries: Sequence[tuple[str, str]],
+    template_sets: Sequence[tuple[str, Sequence[str] | None]], thresholds: Sequence[float | None],
+    top_k: int = 20, ks: tuple[int, ...] = DEFAULT_KS, min_overlap: float = 0.5, random_runs: int = 20,
+    log: Any = None,
+) -> None:
+    """Add to ``report`` the random baseline and every (template set x threshold) search of ``index``."""
+    check_classes(labels, queries)
+    label = embedder.identity.label()
+    baseline: list[QueryScores] = []
+    for _, label_class in queries:
+        baseline += random_scores(index, labels, label_class, top_k, ks, random_runs, min_overlap=min_overlap)
+    random_mean = mean_metrics(baseline)  # every class weighs the same: each has `random_runs` rankings
+    report.rows.append(Row({"model": label, "templates": "-", "threshold": "-"}, "random", "(all)", random_mean))
+    for set_name, templates in template_sets:
+        for threshold in thresholds:
+            shown = "none" if threshold is None else f"{threshold:g}"
+            config = {"model": label, "templates": set_name, "threshold": shown}
+            scores = evaluate_index(index, embedder, labels, queries, top_k, ks, templates, threshold, min_overlap)
+            report.rows.extend(Row(config, s.query, s.label_class, s.metrics) for s in scores)
+            report.rows.append(Row(config, "mean", "(all)", mean_metrics(scores)))
+            report.curves[f"{set_name}, t={shown}"] = interpolated_pr(scores)
+            if log is not None:
+                log(f"  templates={set_name} threshold={shown}: mAP {report.rows[-1].metrics['AP']:.3f} "
+                    f"(random {random_mean['AP']:.3f})")
+    report.curves[f"random order, {index.identity.arch}"] = interpolated_pr(baseline)
+
+
+TEMPLATE_SETS: dict[str, tuple[str, ...] | None] = {"aerial": AERIAL_TEMPLATES, "raw": None}
+
+
+def parse_queries(text: str, source: str = "queries") -> list[tuple[str, str]]:
+    """(query text, label class) pairs from lines ``class<TAB>query`` or ``class = query`` (# comments)."""
+    queries = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        label_class, sep, query = line.partition("\t") if "\t" in line else line.partition("=")
+        if not sep or not label_class.strip() or not query.strip():
+            raise InputError(f"{source}, line {number}: expected 'class<TAB>query' or 'class = query', got {line!r}.")
+        queries.append((query.strip(), label_class.strip()))
+    if not queries:
+        raise InputError(f"{source} holds no queries; write one 'class = query' per line.")
+    return queries
+
+
+def class_queries(classes: Sequence[str]) -> list[tuple[str, str]]:
+    """Each class name as its own query: (query text, label class) pairs."""
+    return [(c, c) for c in classes]
 
 
 @dataclass

@@ -26,6 +26,7 @@ import numpy as np
 from .errors import IndexFormatError, InputError
 from .grid import Window
 from .models import ModelIdentity, file_sha256
+from .paths import user_cache_base
 from .raster_io import RasterInfo
 from .settings import TilingSettings
 
@@ -34,20 +35,12 @@ MANIFEST = "manifest.json"
 VECTORS = "vectors.faiss"
 TILES = "tiles.npy"
 TILE_COLUMNS = 5
-APP_DIR = "clip_search"
 
 
 def default_cache_root() -> Path:
     """Where indexes go by default: $CLIP_SEARCH_CACHE, else the user's cache folder."""
     explicit = os.environ.get("CLIP_SEARCH_CACHE")
-    if explicit:
-        return Path(explicit)
-    base = (
-        os.environ.get("XDG_CACHE_HOME")
-        or (os.environ.get("LOCALAPPDATA") if os.name == "nt" else None)
-        or os.path.join(os.path.expanduser("~"), ".cache")
-    )
-    return Path(base) / APP_DIR / "indexes"
+    return Path(explicit) if explicit else user_cache_base() / "indexes"
 
 
 def default_index_dir(raster: RasterInfo, identity: ModelIdentity, tiling: TilingSettings) -> Path:

@@ -16,6 +16,7 @@ from .area import tiles_in_area
 from .embedder import Embedder, load_embedder, normalise_rows
 from .errors import Cancelled, InputError
 from .grid import Tile, Window, build_grid, ground_size_to_pixels, metres_per_pixel
+from .heatmap import write_heatmap
 from .index import OpenIndex, default_index_dir, open_index, write_index
 from .raster_io import RasterInfo, bounded_block_cache, describe_raster, fingerprint_file, open_dataset, read_chunk
 from .regions import Hit, Region, merge_hits
@@ -293,13 +294,15 @@ def search_vector(
     merge: bool,
     exclude: np.ndarray | None = None,
     min_relative: float | None = None,
+    heatmap: str | None = None,
 ) -> SearchResult:
     """Search ``index`` with a unit query vector; ``exclude`` is a boolean tile mask to leave out.
 
     Each region also gets a relative score: how many standard deviations its score lies above the mean
     score of the index's tiles for this query (estimated on a fixed sample of up to 20,000 tiles). Unlike
     the cosine score, whose typical level differs from query to query and model to model, it reads the
-    same for every query; ``min_relative`` leaves out tiles below it.
+    same for every query; ``min_relative`` leaves out tiles below it. ``heatmap`` is a GeoTIFF path to
+    write the best score per location to (see :mod:`.heatmap`).
     """
     started = time.perf_counter()
     allowed = tiles_in_area(index.tiles, area, index.raster.affine) if area is not None else None
@@ -314,6 +317,9 @@ def search_vector(
     regions, hits = _regions(index, found, merge)
     for region in regions:
         region.relative = (region.score - mean) / std
+    extra: dict[str, Any] = {"score_mean": mean, "score_std": std}
+    if heatmap:
+        extra["heatmap"] = write_heatmap(index, vector, heatmap, mean, std)
     return SearchResult(
         label,
         regions,
@@ -322,7 +328,7 @@ def search_vector(
         index.identity.random_weights,
         index.raster.crs_wkt,
         time.perf_counter() - started,
-        {"score_mean": mean, "score_std": std},
+        extra,
     )
 
 
@@ -350,6 +356,7 @@ def search(
     relevant_ids: Sequence[int] | None = None,
     irrelevant_ids: Sequence[int] | None = None,
     min_relative: float | None = None,
+    heatmap: str | None = None,
 ) -> SearchResult:
     """Text search: the ``top_k`` best tiles above ``threshold``, merged into regions, best first.
 
@@ -373,7 +380,7 @@ def search(
             exclude = np.zeros(index.count, dtype=bool)
             exclude[np.asarray(irrelevant_ids, dtype=np.int64)] = True
         label += f" (feedback: {len(relevant_ids or [])} relevant, {len(irrelevant_ids or [])} not)"
-    return search_vector(index, vector, label, top_k, threshold, area, merge, exclude, min_relative)
+    return search_vector(index, vector, label, top_k, threshold, area, merge, exclude, min_relative, heatmap)
 
 
 def tile_vectors(index: OpenIndex, tile_ids: Sequence[int] | None) -> np.ndarray | None:
@@ -398,6 +405,7 @@ def search_similar(
     merge: bool = True,
     exclude_examples: bool = True,
     min_relative: float | None = None,
+    heatmap: str | None = None,
 ) -> SearchResult:
     """Search by example: tiles like ``tile_ids``, or like the window ``bbox`` (raster CRS) of the raster,
     or like several such windows (a list of boxes: their embeddings are averaged).
@@ -431,7 +439,7 @@ def search_similar(
             label = "similar to box " + ", ".join(f"{v:g}" for v in boxes[0])
         else:
             label = f"similar to {len(boxes)} example boxes"
-    return search_vector(index, vector, label, top_k, threshold, area, merge, exclude, min_relative)
+    return search_vector(index, vector, label, top_k, threshold, area, merge, exclude, min_relative, heatmap)
 
 
 def example_boxes(value: Any) -> list[tuple[float, float, float, float]]:

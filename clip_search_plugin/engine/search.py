@@ -9,25 +9,8 @@ import numpy as np
 
 from .embedder import Embedder, normalise_rows
 from .errors import InputError
+from .templates import AERIAL_TEMPLATES
 
-# Templates for aerial and satellite imagery; the query vector is the mean of their normalised text
-# embeddings, renormalised (the prompt-ensemble method of the CLIP paper).
-AERIAL_TEMPLATES: tuple[str, ...] = (
-    "an aerial photo of {}.",
-    "an aerial image of {}.",
-    "a satellite image of {}.",
-    "a satellite photo of {}.",
-    "an overhead view of {}.",
-    "a top-down view of {}.",
-    "an orthophoto showing {}.",
-    "a remote sensing image of {}.",
-    "aerial imagery of {}.",
-    "a high-resolution aerial photograph of {}.",
-    "a drone photo of {}, seen from above.",
-    "{} seen from above.",
-    "{}, aerial view.",
-    "a bird's-eye view of {}.",
-)
 MAX_QUERY_CHARS = 1000
 
 

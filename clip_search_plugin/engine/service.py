@@ -24,8 +24,8 @@ from .pipeline import (
     search_similar,
 )
 from .raster_io import describe_raster
-from .search import AERIAL_TEMPLATES
 from .settings import IndexSettings, ModelSpec, TilingSettings
+from .templates import AERIAL_TEMPLATES, parse_templates
 
 Handler = Callable[[dict[str, Any], Progress, IsCancelled], dict[str, Any]]
 
@@ -38,6 +38,15 @@ def _number(params: dict[str, Any], key: str, default: Any, kind: type) -> Any:
         return kind(value)
     except (TypeError, ValueError) as exc:
         raise InputError(f"{key} must be a {kind.__name__}; got {value!r}.") from exc
+
+
+def _text(params: dict[str, Any], key: str) -> str | None:
+    value = params.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise InputError(f"{key} must be text (a file path); got {value!r}.")
+    return value
 
 
 def tiling_from(params: dict[str, Any]) -> TilingSettings:
@@ -63,8 +72,8 @@ def templates_from(value: Any) -> tuple[str, ...] | None:
         return AERIAL_TEMPLATES
     if value == "raw":
         return None
-    if isinstance(value, list) and value and all(isinstance(t, str) and "{}" in t for t in value):
-        return tuple(value)
+    if isinstance(value, list) and all(isinstance(t, str) for t in value):
+        return parse_templates("\n".join(value))
     raise InputError("templates must be 'default', 'raw' or a list of strings each containing '{}'.")
 
 
@@ -81,6 +90,7 @@ class Service:
             "similar": self.do_similar,
             "info": self.do_info,
             "locate": self.do_locate,
+            "evaluate": self.do_evaluate,
         }
 
     def embedder(self, spec: ModelSpec, device: str | None = None) -> Embedder:
@@ -141,6 +151,7 @@ class Service:
             "area": params.get("area"),
             "merge": bool(params.get("merge", True)),
             "min_relative": _number(params, "min_relative", None, float),
+            "heatmap": _text(params, "heatmap"),
         }
 
     def do_search(self, params: dict[str, Any], progress: Progress, is_cancelled: IsCancelled) -> dict[str, Any]:
@@ -185,6 +196,52 @@ class Service:
         tiling = tiling_from(params.get("tiling") or {})
         identity, _ = resolve_identity(spec)
         return locate_index(describe_raster(raster, tiling.bands), identity, tiling)
+
+    def do_evaluate(self, params: dict[str, Any], progress: Progress, is_cancelled: IsCancelled) -> dict[str, Any]:
+        """Score searches of an index against label polygons; write results.csv, results.md and pr.png."""
+        from .evaluation import (
+            TEMPLATE_SETS,
+            Report,
+            check_classes,
+            class_queries,
+            evaluate_configurations,
+            parse_queries,
+            read_labels,
+        )
+
+        index = self.open(params.get("index"))
+        labels_path, output = _text(params, "labels"), _text(params, "output")
+        if labels_path is None or output is None:
+            raise InputError("Give the label polygons ('labels') and a folder for the reports ('output').")
+        class_field = _text(params, "class_field") or "class"
+        sets = params.get("template_sets") or ["aerial"]
+        if not isinstance(sets, list) or any(s not in TEMPLATE_SETS for s in sets):
+            raise InputError(f"template_sets must be a list of {', '.join(TEMPLATE_SETS)}; got {sets!r}.")
+        thresholds = params.get("thresholds") or [None]
+        if not isinstance(thresholds, list):
+            raise InputError("thresholds must be a list of numbers (or null for none).")
+        thresholds = [None if t is None else float(t) for t in thresholds]
+        ks = params.get("ks") or [5, 10, 20]
+        if not isinstance(ks, list) or any(not isinstance(k, int) or k < 1 for k in ks):
+            raise InputError(f"ks must be whole numbers of at least 1, e.g. [5, 10, 20]; got {ks!r}.")
+        top_k = _number(params, "top_k", 20, int)
+        if top_k < max(ks):
+            raise InputError(f"top_k ({top_k}) must be at least the largest k ({max(ks)}).")
+        min_overlap = _number(params, "min_overlap", 0.5, float)
+        if not 0 < min_overlap <= 1:
+            raise InputError(f"min_overlap is a share of a result's area, above 0 and at most 1; got {min_overlap}.")
+        labels = read_labels(Path(labels_path), class_field, index.raster.crs_wkt)
+        queries_text = _text(params, "queries")
+        queries = parse_queries(queries_text) if queries_text else class_queries(labels.classes())
+        check_classes(labels, queries)
+        embedder = self.embedder(index_model_spec(index))
+        report = Report()
+        evaluate_configurations(report, index, embedder, labels, queries, [(s, TEMPLATE_SETS[s]) for s in sets],
+                                thresholds, top_k, tuple(ks), min_overlap, _number(params, "random_runs", 20, int))
+        files = report.write(Path(output), Path(index.raster.path).name)
+        means = [{**row.config, "ranking": row.query, **row.metrics} for row in report.means()]
+        random_weights = index.identity.random_weights
+        return {"files": files, "means": means, "queries": len(queries), "random_weights": random_weights}
 
     def do_info(self, params: dict[str, Any], progress: Progress, is_cancelled: IsCancelled) -> dict[str, Any]:
         info = self.open(params.get("index")).summary()

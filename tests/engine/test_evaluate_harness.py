@@ -102,6 +102,40 @@ def test_harness_refuses_unknown_classes_and_bad_templates(mosaic: tuple[Path, P
     bad = tmp_path / "templates.txt"
     bad.write_text("a photo of\n")
     assert evaluate.main([*args, "--templates", str(bad)]) == 2
-    assert "must be a template containing {}" in capsys.readouterr().err
+    assert "line 1 ('a photo of') must contain {} exactly once" in capsys.readouterr().err
     assert evaluate.main([*args, "--class-field", "kind"]) == 2
     assert "no field 'kind'" in capsys.readouterr().err
+
+
+def test_engine_evaluate_request_scores_an_existing_index(mosaic: tuple[Path, Path], tmp_path: Path) -> None:
+    from clip_search_plugin.engine.errors import InputError
+    from clip_search_plugin.engine.service import Service
+
+    raster, labels = mosaic
+    service = Service("cpu")
+    never = lambda: False  # noqa: E731
+    quiet = lambda done, total: None  # noqa: E731
+    built = service.handle("index", {"raster": str(raster), "model": {"name": "tiny-random"},
+                                     "tiling": {"tile_size": 96}, "output": str(tmp_path / "ix")}, quiet, never)
+    params = {"index": built["path"], "labels": str(labels), "output": str(tmp_path / "report"),
+              "template_sets": ["aerial", "raw"], "queries": "pond = a pond\nparking\tcar park", "top_k": 10,
+              "ks": [5, 10]}
+    answer = service.handle("evaluate", params, quiet, never)
+    assert answer["queries"] == 2 and answer["random_weights"] is True
+    assert [(m["templates"], m["ranking"]) for m in answer["means"]] == [("-", "random"), ("aerial", "mean"),
+                                                                          ("raw", "mean")]
+    for mean in answer["means"]:
+        assert 0 <= mean["AP"] <= 1 and set(mean) >= {"P@5", "R@10", "nDCG@10"}
+    with open(answer["files"]["csv"], newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["query"] for r in rows} == {"a pond", "car park", "mean", "random"}
+    assert Image.open(answer["files"]["plot"]).size == (720, 480)
+    assert "| random |" in Path(answer["files"]["markdown"]).read_text(encoding="utf-8")
+    for bad, message in ((dict(params, template_sets=["fancy"]), "template_sets"),
+                         (dict(params, ks=[0]), "ks must be"), (dict(params, top_k=3), "at least the largest k"),
+                         (dict(params, queries="pond a pond"), "line 1"),
+                         (dict(params, queries="airport = an airport"), "No label polygons of class airport"),
+                         (dict(params, class_field="kind"), "no field 'kind'"),
+                         (dict(params, min_overlap=0), "min_overlap")):
+        with pytest.raises(InputError, match=message):
+            service.handle("evaluate", bad, quiet, never)

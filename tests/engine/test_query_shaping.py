@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from clip_search_plugin.engine.embedder import normalise_rows
 from clip_search_plugin.engine.errors import InputError
 from clip_search_plugin.engine.pipeline import build_index, open_index, search
-from clip_search_plugin.engine.search import split_negative
+from clip_search_plugin.engine.search import embed_query, rocchio, split_negative, with_negative
+from clip_search_plugin.engine.service import templates_from
 from clip_search_plugin.engine.settings import IndexSettings, TilingSettings
+from clip_search_plugin.engine.templates import AERIAL_TEMPLATES, parse_templates, read_templates
 
 from .conftest import write_geotiff
 from .test_georeference_truth import CASES, ColourEmbedder
@@ -88,3 +92,55 @@ def test_relative_scores_read_the_same_way_and_filter(index: object) -> None:
     assert 0 < len(strict.hits) < len(result.hits)
     assert all(h.score >= mean + 1.0 * std - 1e-6 for h in strict.hits)
     assert result.to_dict()["regions"][0]["relative"] == pytest.approx(result.regions[0].relative)
+
+
+class WordEmbedder:
+    """Text vectors from a fixed random table per distinct prompt: any mix-up of prompts shows."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def encode_text(self, texts: list[str]) -> np.ndarray:
+        self.seen.extend(texts)
+        rows = [np.random.default_rng(zlib.crc32(t.encode())).normal(size=8) for t in texts]
+        return normalise_rows(np.array(rows, dtype=np.float32))
+
+
+def test_query_vectors_are_built_as_specified() -> None:
+    embedder = WordEmbedder()
+    templates = ("an aerial photo of {}.", "{} seen from above.")
+    ensemble = embed_query(embedder, "  solar   panels ", templates)  # type: ignore[arg-type]
+    assert embedder.seen == ["an aerial photo of solar panels.", "solar panels seen from above."]
+    each = embedder.encode_text(embedder.seen[:2])
+    mean = each.mean(axis=0)
+    np.testing.assert_allclose(ensemble, mean / np.linalg.norm(mean), rtol=1e-6)  # mean of unit vectors, renormed
+    raw = embed_query(embedder, "solar panels", None)  # type: ignore[arg-type]
+    np.testing.assert_allclose(raw, embedder.encode_text(["solar panels"])[0], rtol=1e-6)
+    negative = embedder.encode_text(["trees"])[0]
+    pushed = with_negative(raw, negative, 0.5)
+    np.testing.assert_allclose(pushed, (raw - 0.5 * negative) / np.linalg.norm(raw - 0.5 * negative), rtol=1e-6)
+    good, bad = embedder.encode_text(["a", "b"]), embedder.encode_text(["c"])
+    moved = rocchio(raw, good, bad)
+    expected = 1.0 * raw + 0.75 * good.mean(axis=0) - 0.25 * bad[0]
+    np.testing.assert_allclose(moved, expected / np.linalg.norm(expected), rtol=1e-6)
+    assert float(moved @ good.mean(axis=0)) > float(raw @ good.mean(axis=0))
+    assert float(moved @ bad[0]) < float(raw @ bad[0])
+
+
+def test_user_templates_are_checked_line_by_line(tmp_path: Path) -> None:
+    text = "# my set\nan orthophoto of {}\n\n  {} from a drone  \n"
+    assert parse_templates(text) == ("an orthophoto of {}", "{} from a drone")
+    for bad, line in (("a photo of\n", 1), ("ok {}\nboth {} and {}\n", 2), ("a {0} photo\n", 1), ("{} }\n", 1)):
+        with pytest.raises(InputError, match=f"line {line}"):
+            parse_templates(bad)
+    with pytest.raises(InputError, match="No prompt templates"):
+        parse_templates("# only a comment\n\n")
+    path = tmp_path / "t.txt"
+    path.write_text("a view of {} from above\n", encoding="utf-8")
+    assert read_templates(path) == ("a view of {} from above",)
+    with pytest.raises(InputError, match="Cannot read"):
+        read_templates(tmp_path / "missing.txt")
+    assert templates_from(["a {} roof"]) == ("a {} roof",) and templates_from("raw") is None
+    assert templates_from("default") == AERIAL_TEMPLATES and all(t.count("{}") == 1 for t in AERIAL_TEMPLATES)
+    with pytest.raises(InputError, match="line 1"):
+        templates_from(["no placeholder"])

@@ -252,11 +252,17 @@ def test_settings_dialog_says_what_to_fix_and_stores_settings(iface: Any, engine
         try:
             dialog.scales.setText("1 two")
             dialog.engine_python.setFilePath("/nonexistent/python")
+            dialog.templates.setPlainText("an aerial photo of {}\na photo without a place for the query")
+            seen["details"] = dialog.model_details.text()
+            dialog.model.setCurrentText("GeoRSCLIP-ViT-H-14")
+            seen["other details"] = dialog.model_details.text()
             dialog.findChild(QDialogButtonBox).button(QDialogButtonBox.Ok).click()
             seen["refused"] = dialog.isVisible()
             seen["problem"] = dialog.problem.text()
             dialog.scales.setText("1 2")
             dialog.engine_python.setFilePath(engine_settings.engine_python)
+            dialog.model.setCurrentText("tiny-random")
+            dialog.templates.setPlainText("  an aerial photo of {}\n{} from above  ")
             dialog.tile_size.setValue(128)
             dialog.replace_results.setChecked(False)
             dialog.findChild(QDialogButtonBox).button(QDialogButtonBox.Ok).click()
@@ -269,8 +275,16 @@ def test_settings_dialog_says_what_to_fix_and_stores_settings(iface: Any, engine
     assert seen["refused"], "invalid settings were accepted"
     assert "Scales must be positive numbers" in seen["problem"] and "/nonexistent/python does not exist" in seen[
         "problem"]
+    assert "Prompt template line 2" in seen["problem"]
+    # each preset says where its weights come from, under what licence, and its published figures
+    assert "tiny-random" in seen["details"] and "random weights" in seen["details"]
+    assert "Hugging Face Zilun/GeoRSCLIP" in seen["other details"] and "Licence: weights: 'cc'" in seen[
+        "other details"] and "RSITMD 40.38" in seen["other details"]
     stored = PluginSettings.load()
     assert (stored.scales, stored.tile_size, stored.replace_results) == ("1 2", 128.0, False)
+    assert stored.templates == "an aerial photo of {}\n{} from above"
+    assert stored.templates_param() == ["an aerial photo of {}", "{} from above"]
+    assert stored.templates_param(False) == "raw"
     assert plugin.controller.settings == stored
     plugin.unload()
 
@@ -349,3 +363,76 @@ def test_relative_threshold_marks_and_search_again(iface: Any, engine_settings: 
     members = {m["tile_id"] for r in plugin.controller.regions[again.id()] for m in r["members"]}
     assert not members & rejected  # results marked not relevant are not offered again
     assert dock.resultsTable.rowCount() == again.featureCount() and not dock.refineButton.isEnabled()
+
+
+def drag_rectangle(canvas: QgsMapCanvas, box: QgsRectangle) -> None:
+    """Drag from one corner of ``box`` (map units) to the other with the left button held, as a user does."""
+    transform = canvas.getCoordinateTransform()
+    a = transform.transform(QgsPointXY(box.xMinimum(), box.yMaximum()))
+    b = transform.transform(QgsPointXY(box.xMaximum(), box.yMinimum()))
+    begin, end = QPoint(round(a.x()), round(a.y())), QPoint(round(b.x()), round(b.y()))
+    viewport = canvas.viewport()
+    QTest.mousePress(viewport, Qt.LeftButton, Qt.NoModifier, begin)
+    for step in range(1, 6):
+        QApplication.sendEvent(viewport, QMouseEvent(QEvent.MouseMove, begin + (end - begin) * step / 5,
+                                                     Qt.NoButton, Qt.LeftButton, Qt.NoModifier))
+    QTest.mouseRelease(viewport, Qt.LeftButton, Qt.NoModifier, end)
+    QTest.qWait(50)
+
+
+def test_draw_an_example_heatmap_and_prompts(iface: Any, engine_settings: Any, load: Loader) -> None:
+    raster = add_raster("drone_rgba_alpha.tif")
+    plugin = load()
+    dock, canvas = plugin.dock, iface.mapCanvas()
+    dock.layerCombo.setLayer(raster)
+    indexed(plugin, raster)
+    canvas.setDestinationCrs(raster.crs())
+    canvas.setExtent(raster.extent())
+    canvas.refresh()
+    QTest.qWait(100)
+
+    # Draw example: the button arms the rectangle tool; one drag searches for places like the rectangle
+    dock.drawExampleButton.click()
+    assert canvas.mapTool() is plugin.controller.example_tool and dock.drawExampleButton.isChecked()
+    e = raster.extent()
+    example = QgsRectangle(e.xMinimum() + e.width() * 0.4, e.yMinimum() + e.height() * 0.4,
+                           e.xMinimum() + e.width() * 0.6, e.yMinimum() + e.height() * 0.6)
+    before = {lyr.id() for lyr in layers.results_layers(QgsProject.instance())}
+    drag_rectangle(canvas, example)
+    similar = wait_until(lambda: next((lyr for lyr in layers.results_layers(QgsProject.instance())
+                                       if lyr.id() not in before), None), 60, "results like the drawn example")
+    features = list(similar.getFeatures())
+    assert features and all(f["query"].startswith("similar to box ") for f in features)
+    box = [float(v) for v in features[0]["query"][len("similar to box "):].split(", ")]
+    drawn = QgsRectangle(*box)
+    assert abs(drawn.width() - example.width()) < e.width() * 0.02 and drawn.intersects(example)
+    inner = QgsGeometry.fromRect(example).buffer(-example.width() * 0.1, 1)
+    assert not any(f.geometry().contains(inner) for f in features)  # the example itself is left out
+    assert canvas.mapTool() is not plugin.controller.example_tool and not dock.drawExampleButton.isChecked()
+
+    # the heatmap: a raster layer of the best score per place, under the results, replaced by the next one
+    dock.heatmapCheck.setChecked(True)
+    first = search(plugin, "a roof")
+    heatmaps = [lyr for lyr in QgsProject.instance().mapLayers().values()
+                if lyr.customProperty(layers.HEATMAP_PROPERTY) == raster.id()]
+    assert len(heatmaps) == 1 and isinstance(heatmaps[0], QgsRasterLayer) and heatmaps[0].isValid()
+    heatmap = heatmaps[0]
+    assert heatmap.name() == "heatmap: a roof" and heatmap.crs() == raster.crs()
+    assert heatmap.extent().intersects(raster.extent()) and heatmap.renderer().type() == "singlebandpseudocolor"
+    order = [node.layerId() for node in QgsProject.instance().layerTreeRoot().findLayers()]
+    assert order.index(first.id()) < order.index(heatmap.id())  # results drawn on top of the heatmap
+    value, ok = heatmap.dataProvider().sample(first.extent().center(), 2)
+    assert ok and -1.0 <= value <= 1.0
+    search(plugin, "a road")
+    names = [lyr.name() for lyr in QgsProject.instance().mapLayers().values()
+             if lyr.customProperty(layers.HEATMAP_PROPERTY) == raster.id()]
+    assert names == ["heatmap: a road"]
+
+    # prompts: the templates ticked and unticked search with different query vectors
+    dock.heatmapCheck.setChecked(False)
+    dock.topKSpin.setValue(5)
+    with_templates = sorted(round(f["score"], 6) for f in search(plugin, "a pool").getFeatures())
+    dock.templatesCheck.setChecked(False)
+    as_typed = sorted(round(f["score"], 6) for f in search(plugin, "a pool").getFeatures())
+    assert with_templates != as_typed
+    plugin.unload()

@@ -98,6 +98,56 @@ def test_build_search_and_find_similar(provider: Any, engine_settings: Any, tmp_
     assert not any(f.geometry().intersects(QgsGeometry.fromRect(corner).buffer(-1e-3, 1)) for f in found)
 
 
+def test_prompts_heatmap_and_evaluation(provider: Any, engine_settings: Any, tmp_path: Path) -> None:
+    import csv
+
+    path = shared_raster("drone_rgba_alpha.tif")
+    raster = in_project(QgsRasterLayer(str(path), "drone"))
+    built = run("buildindex", {"INPUT": str(path), "MODEL": "tiny-random", "TILE_SIZE": 96, "DEVICE": 1,
+                               "OUTPUT": str(tmp_path / "index")})
+
+    def scores(**extra: Any) -> list[float]:
+        found = run("searchindex", {"INDEX": built["INDEX"], "QUERIES": "a roof", "TOP_K": 5, "MERGE": False,
+                                    "OUTPUT": str(tmp_path / f"s{len(list(tmp_path.iterdir()))}.gpkg"), **extra})
+        return sorted(round(f["score"], 6) for f in check_results(found["OUTPUT"], raster))
+
+    aerial, typed = scores(PROMPTS=0), scores(PROMPTS=1)
+    engine_settings.templates = "a {} seen from a plane\n{} on the ground"
+    engine_settings.save()
+    own = scores(PROMPTS=0)
+    assert aerial != typed and own != aerial and own != typed  # each prompt choice gives its own query vector
+    assert scores(PROMPTS=1, MIN_RELATIVE=50.0) == []  # nothing is 50 standard deviations above the rest
+
+    heat = run("scoreheatmap", {"INDEX": built["INDEX"], "QUERY": "a roof", "OUTPUT": str(tmp_path / "heat.tif")})
+    heatmap = QgsRasterLayer(heat["OUTPUT"], "heat")
+    assert heatmap.isValid() and heatmap.bandCount() == 2 and heatmap.crs() == raster.crs()
+    assert heatmap.extent().intersects(raster.extent())
+    with pytest.raises(QgsProcessingException, match=r"choose a \.tif file"):
+        run("scoreheatmap", {"INDEX": built["INDEX"], "QUERY": "a roof", "OUTPUT": str(tmp_path / "heat.png")})
+
+    # labels in another CRS, in a memory layer (handed to the engine as a file by Processing)
+    labels = in_project(QgsVectorLayer("Polygon?crs=EPSG:4326&field=kind:string", "labels", "memory"))
+    to_wgs84 = QgsCoordinateTransform(raster.crs(), QgsCoordinateReferenceSystem("EPSG:4326"), QgsProject.instance())
+    e = raster.extent()
+    for n, kind in enumerate(("roof", "road", "roof")):
+        x = e.xMinimum() + e.width() * (0.1 + 0.3 * n)
+        box = QgsRectangle(x, e.yMinimum() + e.height() * 0.3, x + e.width() * 0.2, e.yMinimum() + e.height() * 0.6)
+        feature = QgsFeature(labels.fields())
+        feature.setGeometry(QgsGeometry.fromRect(to_wgs84.transformBoundingBox(box)))
+        feature.setAttributes([kind])
+        labels.dataProvider().addFeatures([feature])
+    report = run("evaluate", {"INDEX": built["INDEX"], "LABELS": labels, "CLASS_FIELD": "kind", "TOP_K": 10,
+                              "QUERIES": "roof = a roof\nroad = a road", "OUTPUT_FOLDER": str(tmp_path / "report")})
+    assert 0.0 <= report["MAP"] <= 1.0 and 0.0 <= report["RANDOM_MAP"] <= 1.0
+    assert Path(report["PLOT"]).stat().st_size > 1000 and "| random |" in Path(report["MARKDOWN"]).read_text()
+    with open(report["CSV"], newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert {(r["templates"], r["query"]) for r in rows} >= {("aerial", "a roof"), ("raw", "a road"), ("-", "random")}
+    with pytest.raises(QgsProcessingException, match="No label polygons of class bridge"):
+        run("evaluate", {"INDEX": built["INDEX"], "LABELS": labels, "CLASS_FIELD": "kind",
+                         "QUERIES": "bridge = a bridge", "OUTPUT_FOLDER": str(tmp_path / "report2")})
+
+
 def test_search_by_raster_layer_uses_its_index(provider: Any, engine_settings: Any, tmp_path: Path) -> None:
     path = shared_raster("colorado_rgb_015m.tif")
     raster = in_project(QgsRasterLayer(str(path), "colorado"))
@@ -143,7 +193,8 @@ def test_cancelling_a_build_stores_nothing(provider: Any, engine_settings: Any, 
 def test_every_algorithm_and_parameter_has_help(provider: Any) -> None:
     registry = QgsApplication.processingRegistry()
     algorithms = registry.providerById("clipsearch").algorithms()
-    assert sorted(a.id() for a in algorithms) == ["clipsearch:buildindex", "clipsearch:findsimilar",
+    assert sorted(a.id() for a in algorithms) == ["clipsearch:buildindex", "clipsearch:evaluate",
+                                                  "clipsearch:findsimilar", "clipsearch:scoreheatmap",
                                                   "clipsearch:searchindex"]
     for algorithm in algorithms:
         text = algorithm.shortHelpString()

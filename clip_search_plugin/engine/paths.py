@@ -1,0 +1,18 @@
+"""Where the engine keeps what it writes by default (pure Python)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+APP_DIR = "clip_search"
+
+
+def user_cache_base() -> Path:
+    """The user's cache folder for this application: XDG_CACHE_HOME, LOCALAPPDATA on Windows, else ~/.cache."""
+    base = (
+        os.environ.get("XDG_CACHE_HOME")
+        or (os.environ.get("LOCALAPPDATA") if os.name == "nt" else None)
+        or os.path.join(os.path.expanduser("~"), ".cache")
+    )
+    return Path(base) / APP_DIR
