@@ -78,6 +78,8 @@ class Controller(QObject):
             self.example_tool.deactivated.connect(lambda: self.dock.set_drawing(False))
             iface.currentLayerChanged.connect(self._follow_active_layer)
             self._follow_active_layer(iface.activeLayer())
+        QgsProject.instance().layersAdded.connect(self._hide_heatmaps)
+        self._hide_heatmaps()
         self.refresh_status(dock.raster_layer())
 
     # --- engine plumbing -----------------------------------------------------------------------------
@@ -135,6 +137,10 @@ class Controller(QObject):
         """Cancel running tasks, disconnect from QGIS and stop the engine process (plugin unload, QGIS exit)."""
         if self.iface is not None:
             self.iface.currentLayerChanged.disconnect(self._follow_active_layer)
+        try:
+            QgsProject.instance().layersAdded.disconnect(self._hide_heatmaps)
+        except TypeError:
+            pass  # already stopped
         if self.pick_tool is not None:
             self.set_picking(False)
             self.pick_tool.deleteLater()
@@ -170,10 +176,15 @@ class Controller(QObject):
 
     # --- layer and status -----------------------------------------------------------------------------
     def _follow_active_layer(self, layer: Any) -> None:
-        if isinstance(layer, QgsRasterLayer):
+        if isinstance(layer, QgsRasterLayer) and not layers.is_heatmap(layer):
             self.dock.layerCombo.setLayer(layer)
         elif isinstance(layer, QgsVectorLayer) and layer.id() in self.regions:
             self.show_results_layer(layer)  # a results layer chosen in the Layers panel
+
+    def _hide_heatmaps(self, *_added: Any) -> None:
+        """Heatmaps are our own output, never a raster to index: leave them out of the dock's raster list."""
+        self.dock.layerCombo.setExceptedLayerList(
+            [lyr for lyr in QgsProject.instance().mapLayers().values() if layers.is_heatmap(lyr)])
 
     def show_results_layer(self, results_layer: QgsVectorLayer) -> None:
         """Make the dock show this results layer (and its raster), e.g. an earlier query's layer."""

@@ -22,7 +22,6 @@ from qgis.core import (
     QgsRectangle,
     QgsRendererRange,
     QgsSingleBandPseudoColorRenderer,
-    QgsStyle,
     QgsTextFormat,
     QgsVectorFileWriter,
     QgsVectorLayer,
@@ -170,32 +169,40 @@ def add_results_layer(project: QgsProject, layer: QgsVectorLayer, replace: bool)
 
 
 HEATMAP_PROPERTY = "clip_search/heatmap_of"
-HEATMAP_LEVELS = (0.0, 1.0, 2.0, 3.0)  # relative score: the index mean, then 1, 2, 3 standard deviations above
+HEATMAP_LEVELS = (1.0, 2.0, 3.0)  # relative score: standard deviations above the index's mean
 
 
 def heatmap_layer(path: str, query: str, raster_id: str) -> QgsRasterLayer:
-    """The engine's heatmap GeoTIFF as a layer: band 1 (relative score) in a colour ramp from the index's
-    mean (transparent below it) to 3 standard deviations or the best score, whichever is higher."""
+    """The engine's heatmap GeoTIFF as a layer: band 1 (relative score) in a colour ramp from one standard
+    deviation above the index's mean (not drawn below: about five places in six) to 3 or the best score."""
     layer = QgsRasterLayer(path, f"heatmap: {query}"[:120], "gdal")
     stats = layer.dataProvider().bandStatistics(1, QgsRasterBandStats.Max)
     top = max(HEATMAP_LEVELS[-1], float(stats.maximumValue)) if layer.isValid() else HEATMAP_LEVELS[-1]
-    ramp = QgsStyle.defaultStyle().colorRamp("Inferno") or QgsStyle.defaultStyle().colorRamp("Spectral")
     shader = QgsColorRampShader(HEATMAP_LEVELS[0], top)
     shader.setColorRampType(QgsColorRampShader.Interpolated)
-    if ramp is not None:
-        shader.setSourceColorRamp(ramp)
-        shader.classifyColorRamp(6, -1, QgsRectangle(), None)
-    shader.setClip(True)  # below the mean: not drawn
+    # pale and see-through at one standard deviation, opaque red at the top: the imagery stays readable
+    stops = (HEATMAP_LEVELS[0], HEATMAP_LEVELS[1], HEATMAP_LEVELS[2], top)
+    colours = (("#ffffb2", 40), ("#fecc5c", 130), ("#fd8d3c", 190), ("#e31a1c", 230))
+    items = []
+    for value, (name, alpha) in zip(stops, colours, strict=True):
+        colour = QColor(name)
+        colour.setAlpha(alpha)
+        items.append(QgsColorRampShader.ColorRampItem(value, colour, f"{value:.1f} σ"))
+    shader.setColorRampItemList(items)
+    shader.setClip(True)  # below the lowest level: not drawn
     raster_shader = QgsRasterShader()
     raster_shader.setRasterShaderFunction(shader)
     renderer = QgsSingleBandPseudoColorRenderer(layer.dataProvider(), 1, raster_shader)
     renderer.setClassificationMin(HEATMAP_LEVELS[0])
     renderer.setClassificationMax(top)
-    renderer.setOpacity(0.65)
     layer.setRenderer(renderer)
     layer.setCustomProperty(HEATMAP_PROPERTY, raster_id)
     layer.setCustomProperty(QUERY_PROPERTY, query)
     return layer
+
+
+def is_heatmap(layer: Any) -> bool:
+    return layer.customProperty(HEATMAP_PROPERTY) is not None
 
 
 def add_heatmap_layer(project: QgsProject, layer: QgsRasterLayer, replace: bool) -> QgsRasterLayer:
@@ -203,7 +210,7 @@ def add_heatmap_layer(project: QgsProject, layer: QgsRasterLayer, replace: bool)
     if replace:
         owner = layer.customProperty(HEATMAP_PROPERTY)
         for old in list(project.mapLayers().values()):
-            if old.customProperty(HEATMAP_PROPERTY) == owner:
+            if is_heatmap(old) and old.customProperty(HEATMAP_PROPERTY) == owner:
                 project.removeMapLayer(old.id())
     project.addMapLayer(layer)
     return layer

@@ -92,6 +92,7 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--format", choices=("table", "geojson", "gpkg", "shp", "json"), default=None)
         sp.add_argument("-o", "--output", help="write results to this file (.gpkg, .geojson, .shp)")
 
+    sub.add_parser("models", help="list the model presets: weights source, licence, published figures")
     inf = sub.add_parser("info", help="describe an index")
     inf.add_argument("index")
     sv = sub.add_parser("serve", help="run the JSON-lines engine process on stdin/stdout")
@@ -204,6 +205,11 @@ def _output_results(a: argparse.Namespace, result: dict[str, Any]) -> None:
 
 def run(argv: list[str] | None = None) -> int:
     a = _parser().parse_args(argv)
+    if a.command == "models":
+        for preset in PRESETS.values():
+            default = " (default)" if preset.name == DEFAULT_PRESET else ""
+            print(preset.details().replace(f"{preset.name}:", f"{preset.name}{default}:", 1) + "\n")
+        return 0
     if a.command == "serve":
         from .worker import serve
 

@@ -120,7 +120,7 @@ PRESET_LIST: tuple[Preset, ...] = (
     ),
     Preset(
         "RemoteCLIP-ViT-L-14", "ViT-L-14", "",
-        "CLIP ViT-L/14 fine-tuned on remote-sensing image-text pairs; about 5 times slower than ViT-B/32.",
+        "CLIP ViT-L/14 fine-tuned on remote-sensing image-text pairs; about 18 times the computation of ViT-B/32.",
         quick_gelu=True, family="RemoteCLIP", licence=REMOTECLIP_LICENCE,
         source=f"{REMOTECLIP}; Hugging Face chendelong/RemoteCLIP, RemoteCLIP-ViT-L-14.pt",
         figures=(

@@ -2,6 +2,7 @@
 
 Optional, for looking at the desktop on a machine with no screen and for tests:
 - CLIP_SEARCH_DEMO_QUERY=TEXT: click Index layer, then search for TEXT once the index is ready;
+- CLIP_SEARCH_DEMO_HEATMAP=1: tick Heatmap before that search;
 - CLIP_SEARCH_SCREENSHOT=PATH: save a screenshot of the main window after CLIP_SEARCH_SCREENSHOT_AFTER
   seconds (default 12), or as soon as the demo search has shown its results;
 - CLIP_SEARCH_DOCK_SCREENSHOT=PATH: save a picture of the dock alone at the same moment;
@@ -35,6 +36,7 @@ def search_when_indexed(plugin: object) -> None:
         return
     dock = plugin.dock  # type: ignore[attr-defined]
     dock.queryEdit.setText(os.environ["CLIP_SEARCH_DEMO_QUERY"])
+    dock.heatmapCheck.setChecked(os.environ.get("CLIP_SEARCH_DEMO_HEATMAP") == "1")
     dock.searchButton.click()
     finish_when_shown(dock, 120)
 

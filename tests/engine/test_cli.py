@@ -48,6 +48,26 @@ def test_index_search_similar_info_through_the_cli(tmp_path: Path) -> None:
     described = json.loads(cli("info", str(ix), cwd=tmp_path).stdout)
     assert described["random_weights"] is True and described["tiles"] > 0
 
+    # the user's own prompt templates, and a heatmap written beside the results
+    (tmp_path / "my templates.txt").write_text("# mine\nan orthophoto of {}\n{} from a drone\n", encoding="utf-8")
+    heat = tmp_path / "heat.tif"
+    own = cli("search", str(ix), "road", "--templates-file", str(tmp_path / "my templates.txt"), "--heatmap",
+              str(heat), "--format", "json", cwd=tmp_path)
+    assert own.returncode == 0, own.stderr
+    assert json.loads(own.stdout)["heatmap"] == str(heat) and heat.stat().st_size > 0
+    plain = cli("search", str(ix), "road", "--raw", "--format", "json", cwd=tmp_path)
+    assert json.loads(plain.stdout)["regions"][0]["score"] != json.loads(own.stdout)["regions"][0]["score"]
+
+
+def test_models_lists_every_preset_with_its_source_and_licence(tmp_path: Path) -> None:
+    from clip_search_plugin.engine.models import DEFAULT_PRESET, PRESETS
+
+    done = cli("models", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    for name, preset in PRESETS.items():
+        assert f"\n{name}" in "\n" + done.stdout and preset.licence in done.stdout
+    assert f"{DEFAULT_PRESET} (default):" in done.stdout and "Published figures:" in done.stdout
+
 
 @pytest.mark.parametrize(
     ("args", "message"),
@@ -59,6 +79,8 @@ def test_index_search_similar_info_through_the_cli(tmp_path: Path) -> None:
         (["search", "{index}", "   "], "query is empty"),
         (["search", "{index}", "pool", "--top-k", "0"], "top-k"),
         (["search", "{index}", "pool", "--threshold", "2"], "threshold"),
+        (["search", "{index}", "pool", "--templates-file", "missing.txt"], "Cannot read the prompt templates"),
+        (["search", "{index}", "pool", "--heatmap", "heat.png"], "give a .tif path"),
     ],
 )
 def test_bad_input_gives_one_line_and_exit_code_2(args: list[str], message: str, tmp_path: Path) -> None:

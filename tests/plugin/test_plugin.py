@@ -423,6 +423,11 @@ def test_draw_an_example_heatmap_and_prompts(iface: Any, engine_settings: Any, l
     assert order.index(first.id()) < order.index(heatmap.id())  # results drawn on top of the heatmap
     value, ok = heatmap.dataProvider().sample(first.extent().center(), 2)
     assert ok and -1.0 <= value <= 1.0
+    # the heatmap is output, not input: it never becomes the dock's raster, even as the active layer
+    iface.setActiveLayer(heatmap)
+    plugin.controller._follow_active_layer(heatmap)  # the stand-in iface does not emit currentLayerChanged
+    assert dock.raster_layer() is raster and heatmap in dock.layerCombo.exceptedLayerList()
+    assert dock.resultsTable.rowCount() == first.featureCount()
     search(plugin, "a road")
     names = [lyr.name() for lyr in QgsProject.instance().mapLayers().values()
              if lyr.customProperty(layers.HEATMAP_PROPERTY) == raster.id()]
