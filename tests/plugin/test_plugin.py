@@ -252,10 +252,12 @@ def test_settings_dialog_says_what_to_fix_and_stores_settings(iface: Any, engine
         try:
             dialog.scales.setText("1 two")
             dialog.engine_python.setFilePath("/nonexistent/python")
+            dialog.model.setCurrentText("RemoteCLIP-ViT-B-32")
             dialog.templates.setPlainText("an aerial photo of {}\na photo without a place for the query")
             seen["details"] = dialog.model_details.text()
             dialog.model.setCurrentText("GeoRSCLIP-ViT-H-14")
             seen["other details"] = dialog.model_details.text()
+
             dialog.findChild(QDialogButtonBox).button(QDialogButtonBox.Ok).click()
             seen["refused"] = dialog.isVisible()
             seen["problem"] = dialog.problem.text()
@@ -270,6 +272,15 @@ def test_settings_dialog_says_what_to_fix_and_stores_settings(iface: Any, engine
             if dialog.isVisible():
                 dialog.reject()
 
+    # a picture for the README: the dialog with the default settings, as a new user sees it
+    from clip_search_plugin.settings_dialog import SettingsDialog
+
+    picture = SettingsDialog(PluginSettings(engine_python="/home/analyst/clip_search_plugin/.venv-engine/bin/python"))
+    picture.resize(640, picture.sizeHint().height())
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    assert picture.grab().save(str(ARTIFACTS / "settings_dialog.png"))
+    picture.deleteLater()
+
     QTimer.singleShot(300, interact)
     plugin.dock.settingsButton.click()  # modal: returns when the dialog closes
     assert seen["refused"], "invalid settings were accepted"
@@ -277,7 +288,7 @@ def test_settings_dialog_says_what_to_fix_and_stores_settings(iface: Any, engine
         "problem"]
     assert "Prompt template line 2" in seen["problem"]
     # each preset says where its weights come from, under what licence, and its published figures
-    assert "tiny-random" in seen["details"] and "random weights" in seen["details"]
+    assert "RemoteCLIP-ViT-B-32" in seen["details"] and "chendelong/RemoteCLIP" in seen["details"]
     assert "Hugging Face Zilun/GeoRSCLIP" in seen["other details"] and "Licence: weights: 'cc'" in seen[
         "other details"] and "RSITMD 40.38" in seen["other details"]
     stored = PluginSettings.load()
