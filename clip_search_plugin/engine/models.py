@@ -41,13 +41,15 @@ class Download:
     Either a file in a Hugging Face Hub repository (``hub_repo`` + ``hub_file``, fetched into the Hub's
     own cache, so mirrors and proxies set for the Hub apply), or a zip file at ``url`` from which
     ``zip_member`` is extracted into the weights folder (:func:`weights_root`). ``url`` is always the
-    address a user can download by hand on another machine.
+    address a user can download by hand on another machine. ``revision`` pins a Hub file to a commit
+    where the commit is known; every file, pinned or not, is loaded with ``weights_only=True``.
     """
 
     url: str
     hub_repo: str = ""
     hub_file: str = ""
     zip_member: str = ""
+    revision: str = "main"  # a Hub commit: the file can then never change under the same name
 
     @property
     def file_name(self) -> str:
@@ -88,8 +90,13 @@ class Preset:
         return "\n".join(lines)
 
 
-def _hub(repo: str, file: str) -> Download:
-    return Download(f"https://huggingface.co/{repo}/resolve/main/{file}", hub_repo=repo, hub_file=file)
+def _hub(repo: str, file: str, revision: str = "main") -> Download:
+    return Download(f"https://huggingface.co/{repo}/resolve/{revision}/{file}", hub_repo=repo, hub_file=file,
+                    revision=revision)
+
+
+REMOTECLIP_COMMIT = "bf1d8a3ccf2ddbf7c875705e46373bfe542bce38"  # "Upload 3 files", the repository's one upload
+GEORSCLIP_B32_COMMIT = "4920188e6eba4e711ef9848cfd7cb77e874ee33f"
 
 
 SKYSCRIPT_BUCKET = "https://opendatasharing.s3.us-west-2.amazonaws.com/SkyScript/ckpt"
@@ -116,7 +123,7 @@ PRESET_LIST: tuple[Preset, ...] = (
             "ensemble (OpenAI ViT-B/32: 0.58 / 0.72), from published embeddings of its 1,005 scenes; "
             "AID zero-shot top-1 77.96 (OpenAI ViT-B/32: 68.62)"
         ),
-        download=_hub("chendelong/RemoteCLIP", "RemoteCLIP-ViT-B-32.pt"),
+        download=_hub("chendelong/RemoteCLIP", "RemoteCLIP-ViT-B-32.pt", REMOTECLIP_COMMIT),
     ),
     Preset(
         "RemoteCLIP-ViT-L-14", "ViT-L-14", "",
@@ -127,7 +134,7 @@ PRESET_LIST: tuple[Preset, ...] = (
             "retrieval mean recall 9.14 points above the previous best on RSITMD and 8.92 on RSICD (paper, "
             "best backbone); RSITMD / RSICD mean recall 49.38 / 35.26 as listed by the RS5M authors"
         ),
-        download=_hub("chendelong/RemoteCLIP", "RemoteCLIP-ViT-L-14.pt"),
+        download=_hub("chendelong/RemoteCLIP", "RemoteCLIP-ViT-L-14.pt", REMOTECLIP_COMMIT),
     ),
     Preset(
         "RemoteCLIP-RN50", "RN50", "",
@@ -135,7 +142,7 @@ PRESET_LIST: tuple[Preset, ...] = (
         quick_gelu=True, family="RemoteCLIP", licence=REMOTECLIP_LICENCE,
         source=f"{REMOTECLIP}; Hugging Face chendelong/RemoteCLIP, RemoteCLIP-RN50.pt",
         figures="up to 6.39 points more average zero-shot accuracy than CLIP over 12 datasets (paper, best backbone)",
-        download=_hub("chendelong/RemoteCLIP", "RemoteCLIP-RN50.pt"),
+        download=_hub("chendelong/RemoteCLIP", "RemoteCLIP-RN50.pt", REMOTECLIP_COMMIT),
     ),
     Preset(
         "GeoRSCLIP-ViT-B-32", "ViT-B-32", "",
@@ -146,7 +153,7 @@ PRESET_LIST: tuple[Preset, ...] = (
             "zero-shot top-1 EuroSAT 61.40, RESISC45 72.74, AID 74.42; retrieval mean recall RSITMD 35.33, "
             "RSICD 26.06"
         ),
-        download=_hub("Zilun/GeoRSCLIP", "ckpt/RS5M_ViT-B-32.pt"),
+        download=_hub("Zilun/GeoRSCLIP", "ckpt/RS5M_ViT-B-32.pt", GEORSCLIP_B32_COMMIT),
     ),
     Preset(
         "GeoRSCLIP-ViT-L-14", "ViT-L-14", "",
@@ -345,7 +352,7 @@ def fetch_weights(preset: Preset) -> str:
             from huggingface_hub import hf_hub_download
 
             with offline_when_unreachable():
-                return str(hf_hub_download(download.hub_repo, download.hub_file))
+                return str(hf_hub_download(download.hub_repo, download.hub_file, revision=download.revision))
         return str(_fetch_zip_member(download, weights_root() / preset.name))
     except ModelError:
         raise

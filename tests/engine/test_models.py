@@ -108,7 +108,8 @@ def test_weights_that_cannot_be_downloaded_give_advice(tmp_path: Path) -> None:
     (line,) = done.stderr.strip().splitlines()
     # the default preset's weights are a file on the Hub: the message names it and how to use it by hand
     assert f"Cannot get the weights of {DEFAULT_PRESET}" in line
-    assert "https://huggingface.co/chendelong/RemoteCLIP/resolve/main/RemoteCLIP-ViT-B-32.pt" in line
+    assert "https://huggingface.co/chendelong/RemoteCLIP/resolve/bf1d8a3c" in line
+    assert "/RemoteCLIP-ViT-B-32.pt" in line
     assert f"--model {DEFAULT_PRESET} --pretrained FILE" in line
     code = code.replace("'x.tif']", "'x.tif', '--model', 'ViT-B-32-openai']")
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=dict(env, PYTHONPATH=str(REPO)),
@@ -143,6 +144,9 @@ def test_every_preset_names_a_real_architecture_and_says_where_its_weights_come_
             assert (preset.arch, preset.pretrained) in tags, preset.name  # open_clip can fetch it by tag
         if preset.download is not None:
             assert not preset.pretrained and preset.download.url.startswith("https://"), preset.name
+            if preset.family == "RemoteCLIP":  # the default's family: pinned to the commit of its one upload
+                revision = preset.download.revision
+                assert len(revision) == 40 and int(revision, 16) and f"/resolve/{revision}/" in preset.download.url
             assert preset.download.url.endswith(preset.download.hub_file or ".zip"), preset.name
         identity, checkpoint = resolve_identity(ModelSpec(preset.name))  # nothing is downloaded
         assert checkpoint is None and identity.arch == preset.arch and identity.quick_gelu == preset.quick_gelu
@@ -164,18 +168,17 @@ def test_preset_weights_from_a_hub_file_load_from_the_hub_cache(
 ) -> None:
     import huggingface_hub.constants as hub
 
-    # the Hub's own cache layout, as a download leaves it: refs/main names the snapshot holding the file
+    # the Hub's own cache layout, as a download of a file pinned to a commit leaves it
     state = trained_state(7)
+    commit = "0123456789abcdef0123456789abcdef01234567"
     repo = tmp_path / "hub" / "models--test-org--test-model"
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text("0" * 40)
-    snapshot = repo / "snapshots" / ("0" * 40) / "ckpt"
+    snapshot = repo / "snapshots" / commit / "ckpt"
     snapshot.mkdir(parents=True)
     torch.save(state, snapshot / "model.pt")  # a plain state dict, as RemoteCLIP and GeoRSCLIP publish them
     monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setattr(hub, "HF_HUB_OFFLINE", True)
-    download = Download("https://huggingface.co/test-org/test-model/resolve/main/ckpt/model.pt",
-                        hub_repo="test-org/test-model", hub_file="ckpt/model.pt")
+    download = Download(f"https://huggingface.co/test-org/test-model/resolve/{commit}/ckpt/model.pt",
+                        hub_repo="test-org/test-model", hub_file="ckpt/model.pt", revision=commit)
     monkeypatch.setitem(PRESETS, "hub-test", Preset("hub-test", TINY_ARCH, "", "test", family="T", download=download))
     model, _, identity = create_model(ModelSpec("hub-test"), "cpu")
     assert identity.weights == "T:model.pt" and not identity.random_weights
@@ -183,7 +186,7 @@ def test_preset_weights_from_a_hub_file_load_from_the_hub_cache(
     assert all(torch.equal(loaded[k], v) for k, v in state.items())
     monkeypatch.setitem(PRESETS, "hub-missing", Preset("hub-missing", TINY_ARCH, "", "test", family="T",
                                                        download=Download(download.url + "x", "test-org/test-model",
-                                                                         "ckpt/model.ptx")))
+                                                                         "ckpt/model.ptx", revision=commit)))
     with pytest.raises(ModelError, match=r"Download https://huggingface.co/\S+ on a machine with internet access"):
         create_model(ModelSpec("hub-missing"), "cpu")
 

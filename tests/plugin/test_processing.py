@@ -119,8 +119,8 @@ def test_prompts_heatmap_and_evaluation(provider: Any, engine_settings: Any, tmp
     assert scores(PROMPTS=1, MIN_RELATIVE=50.0) == []  # nothing is 50 standard deviations above the rest
 
     heat = run("scoreheatmap", {"INDEX": built["INDEX"], "QUERY": "a roof", "OUTPUT": str(tmp_path / "heat.tif")})
-    heatmap = QgsRasterLayer(heat["OUTPUT"], "heat")
-    assert heatmap.isValid() and heatmap.bandCount() == 2 and heatmap.crs() == raster.crs()
+    heatmap = in_project(QgsRasterLayer(heat["OUTPUT"], "heat"))  # owned by the project (see in_project)
+    assert heatmap.bandCount() == 2 and heatmap.crs() == raster.crs()
     assert heatmap.extent().intersects(raster.extent())
     with pytest.raises(QgsProcessingException, match=r"choose a \.tif file"):
         run("scoreheatmap", {"INDEX": built["INDEX"], "QUERY": "a roof", "OUTPUT": str(tmp_path / "heat.png")})
