@@ -7,13 +7,18 @@ stand in, e.g. a deterministic test embedder.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Protocol
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, ModelError
 from .models import ModelIdentity, create_model, pick_device
 from .settings import ModelSpec
+
+log = logging.getLogger("clip_search.engine")
+GPU_MEMORY_SHARE = 0.5  # of the free GPU memory a batch may fill
+MIN_GPU_BATCH, MAX_GPU_BATCH = 16, 1024
 
 
 class Embedder(Protocol):
@@ -51,6 +56,7 @@ class ClipEmbedder:
         self.identity = identity
         self.device = device
         self.dtype = next(model.parameters()).dtype
+        self.max_batch: int | None = None  # set when the GPU ran out of memory
         size = model.visual.image_size
         self.input_size = int(size[0] if isinstance(size, tuple | list) else size)
         cfg = getattr(model.visual, "preprocess_cfg", {}) or {}
@@ -62,14 +68,59 @@ class ClipEmbedder:
             self.dim = int(self.encode_text(["probe"]).shape[1])
 
     def default_batch_size(self) -> int:
-        return 256 if self.device.startswith("cuda") else 32
+        """32 on a CPU; on a GPU, a power of two that fills about half of the free memory (16 to 1024)."""
+        if not self.device.startswith("cuda"):
+            return 32
+        import torch
+
+        free, _ = torch.cuda.mem_get_info(torch.device(self.device))
+        fits = free * GPU_MEMORY_SHARE / self._bytes_per_tile()
+        return int(min(MAX_GPU_BATCH, max(MIN_GPU_BATCH, 2 ** int(np.floor(np.log2(max(fits, 1)))))))
+
+    def _bytes_per_tile(self) -> float:
+        """GPU memory one tile of a batch takes, measured on a probe batch."""
+        import torch
+
+        probe = 8
+        tiles = np.zeros((probe, self.input_size, self.input_size, 3), dtype=np.uint8)
+        torch.cuda.synchronize()
+        before = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        self._encode_images(tiles)
+        torch.cuda.synchronize()
+        return max(1.0, (torch.cuda.max_memory_allocated() - before) / probe)
 
     def encode_images(self, batch: np.ndarray) -> np.ndarray:
+        """Unit image vectors of uint8 tiles (N, H, W, 3). When the GPU runs out of memory, the batch is
+        split in halves (and later batches stay that size) until it fits."""
         import torch
-        import torch.nn.functional as F
 
         if batch.ndim != 4 or batch.shape[3] != 3 or batch.dtype != np.uint8:
             raise InputError(f"Tiles must be (N, H, W, 3) uint8; got {batch.shape} {batch.dtype}.")
+        limit = min(len(batch), self.max_batch or len(batch))
+        parts, start = [], 0
+        while start < len(batch):
+            part = batch[start : start + limit]
+            try:
+                parts.append(self._encode_images(part))
+            except torch.cuda.OutOfMemoryError as exc:
+                if limit == 1:
+                    raise ModelError(
+                        "The GPU ran out of memory for a single tile; close other programs using it, or choose "
+                        "the device 'cpu' in the settings."
+                    ) from exc
+                if self.device.startswith("cuda"):
+                    torch.cuda.empty_cache()
+                limit = self.max_batch = max(1, limit // 2)
+                log.warning("GPU out of memory: batches of %d tiles from now on", limit)
+                continue
+            start += len(part)
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def _encode_images(self, batch: np.ndarray) -> np.ndarray:
+        import torch
+        import torch.nn.functional as F
+
         size = self.input_size
         with torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device, non_blocking=True)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +33,8 @@ log = logging.getLogger("clip_search.engine")
 Progress = Callable[[int, int], None]
 IsCancelled = Callable[[], bool]
 CHUNK_SOURCE_PIXELS = 2048
+READ_AHEAD = 3  # chunks each reader may have ready before the model takes them: bounded memory
+Cut = tuple[Tile, np.ndarray, float]
 
 
 @dataclass
@@ -131,6 +137,49 @@ def _cut_tiles(
         yield t, rgb[r0 : r0 + th, c0 : c0 + tw], 1.0 - float(mask.mean())
 
 
+def reader_threads(device: str) -> int:
+    """How many threads read chunks: one beside a model on the CPU (the model needs the cores), several
+    beside a GPU, which would otherwise wait for the reading."""
+    if not device.startswith("cuda"):
+        return 1
+    return max(1, min(8, (os.cpu_count() or 2) - 1))
+
+
+def read_chunks(
+    info: RasterInfo, jobs: Iterable[tuple[float, list[Tile]]], input_size: int, workers: int
+) -> Generator[list[Cut], None, None]:
+    """Read and cut ``jobs`` (chunks of tiles) in ``workers`` background threads, each with a dataset
+    handle of its own (GDAL releases the GIL while it decodes), yielding them in order while the caller
+    embeds. At most ``workers * READ_AHEAD`` chunks are read ahead, so memory stays bounded."""
+    local = threading.local()
+    handles: list[Any] = []
+    lock = threading.Lock()
+
+    def read(job: tuple[float, list[Tile]]) -> list[Cut]:
+        ds = getattr(local, "ds", None)
+        if ds is None:
+            ds = local.ds = open_dataset(info.path)
+            with lock:
+                handles.append(ds)
+        source_size, group = job
+        with bounded_block_cache():
+            return list(_cut_tiles(ds, info, group, source_size, input_size))
+
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="clip-search-read")
+    pending: deque[Future[list[Cut]]] = deque()
+    try:
+        for job in jobs:
+            pending.append(pool.submit(read, job))
+            if len(pending) > workers * READ_AHEAD:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        for ds in handles:
+            ds.close()
+
+
 def square(pixels: np.ndarray) -> np.ndarray:
     """A tile padded with black to a square (only tiles on an axis shorter than one tile need it)."""
     h, w = pixels.shape[:2]
@@ -165,11 +214,14 @@ def _embed_tiles(
         vectors.add(embedder.encode_images(np.stack([p for _, p in batch])))
         kept.extend(t for t, _ in batch)
 
-    with bounded_block_cache(), open_dataset(info.path) as ds:
-        for source_size, group in _chunks(tiles, base, tiling.scales):
+    open_dataset(info.path).close()  # a raster that cannot be opened fails here, before any thread starts
+    chunks = read_chunks(info, _chunks(tiles, base, tiling.scales), embedder.input_size,
+                         reader_threads(embedder.device))
+    with bounded_block_cache(), contextlib.closing(chunks):
+        for cuts in chunks:
             if is_cancelled():
                 raise Cancelled()
-            for tile, pixels, empty in _cut_tiles(ds, info, group, source_size, embedder.input_size):
+            for tile, pixels, empty in cuts:
                 done += 1
                 if empty >= 1.0 or empty > tiling.max_empty_fraction:
                     continue
