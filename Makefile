@@ -13,7 +13,7 @@ QGIS_VENV ?= .venv-qgis
 QGIS_PY := $(QGIS_VENV)/bin/python
 QGIS_STAMP := $(QGIS_VENV)/.installed
 
-.PHONY: env qgis-env run demo package test lint typecheck pytest pytest-plugin clean
+.PHONY: env qgis-env run demo package bench test lint typecheck pytest pytest-plugin clean
 
 env: $(STAMP)
 
@@ -41,6 +41,12 @@ run: env qgis-env
 
 demo: env
 	$(ENGINE_PY) scripts/demo.py --output demo-output
+
+# speed and memory benchmarks (figures in BENCHMARKS.md; JSON in build/bench); BENCH_ARGS e.g. --device cuda
+bench: env
+	$(ENGINE_PY) scripts/bench_index.py --size 4096 --naive-tiles 256 --json build/bench/index.json $(BENCH_ARGS)
+	$(ENGINE_PY) scripts/bench_query.py --json build/bench/query.json $(BENCH_ARGS)
+	$(ENGINE_PY) scripts/bench_memory.py --base-size 4096 --json build/bench/memory.json
 
 # bandit -ll: no medium or high finding may remain (the low ones are explained in DESIGN.md)
 package: env

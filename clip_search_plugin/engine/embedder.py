@@ -8,6 +8,7 @@ stand in, e.g. a deterministic test embedder.
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from typing import Any, Protocol
 
 import numpy as np
@@ -19,6 +20,7 @@ from .settings import ModelSpec
 log = logging.getLogger("clip_search.engine")
 GPU_MEMORY_SHARE = 0.5  # of the free GPU memory a batch may fill
 MIN_GPU_BATCH, MAX_GPU_BATCH = 16, 1024
+TEXT_CACHE = 256  # prompt lists whose vectors are remembered
 
 
 class Embedder(Protocol):
@@ -57,6 +59,7 @@ class ClipEmbedder:
         self.device = device
         self.dtype = next(model.parameters()).dtype
         self.max_batch: int | None = None  # set when the GPU ran out of memory
+        self._text_cache: OrderedDict[tuple[str, ...], np.ndarray] = OrderedDict()
         size = model.visual.image_size
         self.input_size = int(size[0] if isinstance(size, tuple | list) else size)
         cfg = getattr(model.visual, "preprocess_cfg", {}) or {}
@@ -134,13 +137,45 @@ class ClipEmbedder:
             return F.normalize(features.float(), dim=-1).cpu().numpy()
 
     def encode_text(self, texts: list[str]) -> np.ndarray:
+        """Unit text vectors; the last TEXT_CACHE prompt lists are remembered (a repeated query is instant)."""
         import torch
         import torch.nn.functional as F
 
+        key = tuple(texts)
+        if key in self._text_cache:
+            self._text_cache.move_to_end(key)
+            return self._text_cache[key].copy()
         with torch.inference_mode():
             tokens = self.tokenizer(texts).to(self.device)
-            features = self.model.encode_text(tokens)
-            return F.normalize(features.float(), dim=-1).cpu().numpy()
+            vectors: np.ndarray = F.normalize(self._text_features(tokens).float(), dim=-1).cpu().numpy()
+        self._text_cache[key] = vectors
+        if len(self._text_cache) > TEXT_CACHE:
+            self._text_cache.popitem(last=False)
+        return vectors.copy()
+
+    def _text_features(self, tokens: Any) -> Any:
+        """open_clip's encode_text, on the tokens up to the longest prompt's end-of-text token only.
+
+        CLIP's text tower is causal and pools at the end-of-text token, so the padding after it (77 - n
+        positions) cannot change the result; leaving it out makes short prompts several times faster
+        (identical vectors, tested). Towers that are not causal or pool otherwise run unchanged.
+        """
+        import torch
+
+        m = self.model
+        causal = getattr(m, "attn_mask", None) is not None and getattr(m, "text_pool_type", None) == "argmax"
+        if not causal or not hasattr(m, "token_embedding") or not hasattr(m, "positional_embedding"):
+            return m.encode_text(tokens)
+        end = tokens.argmax(dim=-1)  # the end-of-text token has the highest id
+        n = int(end.max()) + 1
+        cast = m.transformer.get_cast_dtype()
+        x = m.token_embedding(tokens[:, :n]).to(cast) + m.positional_embedding[:n].to(cast)
+        x = m.ln_final(m.transformer(x, attn_mask=m.attn_mask[:n, :n]))
+        x = x[torch.arange(x.shape[0], device=x.device), end]
+        projection = m.text_projection
+        if projection is None:
+            return x
+        return projection(x) if isinstance(projection, torch.nn.Linear) else x @ projection
 
 
 def load_embedder(spec: ModelSpec, device: str = "auto") -> ClipEmbedder:

@@ -233,3 +233,20 @@ def test_checkpoint_with_extra_entries_loads_and_one_missing_weights_is_refused(
     torch.save(missing, path)
     with pytest.raises(ModelError, match="lacks 1 weight"):
         create_model(ModelSpec(TINY_ARCH, str(path)), "cpu")
+
+
+@pytest.mark.parametrize("arch", [TINY_ARCH, "ViT-B-32"])
+def test_short_prompts_skip_the_padding_with_identical_vectors(arch: str) -> None:
+    import torch.nn.functional as F
+
+    embedder = load_embedder(ModelSpec(arch, "none"), "cpu")
+    prompts = ["a pool", "an aerial photo of a swimming pool next to a house with a red roof.",
+               " ".join(["field"] * 100)]  # the last one fills the whole context (77 tokens)
+    for batch in (prompts[:1], prompts[:2], prompts):
+        tokens = embedder.tokenizer(batch)
+        with torch.inference_mode():
+            full = F.normalize(embedder.model.encode_text(tokens).float(), dim=-1).numpy()
+        np.testing.assert_allclose(embedder.encode_text(batch), full, atol=2e-6)
+    first = embedder.encode_text(prompts[:2])
+    first[:] = 0  # a caller changing its copy does not change the remembered vectors
+    assert np.abs(embedder.encode_text(prompts[:2])).sum() > 0

@@ -1,0 +1,164 @@
+"""Query latency: text to regions on indexes of 10,000 to 1,000,000 tiles, split into its parts.
+
+Usage::
+
+    python scripts/bench_query.py [--sizes 10000 100000 1000000] [--model ViT-B-32] [--pretrained none]
+        [--device auto] [--queries 30] [--top-k 20] [--json OUT.json]
+
+Each index is built in memory the way ``build_index`` stores one (a Faiss index of unit vectors and the
+tile table of a 224 px grid with 50% overlap over a raster big enough for that many tiles), with
+vectors drawn around a few hundred random centres so that they cluster the way image embeddings do. A
+query goes through the engine's own search path: text encoding through the aerial prompt templates,
+the relative-score statistics, the vector search, and merging the hits into regions. Each part is
+timed on its own; p50 and p95 over ``--queries`` different queries (after one warm-up; each query new to
+the model's text cache) are printed as a table, with the p50 of the same queries asked again (their
+text vectors remembered, as for Search again); ``--json`` writes them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from clip_search_plugin.engine.embedder import Embedder, load_embedder, normalise_rows  # noqa: E402
+from clip_search_plugin.engine.index import OpenIndex  # noqa: E402
+from clip_search_plugin.engine.pipeline import _regions, score_distribution  # noqa: E402
+from clip_search_plugin.engine.raster_io import RasterInfo  # noqa: E402
+from clip_search_plugin.engine.search import embed_query, top_hits  # noqa: E402
+from clip_search_plugin.engine.settings import ModelSpec, TilingSettings  # noqa: E402
+
+WORDS = ("swimming pool", "tennis court", "parking lot", "solar panels", "football field", "harbour",
+         "airport runway", "forest", "river", "bridge", "farmland", "storage tanks", "railway station",
+         "golf course", "baseball diamond", "church", "roundabout", "greenhouse", "quarry", "beach")
+
+
+def synthetic_index(n: int, dim: int, seed: int = 0) -> OpenIndex:
+    """An in-memory index of ``n`` tiles: clustered unit vectors and a 224 px / 50% overlap grid."""
+    import faiss
+
+    rng = np.random.default_rng(seed)
+    centres = normalise_rows(rng.normal(size=(256, dim)).astype(np.float32))
+    vectors = np.empty((n, dim), dtype=np.float32)
+    for start in range(0, n, 100_000):
+        stop = min(n, start + 100_000)
+        picks = rng.integers(0, len(centres), size=stop - start)
+        noise = rng.normal(scale=0.6 / np.sqrt(dim), size=(stop - start, dim)).astype(np.float32)
+        vectors[start:stop] = normalise_rows(centres[picks] + noise)
+    flat = faiss.IndexFlatIP(dim)
+    flat.add(vectors)
+    per_row = int(np.ceil(np.sqrt(n)))
+    ids = np.arange(n)
+    tiles = np.stack([(ids % per_row) * 112, (ids // per_row) * 112, np.full(n, 224), np.full(n, 224),
+                      np.zeros(n, dtype=np.int64)], axis=1).astype(np.int32)
+    side = per_row * 112 + 112
+    raster = RasterInfo(
+        path="synthetic.tif", width=side, height=side, count=3, dtype="uint8", crs_wkt="", is_geographic=False,
+        linear_units_factor=1.0, transform=(0.3, 0.0, 500000.0, 0.0, -0.3, 4000000.0), georeferenced=True,
+        bands=(1, 2, 3), stretch=None, fingerprint="synthetic",
+    )
+    from clip_search_plugin.engine.models import ModelIdentity
+
+    identity = ModelIdentity("synthetic", "synthetic", False)
+    return OpenIndex(Path("synthetic"), {"dim": dim}, raster, identity, TilingSettings(), tiles, flat)
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.array(values), q))
+
+
+def time_queries(index: OpenIndex, embedder: Embedder, queries: list[str], top_k: int) -> dict[str, list[float]]:
+    """Timings of each part for each query; every query is new to the embedder (its text cache is emptied)."""
+    cache = getattr(embedder, "_text_cache", None)
+    if cache is not None:
+        cache.clear()
+    parts: dict[str, list[float]] = {"text": [], "statistics": [], "search": [], "merge": [], "total": []}
+    for number, query in enumerate(["warm-up", *queries]):
+        t0 = time.perf_counter()
+        vector = embed_query(embedder, query)
+        t1 = time.perf_counter()
+        score_distribution(index, vector)
+        t2 = time.perf_counter()
+        found = top_hits(index.vectors, vector, top_k)
+        t3 = time.perf_counter()
+        _regions(index, found, True)
+        t4 = time.perf_counter()
+        if number == 0:
+            continue
+        for key, value in (("text", t1 - t0), ("statistics", t2 - t1), ("search", t3 - t2), ("merge", t4 - t3),
+                           ("total", t4 - t0)):
+            parts[key].append(value * 1000)
+    return parts
+
+
+def time_queries_repeated(index: OpenIndex, embedder: Embedder, queries: list[str], top_k: int) -> list[float]:
+    """Total time of queries asked again (their text vectors remembered), as after Search again."""
+    totals = []
+    for query in queries:
+        t0 = time.perf_counter()
+        vector = embed_query(embedder, query)
+        score_distribution(index, vector)
+        _regions(index, top_hits(index.vectors, vector, top_k), True)
+        totals.append((time.perf_counter() - t0) * 1000)
+    return totals
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--model", default="ViT-B-32")
+    parser.add_argument("--pretrained", default="none")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--queries", type=int, default=30)
+    parser.add_argument("--top-k", type=int, default=20)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+
+    import faiss
+    import torch
+
+    embedder = load_embedder(ModelSpec(args.model, args.pretrained), args.device)
+    queries = [f"{WORDS[i % len(WORDS)]} {'near a road' if i >= len(WORDS) else ''}".strip()
+               for i in range(args.queries)]
+    rows = []
+    for size in args.sizes:
+        index = synthetic_index(size, embedder.dim)
+        parts = time_queries(index, embedder, queries, args.top_k)
+        again = time_queries_repeated(index, embedder, queries, args.top_k)
+        row = {"tiles": size, **{f"{k}_p50_ms": round(percentile(v, 50), 2) for k, v in parts.items()},
+               **{f"{k}_p95_ms": round(percentile(v, 95), 2) for k, v in parts.items()},
+               "repeated_total_p50_ms": round(percentile(again, 50), 2)}
+        rows.append(row)
+        print(f"{size:>9,} tiles: total p50 {row['total_p50_ms']:.1f} ms, p95 {row['total_p95_ms']:.1f} ms "
+              f"(text {row['text_p50_ms']:.1f}, statistics {row['statistics_p50_ms']:.1f}, "
+              f"search {row['search_p50_ms']:.1f}, merge {row['merge_p50_ms']:.1f})", flush=True)
+        del index
+    print()
+    print("| tiles | total p50 ms | total p95 ms | text p50 | statistics p50 | search p50 | merge p50 | "
+          "repeated query p50 |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['tiles']:,} | {r['total_p50_ms']:.1f} | {r['total_p95_ms']:.1f} | {r['text_p50_ms']:.1f} | "
+              f"{r['statistics_p50_ms']:.1f} | {r['search_p50_ms']:.1f} | {r['merge_p50_ms']:.1f} | "
+              f"{r['repeated_total_p50_ms']:.1f} |")
+    if args.json:
+        report = {"machine": {"cpu": platform.machine(), "python": platform.python_version(),
+                              "torch": torch.__version__, "faiss": faiss.__version__,
+                              "faiss_threads": faiss.omp_get_max_threads()},
+                  "model": embedder.identity.label(), "device": embedder.device, "top_k": args.top_k,
+                  "queries": args.queries, "rows": rows}
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

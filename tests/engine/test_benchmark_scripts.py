@@ -1,0 +1,42 @@
+"""The benchmark scripts run and report consistent figures (their speed targets live in BENCHMARKS.md)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import REPO, shared_raster
+
+sys.path.insert(0, str(REPO / "scripts"))
+
+
+def test_bench_index_reports_the_three_speeds_and_their_ratios(tmp_path: Path) -> None:
+    import bench_index
+
+    raster = shared_raster("drone_rgba_alpha.tif")
+    out = tmp_path / "index.json"
+    assert bench_index.main(["--raster", str(raster), "--model", "clip-search-tiny", "--device", "cpu",
+                             "--tile-size", "96", "--model-seconds", "0.5", "--naive-tiles", "16",
+                             "--json", str(out)]) == 0
+    figures = json.loads(out.read_text())
+    for key in ("end_to_end_tiles_s", "model_only_tiles_s", "naive_tiles_s"):
+        assert figures[key] > 0
+    assert figures["end_to_end_over_model_only"] == pytest.approx(
+        figures["end_to_end_tiles_s"] / figures["model_only_tiles_s"], rel=0.02)
+    assert figures["tiles"] > 0 and figures["device"] == "cpu" and figures["peak_rss_mib"] > 100
+
+
+def test_bench_query_reports_each_part_per_size(tmp_path: Path) -> None:
+    import bench_query
+
+    out = tmp_path / "query.json"
+    assert bench_query.main(["--sizes", "500", "2000", "--model", "clip-search-tiny", "--device", "cpu",
+                             "--queries", "4", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert [r["tiles"] for r in report["rows"]] == [500, 2000]
+    for row in report["rows"]:
+        parts = sum(row[f"{k}_p50_ms"] for k in ("text", "statistics", "search", "merge"))
+        assert row["total_p50_ms"] > 0 and parts == pytest.approx(row["total_p50_ms"], rel=0.5)
