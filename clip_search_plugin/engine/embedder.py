@@ -126,7 +126,10 @@ class ClipEmbedder:
 
         size = self.input_size
         with torch.inference_mode():
-            x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device, non_blocking=True)
+            x = torch.from_numpy(np.ascontiguousarray(batch))
+            if self.device.startswith("cuda"):
+                x = x.pin_memory()  # page-locked: the copy to the GPU runs without a staging copy
+            x = x.to(self.device, non_blocking=True)
             x = x.permute(0, 3, 1, 2).to(torch.float32).div_(255.0)
             if x.shape[-2:] != (size, size):
                 x = F.interpolate(x, size=(size, size), mode="bicubic", antialias=True, align_corners=False).clamp_(
