@@ -10,9 +10,10 @@ tile table of a 224 px grid with 50% overlap over a raster big enough for that m
 vectors drawn around a few hundred random centres so that they cluster the way image embeddings do. A
 query goes through the engine's own search path: text encoding through the aerial prompt templates,
 the relative-score statistics, the vector search, and merging the hits into regions. Each part is
-timed on its own; p50 and p95 over ``--queries`` different queries (after one warm-up; each query new to
-the model's text cache) are printed as a table, with the p50 of the same queries asked again (their
-text vectors remembered, as for Search again); ``--json`` writes them.
+timed on its own; p50 and p95 over ``--queries`` different queries (after one warm-up; each query new
+to the model's text cache) are printed as a table, with the p50 of the same queries asked again (their
+text vectors remembered, as for Search again); ``--json`` writes them. On a GPU the vectors are searched
+there, as the engine does.
 """
 
 from __future__ import annotations
@@ -31,9 +32,9 @@ sys.path.insert(0, str(REPO))
 
 from clip_search_plugin.engine.embedder import Embedder, load_embedder, normalise_rows  # noqa: E402
 from clip_search_plugin.engine.index import OpenIndex  # noqa: E402
-from clip_search_plugin.engine.pipeline import _regions, score_distribution  # noqa: E402
+from clip_search_plugin.engine.pipeline import _regions, index_top_hits, score_distribution  # noqa: E402
 from clip_search_plugin.engine.raster_io import RasterInfo  # noqa: E402
-from clip_search_plugin.engine.search import embed_query, top_hits  # noqa: E402
+from clip_search_plugin.engine.search import embed_query  # noqa: E402
 from clip_search_plugin.engine.settings import ModelSpec, TilingSettings  # noqa: E402
 
 WORDS = ("swimming pool", "tennis court", "parking lot", "solar panels", "football field", "harbour",
@@ -87,7 +88,7 @@ def time_queries(index: OpenIndex, embedder: Embedder, queries: list[str], top_k
         t1 = time.perf_counter()
         score_distribution(index, vector)
         t2 = time.perf_counter()
-        found = top_hits(index.vectors, vector, top_k)
+        found = index_top_hits(index, vector, top_k)
         t3 = time.perf_counter()
         _regions(index, found, True)
         t4 = time.perf_counter()
@@ -106,7 +107,7 @@ def time_queries_repeated(index: OpenIndex, embedder: Embedder, queries: list[st
         t0 = time.perf_counter()
         vector = embed_query(embedder, query)
         score_distribution(index, vector)
-        _regions(index, top_hits(index.vectors, vector, top_k), True)
+        _regions(index, index_top_hits(index, vector, top_k), True)
         totals.append((time.perf_counter() - t0) * 1000)
     return totals
 
@@ -131,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for size in args.sizes:
         index = synthetic_index(size, embedder.dim)
+        if embedder.device.startswith("cuda"):
+            index.to_device(embedder.device)  # as the engine does on a GPU
         parts = time_queries(index, embedder, queries, args.top_k)
         again = time_queries_repeated(index, embedder, queries, args.top_k)
         row = {"tiles": size, **{f"{k}_p50_ms": round(percentile(v, 50), 2) for k, v in parts.items()},

@@ -107,6 +107,14 @@ class OpenIndex:
     tiles: np.ndarray
     vectors: Any  # faiss.Index
     _sample: np.ndarray | None = field(default=None, init=False, repr=False)
+    device_matrix: Any = field(default=None, init=False, repr=False)  # the vectors on a GPU, when searched there
+
+    def to_device(self, device: str) -> None:
+        """Keep a copy of the vectors on ``device`` (a torch device) and search there from now on."""
+        import torch
+
+        vectors = self.vectors.reconstruct_n(0, self.count) if self.count else np.zeros((0, self.dim), np.float32)
+        self.device_matrix = torch.from_numpy(vectors).to(device)
 
     @property
     def count(self) -> int:

@@ -24,7 +24,16 @@ from .heatmap import write_heatmap
 from .index import OpenIndex, default_index_dir, open_index, write_index
 from .raster_io import RasterInfo, bounded_block_cache, describe_raster, fingerprint_file, open_dataset, read_chunk
 from .regions import Hit, Region, merge_hits
-from .search import AERIAL_TEMPLATES, NEGATIVE_WEIGHT, embed_query, rocchio, split_negative, top_hits, with_negative
+from .search import (
+    AERIAL_TEMPLATES,
+    NEGATIVE_WEIGHT,
+    embed_query,
+    matrix_top_hits,
+    rocchio,
+    split_negative,
+    top_hits,
+    with_negative,
+)
 from .settings import Area, IndexSettings, ModelSpec, TilingSettings
 
 __all__ = ["IndexResult", "SearchResult", "build_index", "open_index", "search", "search_similar"]
@@ -365,7 +374,7 @@ def search_vector(
         relative_floor = mean + float(min_relative) * std
         threshold = relative_floor if threshold is None else max(threshold, relative_floor)
         threshold = min(threshold, 1.0)
-    found = top_hits(index.vectors, vector, top_k, threshold, allowed)
+    found = index_top_hits(index, vector, top_k, threshold, allowed)
     regions, hits = _regions(index, found, merge)
     for region in regions:
         region.relative = (region.score - mean) / std
@@ -385,6 +394,15 @@ def search_vector(
 
 
 SAMPLE_TILES = 20_000
+
+
+def index_top_hits(
+    index: OpenIndex, vector: np.ndarray, top_k: int, threshold: float | None = None, allowed: np.ndarray | None = None
+) -> list[tuple[int, float]]:
+    """Exact top-k of ``index``: on its GPU copy when it has one, else with Faiss on the CPU."""
+    if index.device_matrix is not None:
+        return matrix_top_hits(index.device_matrix, vector, top_k, threshold, allowed)
+    return top_hits(index.vectors, vector, top_k, threshold, allowed)
 
 
 def score_distribution(index: OpenIndex, vector: np.ndarray) -> tuple[float, float]:

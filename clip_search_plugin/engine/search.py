@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -105,4 +106,33 @@ def top_hits(
     hits = [(int(i), float(s)) for i, s in zip(ids_found[0], scores[0], strict=True) if i >= 0]
     if threshold is not None:
         hits = [(i, s) for i, s in hits if s >= threshold]
+    return hits
+
+
+def matrix_top_hits(
+    matrix: Any,
+    query: np.ndarray,
+    top_k: int,
+    threshold: float | None = None,
+    allowed: np.ndarray | None = None,
+) -> list[tuple[int, float]]:
+    """:func:`top_hits` on a torch matrix of the index's vectors (on the GPU): one matrix-vector product
+    and a top-k, exact like Faiss's flat search."""
+    import torch
+
+    check_search_limits(top_k, threshold)
+    with torch.inference_mode():
+        scores = matrix @ torch.from_numpy(np.ascontiguousarray(query, dtype=np.float32)).to(matrix.device)
+        candidates = int(matrix.shape[0])
+        if allowed is not None:
+            mask = torch.from_numpy(np.asarray(allowed, dtype=bool)).to(matrix.device)
+            candidates = int(mask.sum())
+            scores = scores.masked_fill(~mask, float("-inf"))
+        k = min(top_k, candidates)
+        if k == 0:
+            return []
+        values, ids = torch.topk(scores, k)
+        hits = [(int(i), float(v)) for i, v in zip(ids.cpu().tolist(), values.cpu().tolist(), strict=True)]
+    if threshold is not None:
+        hits = [(i, v) for i, v in hits if v >= threshold]
     return hits

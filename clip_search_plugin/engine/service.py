@@ -14,7 +14,7 @@ from typing import Any
 from .embedder import Embedder, load_embedder
 from .errors import InputError
 from .index import OpenIndex, locate_index, open_index
-from .models import resolve_identity
+from .models import pick_device, resolve_identity
 from .pipeline import (
     IsCancelled,
     Progress,
@@ -107,7 +107,11 @@ class Service:
         stamp = manifest.stat().st_mtime_ns if manifest.exists() else -1.0
         cached = self._indexes.get(full)
         if cached is None or cached[0] != stamp:
-            self._indexes[full] = (stamp, open_index(full))
+            index = open_index(full)
+            device = pick_device(self.device)
+            if device.startswith("cuda"):  # exact search on the GPU: a matrix product and a top-k
+                index.to_device(device)
+            self._indexes[full] = (stamp, index)
         return self._indexes[full][1]
 
     def handle(

@@ -98,3 +98,27 @@ def test_batches_halve_when_the_gpu_runs_out_of_memory(tiny: ClipEmbedder) -> No
     tight.room = 0
     with pytest.raises(ModelError, match="out of memory for a single tile"):
         tight.encode_images(tiles[:2])
+
+
+def test_search_on_a_device_matrix_finds_what_faiss_finds(tiny: ClipEmbedder, tmp_path: Path) -> None:
+    """The GPU search path (a torch matrix product and top-k), run here on the CPU, against Faiss."""
+    from clip_search_plugin.engine.pipeline import search, search_similar
+
+    raster = scene(tmp_path, 700)
+    settings = IndexSettings(tiling=TilingSettings(tile_size=64, scales=(1.0, 2.0)), model=ModelSpec("tiny-random"))
+    path = build_index(raster, settings, tmp_path / "ix", embedder=tiny).path
+    on_faiss, on_matrix = open_index(path), open_index(path)
+    on_matrix.to_device("cpu")
+    assert on_matrix.device_matrix is not None and tuple(on_matrix.device_matrix.shape) == (on_matrix.count, tiny.dim)
+    box = on_faiss.raster.bounds()
+    half = (box[0], box[1], (box[0] + box[2]) / 2, box[3])
+    cases = [dict(top_k=15), dict(top_k=10, area=half), dict(top_k=on_faiss.count + 5), dict(top_k=30, threshold=0.0),
+             dict(top_k=10, min_relative=1.0), dict(top_k=10, threshold=0.999)]
+    for case in cases:
+        a = search(on_faiss, tiny, "a red roof", templates=None, **case)  # type: ignore[arg-type]
+        b = search(on_matrix, tiny, "a red roof", templates=None, **case)  # type: ignore[arg-type]
+        assert [h.tile_id for h in a.hits] == [h.tile_id for h in b.hits], case
+        np.testing.assert_allclose([h.score for h in a.hits], [h.score for h in b.hits], atol=1e-5)
+    a = search_similar(on_faiss, tile_ids=[3, 4], top_k=12)
+    b = search_similar(on_matrix, tile_ids=[3, 4], top_k=12)
+    assert [h.tile_id for h in a.hits] == [h.tile_id for h in b.hits] and not {3, 4} & {h.tile_id for h in b.hits}
