@@ -283,4 +283,10 @@ def open_index(path: str | Path, verify: bool = True) -> OpenIndex:
         or vectors.d != manifest["dim"]
     ):
         raise IndexFormatError(f"The index in {path} is inconsistent (tile counts differ); build it again.")
+    search = manifest.get("search") or {"kind": "exact"}
+    approximate = hasattr(vectors, "nprobe")
+    if (search.get("kind") == "ivf") != approximate or search.get("kind") not in ("exact", "ivf"):
+        raise IndexFormatError(f"The index in {path} is inconsistent (its search structure); build it again.")
+    if approximate:
+        vectors.nprobe = int(search["nprobe"])  # type: ignore[attr-defined]
     return OpenIndex(path, manifest, raster, identity, tiling, tiles, vectors)

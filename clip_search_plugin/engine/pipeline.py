@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from .ann import APPROXIMATE_FROM, CALIBRATION_CONCEPTS, build_ivf
 from .area import tiles_in_area
 from .embedder import Embedder, load_embedder, normalise_rows
 from .errors import Cancelled, InputError
@@ -254,8 +255,12 @@ def build_index(
     progress: Progress | None = None,
     is_cancelled: IsCancelled | None = None,
     embedder: Embedder | None = None,
+    approximate_from: int = APPROXIMATE_FROM,
 ) -> IndexResult:
     """Index ``raster``: tile, embed, and write an index folder (default: the user cache folder).
+
+    From ``approximate_from`` tiles the vectors are stored as an approximate (IVF) index whose probe
+    count is calibrated to a recall of at least 0.99 against exact search (see :mod:`.ann`).
 
     ``progress(done, total)`` is called after each batch; ``is_cancelled()`` is checked after each
     batch, and a cancel raises :class:`Cancelled` with nothing written.
@@ -288,6 +293,11 @@ def build_index(
         [[t.window.col_off, t.window.row_off, t.window.width, t.window.height, t.scale_index] for t in kept],
         dtype=np.int32,
     )
+    search_settings: dict[str, Any] = {"kind": "exact"}
+    if len(kept) >= approximate_from:
+        calibration = np.stack([embed_query(embedder, concept) for concept in CALIBRATION_CONCEPTS])
+        vectors, search_settings = build_ivf(vectors.reconstruct_n(0, len(kept)), calibration)
+        log.info("approximate index: %s", search_settings)
     manifest = {
         "raster": info.to_dict(),
         "model": embedder.identity.to_dict(),
@@ -299,6 +309,7 @@ def build_index(
         "base_tile_px": base,
         "tile_count": len(kept),
         "grid_count": len(tiles),
+        "search": search_settings,
     }
     target = Path(output) if output is not None else default_index_dir(info, embedder.identity, settings.tiling)
     if is_cancelled():

@@ -13,6 +13,7 @@ from .errors import InputError
 from .templates import AERIAL_TEMPLATES
 
 MAX_QUERY_CHARS = 1000
+EXACT_SUBSET = 200_000  # an area with at most this many tiles is searched exactly in an approximate index
 
 
 def clean_query(text: str) -> str:
@@ -88,16 +89,26 @@ def top_hits(
     import faiss
 
     check_search_limits(top_k, threshold)
-    index: faiss.Index = vectors  # type: ignore[assignment]
-    params = None
+    index: Any = vectors  # a faiss index: flat (exact) or IVF (approximate, with nprobe set)
+    approximate = hasattr(index, "nprobe")
+    params: Any = None
     candidates = index.ntotal
     if allowed is not None:
         ids = np.flatnonzero(allowed).astype(np.int64)
         candidates = ids.size
         if candidates == 0:
             return []
+        if approximate and candidates <= EXACT_SUBSET:
+            # a small area: its tiles may lie in cells the query would not probe; score them all
+            scores = index.reconstruct_batch(ids) @ np.asarray(query, dtype=np.float32)
+            order = np.argsort(-scores, kind="stable")[:top_k]
+            hits = [(int(ids[i]), float(scores[i])) for i in order]
+            return [(i, s) for i, s in hits if threshold is None or s >= threshold]
         selector = faiss.IDSelectorBatch(ids)
-        params = faiss.SearchParameters(sel=selector)  # type: ignore[call-arg]
+        if approximate:
+            params = faiss.SearchParametersIVF(sel=selector, nprobe=index.nprobe)  # type: ignore[call-arg]
+        else:
+            params = faiss.SearchParameters(sel=selector)  # type: ignore[call-arg]
     k = min(top_k, candidates)
     if k == 0:
         return []
