@@ -69,5 +69,6 @@ class IndexTask(QgsTask):
 
     def finished(self, result: bool) -> None:
         if not result and self.error is None and self.isCanceled():
-            self.error, self.error_kind = "Cancelled; nothing was stored.", "cancelled"
+            self.error = "Cancelled; no index was stored. Index layer resumes where it stopped."
+            self.error_kind = "cancelled"
         self.on_done(self)

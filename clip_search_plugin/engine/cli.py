@@ -247,5 +247,5 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.close()
         return 0
     except KeyboardInterrupt:
-        print("interrupted; nothing was stored", file=sys.stderr)
+        print("interrupted; no index was stored (the same command resumes where it stopped)", file=sys.stderr)
         return 130

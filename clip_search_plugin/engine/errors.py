@@ -34,9 +34,9 @@ class ModelError(ClipSearchError):
 
 
 class Cancelled(ClipSearchError):
-    """The user cancelled the operation; nothing was stored."""
+    """The user cancelled the operation; no index was stored (a build's progress is kept to resume)."""
 
     kind = "cancelled"
 
-    def __init__(self, message: str = "Cancelled; nothing was stored.") -> None:
+    def __init__(self, message: str = "Cancelled; no index was stored.") -> None:
         super().__init__(message)

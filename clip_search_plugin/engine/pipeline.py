@@ -18,11 +18,12 @@ import numpy as np
 
 from .ann import APPROXIMATE_FROM, CALIBRATION_CONCEPTS, build_ivf
 from .area import tiles_in_area
+from .checkpoint import Checkpoint, plan_key
 from .embedder import Embedder, load_embedder, normalise_rows
 from .errors import Cancelled, InputError
 from .grid import Tile, Window, build_grid, ground_size_to_pixels, metres_per_pixel
 from .heatmap import write_heatmap
-from .index import OpenIndex, default_index_dir, open_index, write_index
+from .index import OpenIndex, check_target, default_index_dir, open_index, write_index
 from .raster_io import RasterInfo, bounded_block_cache, describe_raster, fingerprint_file, open_dataset, read_chunk
 from .regions import Hit, Region, merge_hits
 from .search import (
@@ -43,6 +44,7 @@ log = logging.getLogger("clip_search.engine")
 Progress = Callable[[int, int], None]
 IsCancelled = Callable[[], bool]
 CHUNK_SOURCE_PIXELS = 2048
+CHECKPOINT_SECONDS = float(os.environ.get("CLIP_SEARCH_CHECKPOINT_SECONDS", "30"))
 READ_AHEAD = 3  # chunks each reader may have ready before the model takes them: bounded memory
 Cut = tuple[Tile, np.ndarray, float]
 
@@ -210,40 +212,77 @@ def _embed_tiles(
     batch_size: int,
     progress: Progress,
     is_cancelled: IsCancelled,
+    checkpoint: Checkpoint | None = None,
+    checkpoint_seconds: float = CHECKPOINT_SECONDS,
 ) -> tuple[Any, list[Tile]]:
-    """Embed all non-empty tiles into a Faiss index; returns (index, kept tiles in id order)."""
+    """Embed all non-empty tiles into a Faiss index; returns (index, kept tiles in id order).
+
+    With a ``checkpoint``, the batches it holds are taken as done and reading resumes at its chunk, and
+    progress is saved to it every ``checkpoint_seconds`` and when cancelled. Batches are whole and formed
+    in the same order either way, so a resumed build ends with the same vectors, in the same order, as
+    one never interrupted.
+    """
     import faiss
 
     vectors = faiss.IndexFlatIP(embedder.dim)
+    grid_index = {tile: number for number, tile in enumerate(tiles)}
     kept: list[Tile] = []
-    pending: dict[tuple[int, ...], list[tuple[Tile, np.ndarray]]] = {}
-    done = 0
+    embedded: set[int] = set()
+    if checkpoint is not None and checkpoint.vectors is not None:
+        vectors.add(checkpoint.vectors)
+        kept = [tiles[int(i)] for i in checkpoint.ids]
+        embedded = {int(i) for i in checkpoint.ids}
+    jobs = list(_chunks(tiles, base, tiling.scales))
+    first = checkpoint.resume_chunk if checkpoint is not None else 0
+    done = sum(len(group) for _, group in jobs[:first])
+    pending: dict[tuple[int, ...], list[tuple[Tile, np.ndarray, int]]] = {}
+    unsaved: list[tuple[np.ndarray, list[int]]] = []
+    last_save = time.monotonic()
+    chunk_number = first
 
     def flush(shape: tuple[int, ...]) -> None:
         batch = pending.pop(shape)
-        vectors.add(embedder.encode_images(np.stack([p for _, p in batch])))
-        kept.extend(t for t, _ in batch)
+        embedded_now = embedder.encode_images(np.stack([p for _, p, _ in batch]))
+        vectors.add(embedded_now)
+        kept.extend(t for t, _, _ in batch)
+        unsaved.append((embedded_now, [grid_index[t] for t, _, _ in batch]))
+
+    def save() -> None:
+        nonlocal last_save
+        if checkpoint is None:
+            return
+        resume = min([c for batch in pending.values() for _, _, c in batch] + [chunk_number])
+        new_vectors = np.concatenate([v for v, _ in unsaved]) if unsaved else np.zeros((0, embedder.dim), np.float32)
+        checkpoint.save(new_vectors, np.array([i for _, ids in unsaved for i in ids], dtype=np.int64), resume)
+        unsaved.clear()
+        last_save = time.monotonic()
 
     open_dataset(info.path).close()  # a raster that cannot be opened fails here, before any thread starts
-    chunks = read_chunks(info, _chunks(tiles, base, tiling.scales), embedder.input_size,
-                         reader_threads(embedder.device))
-    with bounded_block_cache(), contextlib.closing(chunks):
-        for cuts in chunks:
-            if is_cancelled():
-                raise Cancelled()
-            for tile, pixels, empty in cuts:
-                done += 1
-                if empty >= 1.0 or empty > tiling.max_empty_fraction:
-                    continue
-                pixels = square(pixels)
-                pending.setdefault(pixels.shape, []).append((tile, pixels))
-                if len(pending[pixels.shape]) >= batch_size:
-                    flush(pixels.shape)
-                    progress(done, len(tiles))
-                    if is_cancelled():
-                        raise Cancelled()
-        for shape in list(pending):
-            flush(shape)
+    chunks = read_chunks(info, jobs[first:], embedder.input_size, reader_threads(embedder.device))
+    try:
+        with bounded_block_cache(), contextlib.closing(chunks):
+            for chunk_number, cuts in enumerate(chunks, start=first):
+                if is_cancelled():
+                    raise Cancelled()
+                for tile, pixels, empty in cuts:
+                    done += 1
+                    if grid_index[tile] in embedded or empty >= 1.0 or empty > tiling.max_empty_fraction:
+                        continue
+                    pixels = square(pixels)
+                    pending.setdefault(pixels.shape, []).append((tile, pixels, chunk_number))
+                    if len(pending[pixels.shape]) >= batch_size:
+                        flush(pixels.shape)
+                        progress(done, len(tiles))
+                        if time.monotonic() - last_save >= checkpoint_seconds:
+                            save()
+                        if is_cancelled():
+                            raise Cancelled()
+            chunk_number = len(jobs)
+            for shape in sorted(pending):  # a fixed order, whatever order the shapes first appeared in
+                flush(shape)
+    except (Cancelled, KeyboardInterrupt):
+        save()  # cancelled or interrupted: what is embedded is kept for the next build of the same plan
+        raise
     progress(len(tiles), len(tiles))
     return vectors, kept
 
@@ -263,7 +302,8 @@ def build_index(
     count is calibrated to a recall of at least 0.99 against exact search (see :mod:`.ann`).
 
     ``progress(done, total)`` is called after each batch; ``is_cancelled()`` is checked after each
-    batch, and a cancel raises :class:`Cancelled` with nothing written.
+    batch, and a cancel raises :class:`Cancelled` with no index written. Progress is checkpointed beside
+    the target (see :mod:`.checkpoint`): a build of the same plan after a kill or a cancel resumes.
     """
     started = time.perf_counter()
     settings = settings or IndexSettings()
@@ -283,7 +323,15 @@ def build_index(
         embedder.device,
         batch_size,
     )
-    vectors, kept = _embed_tiles(info, tiles, base, settings.tiling, embedder, batch_size, progress, is_cancelled)
+    target = Path(output) if output is not None else default_index_dir(info, embedder.identity, settings.tiling)
+    check_target(target.absolute())
+    plan = plan_key({"raster": info.fingerprint, "tiling": settings.tiling.to_dict(), "base": base,
+                     "model": embedder.identity.to_dict(), "input": embedder.input_size, "batch": batch_size})
+    checkpoint = Checkpoint.load(target, plan, embedder.dim)
+    if checkpoint.tile_count:
+        log.info("resuming %s: %d tiles already embedded", info.path, checkpoint.tile_count)
+    vectors, kept = _embed_tiles(info, tiles, base, settings.tiling, embedder, batch_size, progress, is_cancelled,
+                                 checkpoint)
     if not kept:
         raise InputError(
             "Every tile is empty (nodata or transparent) or beyond the allowed empty fraction; "
@@ -311,10 +359,10 @@ def build_index(
         "grid_count": len(tiles),
         "search": search_settings,
     }
-    target = Path(output) if output is not None else default_index_dir(info, embedder.identity, settings.tiling)
     if is_cancelled():
         raise Cancelled()
     path = write_index(target, manifest, vectors, table)
+    checkpoint.discard()
     return IndexResult(
         path,
         len(kept),

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from affine import Affine
 
+from clip_search_plugin.engine.checkpoint import Checkpoint
 from clip_search_plugin.engine.embedder import ClipEmbedder
 from clip_search_plugin.engine.errors import Cancelled, InputError, RasterError
 from clip_search_plugin.engine.index import default_cache_root
@@ -25,7 +26,7 @@ def noise(count: int = 3, size: int = 160, dtype: str = "uint8") -> np.ndarray:
     return np.random.default_rng(0).integers(1, 200, size=(count, size, size)).astype(dtype)
 
 
-def test_cancel_within_one_batch_writes_nothing(tiny: ClipEmbedder, tmp_path: Path) -> None:
+def test_cancel_stores_no_index_and_the_next_build_resumes_identically(tiny: ClipEmbedder, tmp_path: Path) -> None:
     raster = write_geotiff(tmp_path / "r.tif", noise())
     calls: list[tuple[int, int]] = []
     settings = IndexSettings(tiling=TilingSettings(tile_size=32), model=ModelSpec("tiny-random"), batch_size=4)
@@ -33,7 +34,40 @@ def test_cancel_within_one_batch_writes_nothing(tiny: ClipEmbedder, tmp_path: Pa
         build_index(raster, settings, tmp_path / "ix", progress=lambda d, t: calls.append((d, t)),
                     is_cancelled=lambda: len(calls) >= 2, embedder=tiny)
     assert len(calls) == 2 and calls[-1][0] <= 8  # stopped after the second batch of 4
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.tif"]
+    assert not (tmp_path / "ix").exists()  # no index, so nothing can take the partial build for a whole one
+    partial = Checkpoint.load(tmp_path / "ix", "another plan", tiny.dim)  # another plan: discarded, not used
+    assert partial.tile_count == 0 and not (tmp_path / ".ix.partial").exists()
+
+    with pytest.raises(Cancelled):
+        build_index(raster, settings, tmp_path / "ix", progress=lambda d, t: calls.append((d, t)),
+                    is_cancelled=lambda: len(calls) >= 4, embedder=tiny)
+    embedded: list[int] = []
+    counting = CountingEmbedder(tiny, embedded)
+    resumed = build_index(raster, settings, tmp_path / "ix", embedder=counting)
+    whole = build_index(raster, settings, tmp_path / "whole", embedder=tiny)
+    assert sum(embedded) == whole.tile_count - 8  # the 8 tiles embedded before the cancel were not redone
+    a, b = open_index(resumed.path), open_index(whole.path)
+    assert np.array_equal(a.tiles, b.tiles)
+    assert np.array_equal(a.vectors.reconstruct_n(0, a.count), b.vectors.reconstruct_n(0, b.count))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ix", "r.tif", "whole"]  # progress removed once whole
+
+
+class CountingEmbedder:
+    """The tiny model, counting the tiles it embeds."""
+
+    def __init__(self, inner: ClipEmbedder, counts: list[int]) -> None:
+        self.inner, self.counts = inner, counts
+        self.identity, self.dim, self.input_size, self.device = inner.identity, inner.dim, inner.input_size, "cpu"
+
+    def default_batch_size(self) -> int:
+        return self.inner.default_batch_size()
+
+    def encode_images(self, batch: np.ndarray) -> np.ndarray:
+        self.counts.append(len(batch))
+        return self.inner.encode_images(batch)
+
+    def encode_text(self, texts: list[str]) -> np.ndarray:
+        return self.inner.encode_text(texts)
 
 
 def test_default_output_is_the_cache_folder_keyed_by_raster_model_and_tiling(

@@ -124,7 +124,9 @@ def test_cancel_mid_index_leaves_no_index_and_keeps_the_previous_one(engine: Eng
     _, outcome = engine.until(2)
     assert outcome["event"] == "error" and outcome["error"]["kind"] == "cancelled"
     assert (target / "manifest.json").read_text() == manifest_before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ix"]  # no partial folder left behind
+    # the previous index is whole and untouched; the cancelled build's progress waits beside it, never an index
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".ix.partial", "ix"]
+    assert not (tmp_path / ".ix.partial" / "manifest.json").exists()
     assert engine.close() == 0
 
 

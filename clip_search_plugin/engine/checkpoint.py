@@ -1,0 +1,113 @@
+"""Checkpoints of a running build, so that a killed or cancelled build resumes instead of starting over.
+
+A build's progress lives in a hidden folder beside its target, ``.<target name>.partial/``: segments of
+the vectors embedded so far (whole batches only, ``part-NNNNN.vectors.npy`` and the grid indices of their
+tiles, ``part-NNNNN.ids.npy``) and ``progress.json``, which lists the segments, the chunk to resume reading
+from and the plan the progress belongs to (raster fingerprint, tiling, model, batch size: resuming under
+another plan would mix two builds, so a different plan discards it). Segments are written first and
+``progress.json`` last, each under a temporary name renamed into place, so a kill at any moment leaves
+either the previous checkpoint or the new one. The folder is never an index (it has no manifest), so a
+partial build can never be taken for a whole one; a successful build removes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+PROGRESS = "progress.json"
+SEGMENT = re.compile(r"^part-\d{5}$")
+FORMAT = 1
+
+
+def plan_key(parts: dict[str, Any]) -> str:
+    """A stable key of everything that decides a build's vectors and their order."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def partial_folder(target: Path) -> Path:
+    return target.parent / f".{target.name}.partial"
+
+
+def _replace_with(path: Path, write: Any) -> None:
+    """Write ``path`` under a temporary name with ``write(file)``, flush it to disk, rename it into place."""
+    scratch = path.with_name(path.name + ".tmp")
+    with open(scratch, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(scratch, path)
+
+
+class Checkpoint:
+    """The saved progress of one build (empty when there is none for this plan)."""
+
+    def __init__(self, target: Path, plan: str) -> None:
+        self.folder = partial_folder(Path(target).absolute())
+        self.plan = plan
+        self.segments: list[str] = []
+        self.resume_chunk = 0
+        self.vectors: np.ndarray | None = None
+        self.ids: np.ndarray = np.zeros(0, dtype=np.int64)
+
+    @classmethod
+    def load(cls, target: Path, plan: str, dim: int) -> Checkpoint:
+        """The saved progress for ``plan`` at ``target``; progress of another plan, or damaged, is discarded."""
+        checkpoint = cls(target, plan)
+        progress = checkpoint.folder / PROGRESS
+        if not progress.is_file():
+            checkpoint.discard()
+            return checkpoint
+        try:
+            saved = json.loads(progress.read_text(encoding="utf-8"))
+            if not (isinstance(saved, dict) and saved.get("format") == FORMAT and saved.get("plan") == plan):
+                raise ValueError("another plan")
+            segments, resume = saved["segments"], saved["resume_chunk"]
+            if not (isinstance(segments, list) and all(isinstance(s, str) and SEGMENT.match(s) for s in segments)
+                    and isinstance(resume, int) and resume >= 0):
+                raise ValueError("bad progress")
+            vectors = [np.load(checkpoint.folder / f"{s}.vectors.npy", allow_pickle=False) for s in segments]
+            ids = [np.load(checkpoint.folder / f"{s}.ids.npy", allow_pickle=False) for s in segments]
+            if any(v.ndim != 2 or v.shape[1] != dim or v.dtype != np.float32 or len(v) != len(i)
+                   for v, i in zip(vectors, ids, strict=True)):
+                raise ValueError("segments do not match")
+        except (OSError, ValueError, KeyError, TypeError):
+            checkpoint.discard()
+            return checkpoint
+        checkpoint.segments = list(segments)
+        checkpoint.resume_chunk = resume
+        if vectors:
+            checkpoint.vectors = np.concatenate(vectors)
+            checkpoint.ids = np.concatenate(ids).astype(np.int64)
+        return checkpoint
+
+    @property
+    def tile_count(self) -> int:
+        return int(self.ids.size)
+
+    def save(self, vectors: np.ndarray, ids: np.ndarray, resume_chunk: int) -> None:
+        """Add the batches embedded since the last save (``vectors`` of grid tiles ``ids``); resume reading
+        at chunk ``resume_chunk``."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        names = list(self.segments)
+        if len(ids):
+            name = f"part-{len(self.segments):05d}"
+            _replace_with(self.folder / f"{name}.vectors.npy",
+                          lambda f: np.save(f, np.ascontiguousarray(vectors, dtype=np.float32), allow_pickle=False))
+            _replace_with(self.folder / f"{name}.ids.npy",
+                          lambda f: np.save(f, np.asarray(ids, dtype=np.int64), allow_pickle=False))
+            names.append(name)
+        progress = {"format": FORMAT, "plan": self.plan, "segments": names, "resume_chunk": int(resume_chunk)}
+        _replace_with(self.folder / PROGRESS, lambda f: f.write(json.dumps(progress).encode()))
+        self.segments = names
+        self.resume_chunk = int(resume_chunk)
+
+    def discard(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)

@@ -1,0 +1,70 @@
+"""Fault injection: the engine killed at random points while indexing; the build resumes from its last
+checkpoint and ends with exactly the index an uninterrupted build makes, and a partial build is never
+taken for a whole one."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from clip_search_plugin.engine.pipeline import open_index
+
+from .conftest import REPO, shared_raster
+
+KILLS = 6
+
+
+def index_command(raster: Path, output: Path) -> list[str]:
+    return [sys.executable, "-m", "clip_search_plugin.engine", "index", str(raster), "--model", "tiny-random",
+            "--tile-size", "20", "--overlap", "0.5", "--scales", "1", "2", "--batch-size", "16",
+            "--output", str(output)]
+
+
+def saved_tiles(partial: Path) -> int:
+    """Tiles in the checkpoint (0 when there is none)."""
+    try:
+        progress = json.loads((partial / "progress.json").read_text())
+    except (OSError, ValueError):
+        return 0
+    return sum(len(np.load(partial / f"{s}.ids.npy")) for s in progress["segments"])
+
+
+def test_killed_at_random_points_the_build_resumes_and_ends_identical(tmp_path: Path) -> None:
+    raster = shared_raster("drone_rgba_alpha.tif")
+    env = dict(os.environ, PYTHONPATH=str(REPO), CLIP_SEARCH_CHECKPOINT_SECONDS="0")  # a checkpoint per batch
+    whole = tmp_path / "whole"
+    done = subprocess.run(index_command(raster, whole), env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+
+    target, partial = tmp_path / "ix", tmp_path / ".ix.partial"
+    rng = random.Random(7)
+    progress = [0]
+    for _ in range(KILLS):
+        process = subprocess.Popen(index_command(raster, target), env=env, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+        goal = progress[-1] + rng.randint(1, 6) * 16  # kill a few batches further on, at a random moment
+        deadline = time.monotonic() + 120
+        while process.poll() is None and saved_tiles(partial) < goal and time.monotonic() < deadline:
+            time.sleep(0.005)
+        time.sleep(rng.uniform(0, 0.05))  # anywhere: embedding, saving a segment, renaming
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        assert not (target / "manifest.json").exists(), "a killed build left something that looks like an index"
+        progress.append(saved_tiles(partial))
+        assert progress[-1] >= progress[-2]  # a kill never loses saved progress
+    assert progress[-1] > 0, progress  # the kills landed mid-build
+
+    done = subprocess.run(index_command(raster, target), env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    a, b = open_index(target), open_index(whole)
+    assert np.array_equal(a.tiles, b.tiles)
+    assert np.array_equal(a.vectors.reconstruct_n(0, a.count), b.vectors.reconstruct_n(0, b.count))
+    assert not partial.exists()
