@@ -595,6 +595,14 @@ class Controller(QObject):
 
 
 def status_text(status: Event) -> str:
+    text = _status_text(status)
+    saved = status.get("partial_tiles") or 0
+    if saved and status["status"] != "ready":
+        text += f" A build was stopped after {saved:,} tiles: Index layer resumes it."
+    return text
+
+
+def _status_text(status: Event) -> str:
     manifest = status.get("manifest") or {}
     model = manifest.get("model", "")
     if status["status"] == "ready":

@@ -111,3 +111,15 @@ class Checkpoint:
 
     def discard(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def saved_tile_count(target: Path) -> int:
+    """Tiles saved by an unfinished build of ``target`` (0 when there is none or it cannot be read)."""
+    folder = partial_folder(Path(target).absolute())
+    try:
+        segments = json.loads((folder / PROGRESS).read_text(encoding="utf-8"))["segments"]
+        if not all(isinstance(s, str) and SEGMENT.match(s) for s in segments):
+            return 0
+        return sum(len(np.load(folder / f"{s}.ids.npy", mmap_mode="r", allow_pickle=False)) for s in segments)
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0

@@ -58,6 +58,15 @@ def locate_index(raster: RasterInfo, identity: ModelIdentity, tiling: TilingSett
     since (or it was built with other settings); its manifest summary is returned so it can be shown.
     """
     expected = default_index_dir(raster, identity, tiling)
+    found = _locate(raster, expected)
+    if found["status"] != "ready":
+        from .checkpoint import saved_tile_count
+
+        found["partial_tiles"] = saved_tile_count(expected)  # an unfinished build that Index layer resumes
+    return found
+
+
+def _locate(raster: RasterInfo, expected: Path) -> dict[str, Any]:
     if (expected / MANIFEST).is_file():
         try:
             return {"status": "ready", "path": str(expected), "manifest": _summary(read_manifest(expected))}

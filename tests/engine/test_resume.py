@@ -68,3 +68,27 @@ def test_killed_at_random_points_the_build_resumes_and_ends_identical(tmp_path: 
     assert np.array_equal(a.tiles, b.tiles)
     assert np.array_equal(a.vectors.reconstruct_n(0, a.count), b.vectors.reconstruct_n(0, b.count))
     assert not partial.exists()
+
+
+def test_locate_tells_of_a_stopped_build_until_it_is_finished(tiny: object, tmp_path: Path) -> None:
+    import pytest
+
+    from clip_search_plugin.engine.errors import Cancelled
+    from clip_search_plugin.engine.index import locate_index
+    from clip_search_plugin.engine.pipeline import build_index
+    from clip_search_plugin.engine.raster_io import describe_raster
+    from clip_search_plugin.engine.settings import IndexSettings, ModelSpec, TilingSettings
+
+    raster = shared_raster("colorado_rgb_015m.tif")
+    settings = IndexSettings(tiling=TilingSettings(tile_size=16), model=ModelSpec("tiny-random"), batch_size=8)
+    batches: list[int] = []
+    with pytest.raises(Cancelled):  # into the user cache folder, as the dock builds
+        build_index(raster, settings, progress=lambda d, t: batches.append(d), is_cancelled=lambda: len(batches) >= 3,
+                    embedder=tiny)  # type: ignore[arg-type]
+    info = describe_raster(str(raster))
+    identity = tiny.identity  # type: ignore[attr-defined]
+    status = locate_index(info, identity, settings.tiling)
+    assert status["status"] == "none" and status["partial_tiles"] == 24
+    build_index(raster, settings, embedder=tiny)  # type: ignore[arg-type]
+    status = locate_index(info, identity, settings.tiling)
+    assert status["status"] == "ready" and "partial_tiles" not in status

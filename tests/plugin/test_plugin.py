@@ -216,6 +216,8 @@ def test_cancel_mid_index_leaves_no_complete_index(iface: Any, engine_settings: 
     assert not [p for p in cache.glob("*") if not p.name.startswith(".")] if cache.exists() else True
     assert any("Cancelled" in m for m in iface.messageBar().get_messages(Qgis.Info))
     assert plugin.dock.indexButton.isEnabled() and not plugin.dock.cancelButton.isEnabled()
+    # the dock says that the stopped build can be resumed
+    wait_until(lambda: "Index layer resumes it" in plugin.dock.statusLabel.text(), 30, "the status to offer resuming")
     plugin.unload()
 
 
