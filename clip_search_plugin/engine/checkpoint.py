@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from .errors import storage_error
+
 PROGRESS = "progress.json"
 SEGMENT = re.compile(r"^part-\d{5}$")
 FORMAT = 1
@@ -94,7 +96,16 @@ class Checkpoint:
 
     def save(self, vectors: np.ndarray, ids: np.ndarray, resume_chunk: int) -> None:
         """Add the batches embedded since the last save (``vectors`` of grid tiles ``ids``); resume reading
-        at chunk ``resume_chunk``."""
+        at chunk ``resume_chunk``. A full disk is reported clearly; the previous checkpoint stays usable."""
+        try:
+            self._save(vectors, ids, resume_chunk)
+        except OSError as exc:
+            full = storage_error(exc, self.folder.parent)
+            if full is not None:
+                raise full from exc
+            raise
+
+    def _save(self, vectors: np.ndarray, ids: np.ndarray, resume_chunk: int) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         names = list(self.segments)
         if len(ids):

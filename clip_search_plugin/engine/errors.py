@@ -40,3 +40,22 @@ class Cancelled(ClipSearchError):
 
     def __init__(self, message: str = "Cancelled; no index was stored.") -> None:
         super().__init__(message)
+
+
+class StorageError(ClipSearchError):
+    """The disk could not take what had to be written (full, over quota, file too large)."""
+
+    kind = "storage"
+
+
+NO_SPACE_ERRNOS = {28, 27, 122}  # ENOSPC, EFBIG, EDQUOT
+
+
+def storage_error(exc: OSError, folder: object) -> ClipSearchError | None:
+    """A clear error for a write that failed because the disk is full (None for other failures)."""
+    if exc.errno in NO_SPACE_ERRNOS:
+        return StorageError(
+            f"Not enough disk space to write in {folder} ({exc.strerror}). Free some space, or choose another "
+            "index folder in the settings; any earlier index there is unchanged."
+        )
+    return None

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import IndexFormatError, InputError
+from .errors import NO_SPACE_ERRNOS, IndexFormatError, InputError, storage_error
 from .grid import Window
 from .models import ModelIdentity, file_sha256
 from .paths import user_cache_base
@@ -185,7 +185,6 @@ def write_index(
     tiles: np.ndarray,
 ) -> Path:
     """Write an index folder atomically at ``target`` (replacing an older index there)."""
-    import faiss
 
     target = Path(target).absolute()
     check_target(target)
@@ -193,7 +192,7 @@ def write_index(
     tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
         tmp.mkdir()
-        faiss.write_index(vectors, str(tmp / VECTORS))
+        _write_vectors(vectors, tmp / VECTORS)
         np.save(tmp / TILES, np.ascontiguousarray(tiles, dtype=np.int32), allow_pickle=False)
         files = {}
         for name in (VECTORS, TILES):
@@ -210,10 +209,27 @@ def write_index(
             f.flush()
             os.fsync(f.fileno())
         _publish(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        no_space = storage_error(exc, target.parent) if isinstance(exc, OSError) else None
+        if no_space is not None:
+            raise no_space from exc
         raise
     return target
+
+
+def _write_vectors(vectors: Any, path: Path) -> None:
+    """faiss.write_index, with its failed writes turned back into the OSError they were (Faiss reports
+    them as RuntimeError with the system's message), so a full disk is recognised."""
+    import faiss
+
+    try:
+        faiss.write_index(vectors, str(path))
+    except RuntimeError as exc:
+        number = next((n for n in sorted(NO_SPACE_ERRNOS) if os.strerror(n) in str(exc)), None)
+        if number is not None:
+            raise OSError(number, os.strerror(number), str(path)) from exc
+        raise
 
 
 def _publish(tmp: Path, target: Path) -> None:

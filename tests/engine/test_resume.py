@@ -92,3 +92,29 @@ def test_locate_tells_of_a_stopped_build_until_it_is_finished(tiny: object, tmp_
     build_index(raster, settings, embedder=tiny)  # type: ignore[arg-type]
     status = locate_index(info, identity, settings.tiling)
     assert status["status"] == "ready" and "partial_tiles" not in status
+
+
+def test_a_full_disk_is_a_clear_error_and_the_earlier_index_stays(tmp_path: Path) -> None:
+    """The disk fills up while the index is written (simulated with a limit on file size, which fails
+    writes the same way: EFBIG as ENOSPC would): one clear line, exit code 2, the earlier index whole."""
+    import resource
+
+    raster = shared_raster("drone_rgba_alpha.tif")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    target = tmp_path / "ix"
+    first = [sys.executable, "-m", "clip_search_plugin.engine", "index", str(raster), "--model", "tiny-random",
+             "--tile-size", "200", "--output", str(target)]
+    assert subprocess.run(first, env=env, capture_output=True, timeout=600).returncode == 0
+    before = {p.name: p.read_bytes() for p in target.iterdir()}
+
+    def small_disk() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails instead of killing
+        resource.setrlimit(resource.RLIMIT_FSIZE, (300_000, 300_000))
+
+    done = subprocess.run(index_command(raster, target), env=env, capture_output=True, text=True, timeout=600,
+                          preexec_fn=small_disk)
+    assert done.returncode == 2, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("error: Not enough disk space to write in") and "choose another index folder" in line
+    assert {p.name: p.read_bytes() for p in target.iterdir()} == before
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]  # no half-written index left about
