@@ -120,7 +120,7 @@ def approximate_figures(index: OpenIndex, embedder: Embedder, queries: list[str]
     exact = index.vectors
     started = time.perf_counter()
     calibration = np.stack([embed_query(embedder, c) for c in CALIBRATION_CONCEPTS])
-    ivf, settings = build_ivf(exact.reconstruct_n(0, index.count), calibration)
+    ivf, settings = build_ivf(exact, calibration)
     build_s = time.perf_counter() - started
     vectors = [embed_query(embedder, q) for q in queries]
     truth = [{i for i, _ in index_top_hits(index, v, 100)} for v in vectors]

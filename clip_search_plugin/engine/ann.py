@@ -34,12 +34,9 @@ def cell_count(n: int) -> int:
     return int(min(65_536, max(64, 2 ** round(np.log2(2 * np.sqrt(max(n, 1)))))))
 
 
-def exact_ids(vectors: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
-    import faiss
-
-    flat = faiss.IndexFlatIP(vectors.shape[1])
-    flat.add(vectors)
-    _, ids = flat.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+def exact_ids(exact: Any, queries: np.ndarray, k: int) -> np.ndarray:
+    """Ids of the true top ``k`` of each query, from an exact (flat) Faiss index."""
+    _, ids = exact.search(np.ascontiguousarray(queries, dtype=np.float32), k)
     return np.asarray(ids)
 
 
@@ -48,28 +45,33 @@ def recall(found: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean([len(set(f) & set(t)) / len(t) for f, t in zip(found, truth, strict=True)]))
 
 
-def build_ivf(vectors: np.ndarray, text_queries: np.ndarray, k: int = RECALL_K) -> tuple[Any, dict[str, Any]]:
-    """An IVF index over ``vectors`` (unit rows) and its settings: nlist, nprobe and the measured recall."""
+ADD_BLOCK = 65_536
+
+
+def build_ivf(exact: Any, text_queries: np.ndarray, k: int = RECALL_K) -> tuple[Any, dict[str, Any]]:
+    """An IVF index over the vectors of the exact (flat) Faiss index ``exact`` and its settings: nlist,
+    nprobe and the measured recall. The vectors are read from ``exact`` in blocks (no whole copy), and
+    ``exact`` answers the true top-k the recall is measured against."""
     import faiss
 
-    n, dim = vectors.shape
+    n, dim = exact.ntotal, exact.d
     nlist = cell_count(n)
     quantizer = faiss.IndexFlatIP(dim)
     ivf = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
     sample = np.unique(np.linspace(0, n - 1, num=min(n, TRAIN_PER_CELL * nlist)).astype(np.int64))
-    ivf.train(np.ascontiguousarray(vectors[sample]))
-    ivf.add(vectors)
+    ivf.train(np.ascontiguousarray(exact.reconstruct_batch(sample)))
+    for start in range(0, n, ADD_BLOCK):
+        ivf.add(exact.reconstruct_n(start, min(ADD_BLOCK, n - start)))
     ivf.make_direct_map()  # stored vectors stay readable by id (examples, feedback, heatmaps)
     rng = np.random.default_rng(0)
-    image_queries = vectors[rng.choice(n, size=min(n, 50), replace=False)]
+    image_queries = exact.reconstruct_batch(rng.choice(n, size=min(n, 50), replace=False).astype(np.int64))
     k = min(k, n)
-    truths = {"text": exact_ids(vectors, text_queries, k), "image": exact_ids(vectors, image_queries, k)}
     queries = {"text": text_queries, "image": image_queries}
+    truths = {kind: exact_ids(exact, q, k) for kind, q in queries.items()}
     nprobe, measured = 1, {}
     while True:
         ivf.nprobe = nprobe
-        measured = {kind: recall(np.asarray(ivf.search(np.ascontiguousarray(q, dtype=np.float32), k)[1]),
-                                 truths[kind]) for kind, q in queries.items()}
+        measured = {kind: recall(exact_ids(ivf, q, k), truths[kind]) for kind, q in queries.items()}
         if min(measured.values()) >= TARGET_RECALL or nprobe >= nlist:
             break
         nprobe = min(nlist, nprobe * 2)

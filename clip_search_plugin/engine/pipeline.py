@@ -344,7 +344,7 @@ def build_index(
     search_settings: dict[str, Any] = {"kind": "exact"}
     if len(kept) >= approximate_from:
         calibration = np.stack([embed_query(embedder, concept) for concept in CALIBRATION_CONCEPTS])
-        vectors, search_settings = build_ivf(vectors.reconstruct_n(0, len(kept)), calibration)
+        vectors, search_settings = build_ivf(vectors, calibration)
         log.info("approximate index: %s", search_settings)
     manifest = {
         "raster": info.to_dict(),
