@@ -183,8 +183,7 @@ class Controller(QObject):
 
     def _hide_heatmaps(self, *_added: Any) -> None:
         """Heatmaps are our own output, never a raster to index: leave them out of the dock's raster list."""
-        self.dock.layerCombo.setExceptedLayerList(
-            [lyr for lyr in QgsProject.instance().mapLayers().values() if layers.is_heatmap(lyr)])
+        self.dock.layerCombo.setExceptedLayerList(layers.owned_layers(QgsProject.instance(), layers.HEATMAP_PROPERTY))
 
     def show_results_layer(self, results_layer: QgsVectorLayer) -> None:
         """Make the dock show this results layer (and its raster), e.g. an earlier query's layer."""

@@ -149,23 +149,35 @@ def style_results(layer: QgsVectorLayer, scores: list[float]) -> None:
     layer.setLabelsEnabled(True)
 
 
-def results_layers(project: QgsProject, raster_id: str | None = None) -> list[QgsVectorLayer]:
-    """The project's result layers (of one raster when ``raster_id`` is given)."""
+def owned_layers(project: QgsProject, mark: str, raster_id: str | None = None) -> list[Any]:
+    """The project's layers that carry the custom property ``mark`` (of one raster when ``raster_id`` is
+    given): our result layers (RESULTS_PROPERTY) or heatmaps (HEATMAP_PROPERTY)."""
     found = []
     for layer in project.mapLayers().values():
-        owner = layer.customProperty(RESULTS_PROPERTY)
+        owner = layer.customProperty(mark)
         if owner is not None and (raster_id is None or owner == raster_id):
             found.append(layer)
     return found
 
 
-def add_results_layer(project: QgsProject, layer: QgsVectorLayer, replace: bool) -> QgsVectorLayer:
-    """Add the layer, first removing the raster's earlier result layers when ``replace``."""
+def results_layers(project: QgsProject, raster_id: str | None = None) -> list[QgsVectorLayer]:
+    """The project's result layers (of one raster when ``raster_id`` is given)."""
+    return owned_layers(project, RESULTS_PROPERTY, raster_id)
+
+
+def add_owned_layer(project: QgsProject, layer: Any, mark: str, replace: bool) -> Any:
+    """Add ``layer`` (marked with ``mark``), first removing its raster's earlier layers of that mark when
+    ``replace``."""
     if replace:
-        for old in results_layers(project, layer.customProperty(RESULTS_PROPERTY)):
+        for old in owned_layers(project, mark, layer.customProperty(mark)):
             project.removeMapLayer(old.id())
     project.addMapLayer(layer)
     return layer
+
+
+def add_results_layer(project: QgsProject, layer: QgsVectorLayer, replace: bool) -> QgsVectorLayer:
+    """Add the layer, first removing the raster's earlier result layers when ``replace``."""
+    return add_owned_layer(project, layer, RESULTS_PROPERTY, replace)
 
 
 HEATMAP_PROPERTY = "clip_search/heatmap_of"
@@ -207,13 +219,7 @@ def is_heatmap(layer: Any) -> bool:
 
 def add_heatmap_layer(project: QgsProject, layer: QgsRasterLayer, replace: bool) -> QgsRasterLayer:
     """Add a heatmap layer, first removing the raster's earlier heatmaps when ``replace``."""
-    if replace:
-        owner = layer.customProperty(HEATMAP_PROPERTY)
-        for old in list(project.mapLayers().values()):
-            if is_heatmap(old) and old.customProperty(HEATMAP_PROPERTY) == owner:
-                project.removeMapLayer(old.id())
-    project.addMapLayer(layer)
-    return layer
+    return add_owned_layer(project, layer, HEATMAP_PROPERTY, replace)
 
 
 def layer_extent_in_canvas(canvas: QgsMapCanvas, layer: QgsVectorLayer, fids: list[int] | None = None) -> QgsRectangle:

@@ -26,7 +26,6 @@ from clip_search_plugin.engine.errors import ClipSearchError, InputError
 from clip_search_plugin.engine.evaluation import (
     TEMPLATE_SETS,
     Report,
-    check_classes,
     class_queries,
     evaluate_configurations,
     parse_queries,
@@ -104,7 +103,6 @@ def run(args: argparse.Namespace) -> int:
         index = open_index(built.path)
         labels = read_labels(args.labels, args.class_field, index.raster.crs_wkt)
         queries = read_queries(args.queries, labels.classes())
-        check_classes(labels, queries)
         print(f"{embedder.identity.label()}: {built.tile_count} tiles, {len(queries)} queries")
         evaluate_configurations(report, index, embedder, labels, queries, templates, thresholds, args.top_k, ks,
                                 args.min_overlap, args.random_runs, print)

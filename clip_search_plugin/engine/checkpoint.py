@@ -48,6 +48,20 @@ def _replace_with(path: Path, write: Any) -> None:
     os.replace(scratch, path)
 
 
+def read_progress(folder: Path) -> tuple[str, list[str], int]:
+    """(plan, segment names, resume chunk) of the ``progress.json`` in ``folder``, checked; OSError when
+    there is none, ValueError when it is not a valid one."""
+    saved = json.loads((folder / PROGRESS).read_text(encoding="utf-8"))
+    if not isinstance(saved, dict) or saved.get("format") != FORMAT:
+        raise ValueError("not a checkpoint of this format")
+    plan, segments, resume = saved.get("plan"), saved.get("segments"), saved.get("resume_chunk")
+    if not (isinstance(plan, str) and isinstance(segments, list)
+            and all(isinstance(s, str) and SEGMENT.match(s) for s in segments)
+            and isinstance(resume, int) and resume >= 0):
+        raise ValueError("bad progress")
+    return plan, segments, resume
+
+
 class Checkpoint:
     """The saved progress of one build (empty when there is none for this plan)."""
 
@@ -63,25 +77,17 @@ class Checkpoint:
     def load(cls, target: Path, plan: str, dim: int) -> Checkpoint:
         """The saved progress for ``plan`` at ``target``; progress of another plan, or damaged, is discarded."""
         checkpoint = cls(target, plan)
-        progress = checkpoint.folder / PROGRESS
-        if not progress.is_file():
-            checkpoint.discard()
-            return checkpoint
         try:
-            saved = json.loads(progress.read_text(encoding="utf-8"))
-            if not (isinstance(saved, dict) and saved.get("format") == FORMAT and saved.get("plan") == plan):
+            saved_plan, segments, resume = read_progress(checkpoint.folder)
+            if saved_plan != plan:
                 raise ValueError("another plan")
-            segments, resume = saved["segments"], saved["resume_chunk"]
-            if not (isinstance(segments, list) and all(isinstance(s, str) and SEGMENT.match(s) for s in segments)
-                    and isinstance(resume, int) and resume >= 0):
-                raise ValueError("bad progress")
             vectors = [np.load(checkpoint.folder / f"{s}.vectors.npy", allow_pickle=False) for s in segments]
             ids = [np.load(checkpoint.folder / f"{s}.ids.npy", allow_pickle=False) for s in segments]
             if any(v.ndim != 2 or v.shape[1] != dim or v.dtype != np.float32 or len(v) != len(i)
                    for v, i in zip(vectors, ids, strict=True)):
                 raise ValueError("segments do not match")
         except (OSError, ValueError, KeyError, TypeError):
-            checkpoint.discard()
+            checkpoint.discard()  # none, another plan's, or damaged: start afresh
             return checkpoint
         checkpoint.segments = list(segments)
         checkpoint.resume_chunk = resume
@@ -128,9 +134,7 @@ def saved_tile_count(target: Path) -> int:
     """Tiles saved by an unfinished build of ``target`` (0 when there is none or it cannot be read)."""
     folder = partial_folder(Path(target).absolute())
     try:
-        segments = json.loads((folder / PROGRESS).read_text(encoding="utf-8"))["segments"]
-        if not all(isinstance(s, str) and SEGMENT.match(s) for s in segments):
-            return 0
+        _, segments, _ = read_progress(folder)
         return sum(len(np.load(folder / f"{s}.ids.npy", mmap_mode="r", allow_pickle=False)) for s in segments)
     except (OSError, ValueError, KeyError, TypeError):
         return 0

@@ -237,7 +237,7 @@ class Service:
         labels = read_labels(Path(labels_path), class_field, index.raster.crs_wkt)
         queries_text = _text(params, "queries")
         queries = parse_queries(queries_text) if queries_text else class_queries(labels.classes())
-        check_classes(labels, queries)
+        check_classes(labels, queries)  # before the model loads: a wrong class name fails at once
         embedder = self.embedder(index_model_spec(index))
         report = Report()
         evaluate_configurations(report, index, embedder, labels, queries, [(s, TEMPLATE_SETS[s]) for s in sets],
