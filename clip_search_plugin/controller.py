@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -31,6 +32,7 @@ from .tasks import IndexTask
 
 Event = dict[str, Any]
 MESSAGE_TITLE = "CLIP Search"
+RESTARTED = "The engine process stopped while working on a request; it was restarted and the request sent again."
 
 
 class Controller(QObject):
@@ -45,6 +47,7 @@ class Controller(QObject):
         self.settings = PluginSettings.load()
         self.engine: EngineClient | None = None
         self._closed = False
+        self._restart_told = -1e9  # when the user was last told of an engine restart (monotonic s)
         self._engine_lock = threading.Lock()
         self.tasks: dict[str, IndexTask] = {}  # raster layer id -> running task (a reference keeps it alive)
         self.status: dict[str, Event] = {}  # raster layer id -> last locate result
@@ -97,11 +100,13 @@ class Controller(QObject):
         def deliver(event: Event) -> None:
             if self._closed:
                 return  # unloaded meanwhile: nobody to tell
-            if retry and event.get("event") == "error" and event["error"].get("crashed"):
-                self.call_engine(method, params, on_event, retry=False)
-                return
+            crashed = retry and event.get("event") == "error" and event["error"].get("crashed")
             try:
-                self._deliver.emit(on_event, event)
+                if crashed:  # tell, then send it once more (to a new engine); the caller waits on
+                    self._deliver.emit(self._tell_restarted, event)
+                    self.call_engine(method, params, on_event, retry=False)
+                else:
+                    self._deliver.emit(on_event, event)
             except RuntimeError:
                 pass  # the controller was deleted between the check and the call
 
@@ -112,6 +117,13 @@ class Controller(QObject):
                 deliver({"event": "error", "error": {"kind": "engine", "message": str(exc)}})
 
         threading.Thread(target=send, name="clip-search-send", daemon=True).start()
+
+    def _tell_restarted(self, _event: Event) -> None:
+        """Say once (not once per lost request) that the engine died and was restarted."""
+        now = time.monotonic()
+        if now - self._restart_told > 10:
+            self.message(RESTARTED, Qgis.Info, 5)
+        self._restart_told = now
 
     def _ensure_engine(self) -> EngineClient:
         """The running engine, started here (in a sender thread) if needed. stop() may run meanwhile on the

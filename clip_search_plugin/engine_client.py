@@ -108,6 +108,12 @@ class EngineClient:
         return self.proc is not None and not self._output_closed and self.proc.poll() is None
 
     @property
+    def waiting(self) -> int:
+        """How many requests are waiting for their answer."""
+        with self._lock:
+            return len(self._pending)
+
+    @property
     def pid(self) -> int | None:
         return self.proc.pid if self.proc is not None else None
 

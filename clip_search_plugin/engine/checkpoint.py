@@ -17,16 +17,23 @@ import json
 import os
 import re
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .errors import storage_error
+from .paths import inside
 
 PROGRESS = "progress.json"
 SEGMENT = re.compile(r"^part-\d{5}$")
 FORMAT = 1
+ABANDONED_AFTER_DAYS = 14  # a stopped build's progress is kept this long after its last save
+LEFTOVER_AFTER_HOURS = 24  # a write interrupted by a crash (.tmp-/.old- folders) is removed after this
+_CHECKPOINT_FILE = re.compile(r"^(progress\.json|part-\d{5}\.(vectors|ids)\.npy)(\.tmp)?$")
+_INDEX_FILE = re.compile(r"^(manifest\.json|vectors\.faiss|tiles\.npy)$")
+_LEFTOVER = re.compile(r"^\..+\.(tmp|old)-[0-9a-f]{8}$")
 
 
 def plan_key(parts: dict[str, Any]) -> str:
@@ -66,7 +73,7 @@ class Checkpoint:
     """The saved progress of one build (empty when there is none for this plan)."""
 
     def __init__(self, target: Path, plan: str) -> None:
-        self.folder = partial_folder(Path(target).absolute())
+        self.folder = partial_folder(Path(target).resolve())
         self.plan = plan
         self.segments: list[str] = []
         self.resume_chunk = 0
@@ -81,8 +88,8 @@ class Checkpoint:
             saved_plan, segments, resume = read_progress(checkpoint.folder)
             if saved_plan != plan:
                 raise ValueError("another plan")
-            vectors = [np.load(checkpoint.folder / f"{s}.vectors.npy", allow_pickle=False) for s in segments]
-            ids = [np.load(checkpoint.folder / f"{s}.ids.npy", allow_pickle=False) for s in segments]
+            vectors = [np.load(inside(checkpoint.folder, f"{s}.vectors.npy"), allow_pickle=False) for s in segments]
+            ids = [np.load(inside(checkpoint.folder, f"{s}.ids.npy"), allow_pickle=False) for s in segments]
             if any(v.ndim != 2 or v.shape[1] != dim or v.dtype != np.float32 or len(v) != len(i)
                    for v, i in zip(vectors, ids, strict=True)):
                 raise ValueError("segments do not match")
@@ -132,9 +139,46 @@ class Checkpoint:
 
 def saved_tile_count(target: Path) -> int:
     """Tiles saved by an unfinished build of ``target`` (0 when there is none or it cannot be read)."""
-    folder = partial_folder(Path(target).absolute())
+    folder = partial_folder(Path(target).resolve())
     try:
         _, segments, _ = read_progress(folder)
         return sum(len(np.load(folder / f"{s}.ids.npy", mmap_mode="r", allow_pickle=False)) for s in segments)
     except (OSError, ValueError, KeyError, TypeError):
         return 0
+
+
+def _last_change(folder: Path) -> float:
+    return max([folder.stat().st_mtime] + [f.stat().st_mtime for f in folder.iterdir()])
+
+
+def sweep_abandoned(root: Path, keep: Path | None = None, now: float | None = None) -> list[Path]:
+    """Remove from ``root`` what no build will come back for: the progress of builds stopped more than
+    :data:`ABANDONED_AFTER_DAYS` ago (their settings or their raster changed since, most often) and the
+    scratch folders of index writes that a crash interrupted more than :data:`LEFTOVER_AFTER_HOURS` ago.
+    Only folders of our own names holding only our own files are touched; ``keep`` never is. Returns the
+    folders removed."""
+    now = time.time() if now is None else now
+    removed: list[Path] = []
+    try:
+        candidates = [p for p in Path(root).iterdir() if p.is_dir() and not p.is_symlink()]
+    except OSError:
+        return removed
+    for folder in candidates:
+        name = folder.name
+        if name.startswith(".") and name.endswith(".partial"):
+            max_age, own = ABANDONED_AFTER_DAYS * 86400, _CHECKPOINT_FILE
+        elif _LEFTOVER.match(name):
+            max_age, own = LEFTOVER_AFTER_HOURS * 3600, _INDEX_FILE
+        else:
+            continue
+        if keep is not None and folder.resolve() == Path(keep).resolve():
+            continue
+        try:
+            files = list(folder.iterdir())
+            if any(not (f.is_file() and own.match(f.name)) for f in files) or now - _last_change(folder) < max_age:
+                continue
+            shutil.rmtree(folder)
+        except OSError:
+            continue  # in use, or not ours to remove: left alone
+        removed.append(folder)
+    return removed

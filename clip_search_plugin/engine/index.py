@@ -25,8 +25,9 @@ import numpy as np
 
 from .errors import NO_SPACE_ERRNOS, IndexFormatError, InputError, storage_error
 from .grid import Window
+from .manifest_schema import SCHEMA, problems
 from .models import ModelIdentity, file_sha256
-from .paths import user_cache_base
+from .paths import inside, user_cache_base
 from .raster_io import RasterInfo
 from .settings import TilingSettings
 
@@ -186,7 +187,7 @@ def write_index(
 ) -> Path:
     """Write an index folder atomically at ``target`` (replacing an older index there)."""
 
-    target = Path(target).absolute()
+    target = Path(target).resolve()  # a link names the folder it leads to: that folder is replaced, not the link
     check_target(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
@@ -243,21 +244,8 @@ def _publish(tmp: Path, target: Path) -> None:
         os.rename(tmp, target)
 
 
-REQUIRED_KEYS = {
-    "format_version": int,
-    "raster": dict,
-    "model": dict,
-    "dim": int,
-    "tiling": dict,
-    "base_tile_px": int,
-    "tile_count": int,
-    "files": dict,
-    "created": str,
-}
-
-
 def read_manifest(path: Path) -> dict[str, Any]:
-    """The manifest of an index folder, validated."""
+    """The manifest of an index folder, validated against :data:`manifest_schema.SCHEMA`."""
     manifest_path = Path(path) / MANIFEST
     if not manifest_path.is_file():
         raise IndexFormatError(f"{path} is not a complete CLIP Search index (no {MANIFEST}); build the index again.")
@@ -273,9 +261,10 @@ def read_manifest(path: Path) -> dict[str, Any]:
             f"The index in {path} has format version {version!r}; this version of CLIP Search reads "
             f"version {FORMAT_VERSION}. Build the index again."
         )
-    for key, kind in REQUIRED_KEYS.items():
-        if not isinstance(manifest.get(key), kind):
-            raise IndexFormatError(f"The index manifest in {path} lacks a valid {key!r}; build the index again.")
+    found = problems(manifest, SCHEMA)
+    if found:
+        listed = "; ".join(found[:3]) + (f" (and {len(found) - 3} more)" if len(found) > 3 else "")
+        raise IndexFormatError(f"The index manifest in {path} is not valid: {listed}. Build the index again.")
     return manifest
 
 
@@ -283,18 +272,21 @@ def open_index(path: str | Path, verify: bool = True) -> OpenIndex:
     """Open and validate an index folder (checksums of the data files when ``verify``)."""
     import faiss
 
-    path = Path(path).absolute()
+    path = Path(path).resolve()
     manifest = read_manifest(path)
     for name in (VECTORS, TILES):
         entry = manifest["files"].get(name)
-        file = path / name
+        try:
+            file = inside(path, name)
+        except ValueError as exc:
+            raise IndexFormatError(f"{exc}: an index reads only its own files; build the index again.") from exc
         if not isinstance(entry, dict) or not file.is_file() or file.stat().st_size != entry.get("size"):
             raise IndexFormatError(f"{file} is missing or truncated; build the index again.")
         if verify and file_sha256(file) != entry.get("sha256"):
             raise IndexFormatError(f"{file} does not match its checksum (changed or damaged); build the index again.")
     try:
-        tiles = np.load(path / TILES, allow_pickle=False)
-        vectors = faiss.read_index(str(path / VECTORS))
+        tiles = np.load(inside(path, TILES), allow_pickle=False)
+        vectors = faiss.read_index(str(inside(path, VECTORS)))
         raster = RasterInfo.from_dict(manifest["raster"])
         identity = ModelIdentity.from_dict(manifest["model"])
         tiling = TilingSettings.from_dict(manifest["tiling"])

@@ -18,7 +18,7 @@ import numpy as np
 
 from .ann import APPROXIMATE_FROM, CALIBRATION_CONCEPTS, build_ivf
 from .area import tiles_in_area
-from .checkpoint import Checkpoint, plan_key
+from .checkpoint import Checkpoint, partial_folder, plan_key, sweep_abandoned
 from .embedder import Embedder, load_embedder, normalise_rows
 from .errors import Cancelled, InputError
 from .grid import Tile, Window, build_grid, ground_size_to_pixels, metres_per_pixel
@@ -327,6 +327,8 @@ def build_index(
     check_target(target.absolute())
     plan = plan_key({"raster": info.fingerprint, "tiling": settings.tiling.to_dict(), "base": base,
                      "model": embedder.identity.to_dict(), "input": embedder.input_size, "batch": batch_size})
+    for gone in sweep_abandoned(target.resolve().parent, keep=partial_folder(target.resolve())):
+        log.info("removed %s: left by a build stopped or interrupted long ago", gone)
     checkpoint = Checkpoint.load(target, plan, embedder.dim)
     if checkpoint.tile_count:
         log.info("resuming %s: %d tiles already embedded", info.path, checkpoint.tile_count)

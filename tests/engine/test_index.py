@@ -12,6 +12,7 @@ import pytest
 from clip_search_plugin.engine.embedder import normalise_rows
 from clip_search_plugin.engine.errors import IndexFormatError, InputError
 from clip_search_plugin.engine.index import MANIFEST, TILES, VECTORS, open_index, write_index
+from clip_search_plugin.engine.manifest_schema import SCHEMA, problems
 from clip_search_plugin.engine.models import ModelIdentity
 from clip_search_plugin.engine.raster_io import RasterInfo
 from clip_search_plugin.engine.search import top_hits
@@ -124,3 +125,66 @@ def test_damaged_index_is_refused_with_advice(tmp_path: Path, damage: str) -> No
         (path / MANIFEST).write_text("{not json")
     with pytest.raises(IndexFormatError, match=r"(?i)build"):
         open_index(path)
+
+
+def test_written_manifests_pass_the_schema_and_the_published_schema_is_the_one_used(tmp_path: Path) -> None:
+    vectors, manifest, tiles = sample(20)
+    path = write_index(tmp_path / "ix", manifest, flat(vectors), tiles)
+    assert problems(json.loads((path / MANIFEST).read_text()), SCHEMA) == []
+    published = Path(__file__).resolve().parents[2] / "docs" / "index-manifest.schema.json"
+    assert json.loads(published.read_text()) == SCHEMA
+
+
+TAMPERED = {
+    "tile count as text": (lambda m: m.update(tile_count="20"), "tile_count must be integer"),
+    "dimension as a boolean": (lambda m: m.update(dim=True), "dim must be integer"),
+    "five-number transform": (lambda m: m["raster"].update(transform=[1, 0, 0, 0, -1]), "transform has 5 items"),
+    "overlap of 1.5": (lambda m: m["tiling"].update(overlap=1.5), "overlap = 1.5 is out of range"),
+    "unknown tile units": (lambda m: m["tiling"].update(tile_units="ft"), "tile_units must be one of"),
+    "a file entry that climbs out": (
+        lambda m: m["files"].update({"../../outside.npy": {"size": 1, "sha256": "0" * 64}}),
+        "files.../../outside.npy is not expected",
+    ),
+    "checksum that is not hex": (lambda m: m["files"]["tiles.npy"].update(sha256="x" * 64), "sha256"),
+    "unknown search structure": (lambda m: m.update(search={"kind": "hnsw"}), "search.kind must be one of"),
+    "model without architecture": (lambda m: m["model"].pop("arch"), "model.arch is missing"),
+    "raster without a path": (lambda m: m["raster"].pop("path"), "raster.path is missing"),
+}
+
+
+@pytest.mark.parametrize("tamper", sorted(TAMPERED))
+def test_a_manifest_that_breaks_the_schema_is_refused_naming_what_is_wrong(tmp_path: Path, tamper: str) -> None:
+    vectors, manifest, tiles = sample(20)
+    path = write_index(tmp_path / "ix", manifest, flat(vectors), tiles)
+    change, expected = TAMPERED[tamper]
+    stored = json.loads((path / MANIFEST).read_text())
+    change(stored)
+    (path / MANIFEST).write_text(json.dumps(stored))
+    data = {name: (path / name).read_bytes() for name in (VECTORS, TILES)}
+    with pytest.raises(IndexFormatError, match="Build the index again") as refused:
+        open_index(path)
+    assert expected in str(refused.value)
+    assert {name: (path / name).read_bytes() for name in (VECTORS, TILES)} == data  # nothing touched
+
+
+def test_index_files_that_lead_outside_their_folder_are_refused(tmp_path: Path) -> None:
+    vectors, manifest, tiles = sample(20)
+    path = write_index(tmp_path / "ix", manifest, flat(vectors), tiles)
+    outside = tmp_path / "elsewhere.faiss"
+    (path / VECTORS).rename(outside)  # same bytes, same size and checksum: only where it lies is wrong
+    (path / VECTORS).symlink_to(outside)
+    with pytest.raises(IndexFormatError, match=r"leads outside .*build the index again"):
+        open_index(path)
+    (path / VECTORS).unlink()
+    outside.rename(path / VECTORS)
+    assert open_index(path).count == 20
+
+
+def test_writing_through_a_link_replaces_the_folder_it_leads_to(tmp_path: Path) -> None:
+    vectors, manifest, tiles = sample(20)
+    real = write_index(tmp_path / "real", manifest, flat(vectors), tiles)
+    (tmp_path / "link").symlink_to(real)
+    fewer, manifest_fewer, tiles_fewer = sample(12, seed=2)
+    assert write_index(tmp_path / "link", manifest_fewer, flat(fewer), tiles_fewer) == real
+    assert (tmp_path / "link").is_symlink() and open_index(tmp_path / "link").count == 12
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "real"]  # nothing left over beside them

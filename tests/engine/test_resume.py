@@ -118,3 +118,50 @@ def test_a_full_disk_is_a_clear_error_and_the_earlier_index_stays(tmp_path: Path
     assert line.startswith("error: Not enough disk space to write in") and "choose another index folder" in line
     assert {p.name: p.read_bytes() for p in target.iterdir()} == before
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]  # no half-written index left about
+
+
+def age(folder: Path, days: float) -> None:
+    """Make ``folder`` and its files look last changed ``days`` ago."""
+    when = time.time() - days * 86400
+    for path in [*folder.iterdir(), folder]:
+        os.utime(path, (when, when))
+
+
+def test_progress_abandoned_long_ago_is_removed_by_the_next_build(tiny: object) -> None:
+    import pytest
+
+    from clip_search_plugin.engine.checkpoint import ABANDONED_AFTER_DAYS
+    from clip_search_plugin.engine.errors import Cancelled
+    from clip_search_plugin.engine.index import default_cache_root
+    from clip_search_plugin.engine.pipeline import build_index
+    from clip_search_plugin.engine.settings import IndexSettings, ModelSpec, TilingSettings
+
+    raster = shared_raster("colorado_rgb_015m.tif")
+    stopped = IndexSettings(tiling=TilingSettings(tile_size=16), model=ModelSpec("tiny-random"), batch_size=8)
+    batches: list[int] = []
+    with pytest.raises(Cancelled):  # a build stopped, then its settings changed: nothing will resume it
+        build_index(raster, stopped, progress=lambda d, t: batches.append(d), is_cancelled=lambda: len(batches) >= 2,
+                    embedder=tiny)  # type: ignore[arg-type]
+    root = default_cache_root()
+    [abandoned] = root.glob(".*.partial")
+    age(abandoned, ABANDONED_AFTER_DAYS + 1)
+    recent = root / ".another-build.partial"  # stopped yesterday: kept for its resume
+    recent.mkdir()
+    (recent / "progress.json").write_text("{}")
+    age(recent, 1)
+    foreign = root / ".someone-elses.partial"  # an old folder of our name holding a file not ours: kept
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    age(foreign, 100)
+    crashed = root / ".x.tmp-0123abcd"  # an index write a crash interrupted two days ago
+    crashed.mkdir()
+    (crashed / "tiles.npy").write_bytes(b"")
+    age(crashed, 2)
+    writing = root / ".y.old-89abcdef"  # moved aside a minute ago: perhaps still in use
+    writing.mkdir()
+    (writing / "manifest.json").write_text("{}")
+
+    other = IndexSettings(tiling=TilingSettings(tile_size=32), model=ModelSpec("tiny-random"), batch_size=8)
+    build_index(raster, other, embedder=tiny)  # type: ignore[arg-type]
+    assert not abandoned.exists() and not crashed.exists()
+    assert recent.is_dir() and writing.is_dir() and (foreign / "notes.txt").read_text() == "keep me"

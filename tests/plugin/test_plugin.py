@@ -201,6 +201,51 @@ def test_index_search_zoom_select_and_export(iface: Any, engine_settings: Any, l
     plugin.unload()
 
 
+def test_the_engine_dying_during_a_search_never_freezes_the_dock(iface: Any, engine_settings: Any,
+                                                                  load: Loader) -> None:
+    raster = add_raster("colorado_rgb_015m.tif")
+    plugin = load()
+    dock, controller = plugin.dock, plugin.controller
+    dock.layerCombo.setLayer(raster)
+    indexed(plugin, raster)
+    search(plugin, "a road")
+
+    def search_in_flight(query: str) -> Any:
+        """Type a search and press Enter with the engine held still, so that it surely dies mid-request."""
+        engine = wait_until(lambda: controller.engine if controller.engine and controller.engine.running else None,
+                            60, "the engine")
+        os.kill(engine.pid, signal.SIGSTOP)
+        dock.queryEdit.setText(query)
+        QTest.keyClick(dock.queryEdit, Qt.Key_Return)
+        wait_until(lambda: engine.waiting, 30, "the search to reach the engine")
+        assert not dock.searchButton.isEnabled()  # "Searching…"
+        return engine
+
+    # dies once: a new engine takes the search over, the user is told, and the results come
+    before = {lyr.id() for lyr in layers.results_layers(QgsProject.instance())}
+    first = search_in_flight("a field")
+    os.kill(first.pid, signal.SIGKILL)
+    wait_until(lambda: next((lyr for lyr in layers.results_layers(QgsProject.instance())
+                             if lyr.id() not in before), None), 120, "the search to finish on a new engine")
+    assert controller.engine.pid != first.pid and dock.searchButton.isEnabled()
+    assert any("restarted" in m for m in iface.messageBar().get_messages(Qgis.Info))
+
+    # dies again, and so does the engine started to take over: an error, and the dock is usable again
+    errors = len(iface.messageBar().get_messages(Qgis.Warning))
+    second = search_in_flight("a river")
+    os.kill(second.pid, signal.SIGKILL)
+    third = wait_until(lambda: controller.engine if controller.engine not in (None, second) and controller.engine.pid
+                       else None, 30, "a new engine to start")
+    os.kill(third.pid, signal.SIGKILL)  # while it starts
+    wait_until(lambda: len(iface.messageBar().get_messages(Qgis.Warning)) > errors, 60, "an error message")
+    assert "did not start" in iface.messageBar().get_messages(Qgis.Warning)[-1]
+    assert dock.searchButton.isEnabled() and dock.searchButton.text() == "Search"
+
+    # and the next search simply works
+    assert search(plugin, "a river").featureCount() > 0
+    plugin.unload()
+
+
 def test_cancel_mid_index_leaves_no_complete_index(iface: Any, engine_settings: Any, load: Loader) -> None:
     raster = add_raster("drone_rgba_alpha.tif")
     engine_settings.tile_size = 20.0  # thousands of tiles: slow enough to cancel mid-way
