@@ -17,7 +17,7 @@ QGIS_STAMP := $(QGIS_VENV)/.installed
 
 env: $(STAMP)
 
-$(STAMP): requirements-engine.txt requirements-dev.txt
+$(STAMP): requirements-engine.txt clip_search_plugin/requirements/linux.txt requirements-dev.txt
 	@$(PYTHON) -c "import ensurepip, venv" 2>/dev/null || scripts/apt-install.sh python3-venv
 	@test -x $(ENGINE_PY) || $(PYTHON) -m venv $(ENGINE_VENV)
 	$(ENGINE_PY) -m pip install --quiet --upgrade pip

@@ -114,7 +114,7 @@ class Controller(QObject):
             try:
                 self._ensure_engine().request(method, params, deliver)
             except EngineUnavailable as exc:
-                deliver({"event": "error", "error": {"kind": "engine", "message": str(exc)}})
+                deliver({"event": "error", "error": {"kind": "engine", "message": str(exc), "unavailable": True}})
 
         threading.Thread(target=send, name="clip-search-send", daemon=True).start()
 
@@ -233,7 +233,7 @@ class Controller(QObject):
         if event["event"] == "error":
             self.status.pop(layer_id, None)
             if current is not None and current.id() == layer_id:
-                self.dock.set_status(event["error"]["message"])
+                self.dock.set_status(event["error"]["message"], bool(event["error"].get("unavailable")))
             return
         self.status[layer_id] = status = event["result"]
         if current is None or current.id() != layer_id:

@@ -30,6 +30,7 @@ class ClipSearchDock(QDockWidget, FORM):  # type: ignore[misc, valid-type]
     drawExampleToggled = pyqtSignal(bool)
     markChanged = pyqtSignal(int, int)  # rank, +1 relevant / -1 not relevant / 0 unmarked
     refineRequested = pyqtSignal()
+    setupRequested = pyqtSignal()
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -54,6 +55,7 @@ class ClipSearchDock(QDockWidget, FORM):  # type: ignore[misc, valid-type]
         self.moreLikeButton.clicked.connect(self._emit_more_like)
         self.exportButton.clicked.connect(self.exportRequested)
         self.settingsButton.clicked.connect(self.settingsRequested)
+        self.setupEngineButton.clicked.connect(self.setupRequested)
         self.pickButton.toggled.connect(self.pickToggled)
         self.drawExampleButton.toggled.connect(self.drawExampleToggled)
         self.relevantButton.clicked.connect(lambda: self._toggle_mark(1))
@@ -119,8 +121,10 @@ class ClipSearchDock(QDockWidget, FORM):  # type: ignore[misc, valid-type]
         self.polygonLayerLabel.setVisible(index == AREA_SELECTED)
 
     # --- showing state -------------------------------------------------------------------------------
-    def set_status(self, text: str) -> None:
+    def set_status(self, text: str, engine_missing: bool = False) -> None:
+        """The status line; ``engine_missing`` offers Set up engine under it."""
         self.statusLabel.setText(text)
+        self.setupEngineButton.setVisible(engine_missing)
 
     def set_indexing(self, running: bool) -> None:
         self.indexButton.setEnabled(not running)

@@ -32,10 +32,17 @@ class EngineUnavailable(Exception):
 
 
 def default_engine_python() -> str:
-    """The engine's interpreter: $CLIP_SEARCH_ENGINE_PYTHON, else a .venv-engine beside the plugin's source."""
+    """The engine's interpreter: $CLIP_SEARCH_ENGINE_PYTHON, else the newest environment Set up engine made
+    (in the user's data folder, so every QGIS profile finds it), else a .venv-engine beside the plugin's
+    source (a developer's checkout)."""
     explicit = os.environ.get("CLIP_SEARCH_ENGINE_PYTHON")
     if explicit:
         return explicit
+    from .engine_setup import default_env_root, env_python, made_environments
+
+    for made in made_environments(default_env_root()):
+        if env_python(made).exists():
+            return str(env_python(made))
     for base in (PLUGIN_DIR.parent, PLUGIN_DIR):
         candidate = base / ".venv-engine" / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
         if candidate.exists():
@@ -61,14 +68,13 @@ def check_engine_python(python: str) -> None:
     """Refuse clearly when the configured interpreter does not exist."""
     if not python:
         raise EngineUnavailable(
-            "No engine environment is configured. Create one with `make env` in the plugin's source folder "
-            "(or python3 -m venv ENV && ENV/bin/pip install -r requirements-engine.txt) and set its Python "
-            "in CLIP Search settings."
+            "CLIP Search needs its engine (torch and CLIP in a Python environment of their own): "
+            "click Set up engine."
         )
     if not (Path(python).is_file() or shutil.which(python)):
         raise EngineUnavailable(
-            f"The engine Python {python} does not exist. Set the engine Python in CLIP Search settings "
-            "to the interpreter of an environment made from requirements-engine.txt."
+            f"The engine Python {python} does not exist: click Set up engine, or set the engine Python in "
+            "CLIP Search settings."
         )
 
 
@@ -147,8 +153,8 @@ class EngineClient:
             tail = "".join(list(self._stderr_tail)[-15:]).strip()
             self.stop()
             raise EngineUnavailable(
-                f"The engine at {self.python} did not start. Its environment may lack packages: run "
-                f"`make env` (or pip install -r requirements-engine.txt into it).\n{tail}"
+                f"The engine at {self.python} did not start: click Set up engine to make a working one "
+                f"(its Check engine tells what this one lacks).\n{tail}"
             )
 
     def request(self, method: str, params: dict[str, Any], on_event: Callback) -> str:

@@ -20,6 +20,8 @@ class ClipSearchPlugin:
         self.dock: Any = None
         self.controller: Any = None
         self.provider: Any = None
+        self.setup_action: QAction | None = None
+        self.setup_dialog: Any = None
 
     def initProcessing(self) -> None:
         """Register the Processing algorithms (called by QGIS, also under qgis_process where iface is None)."""
@@ -40,6 +42,10 @@ class ClipSearchPlugin:
         self.action.toggled.connect(self.toggle_dock)
         self.iface.addToolBarIcon(self.action)
         self.iface.addPluginToRasterMenu(MENU, self.action)
+        self.setup_action = QAction("Set up engine…", self.iface.mainWindow())
+        self.setup_action.setObjectName("clipSearchSetupAction")
+        self.setup_action.triggered.connect(self.open_setup)
+        self.iface.addPluginToRasterMenu(MENU, self.setup_action)
 
     def toggle_dock(self, visible: bool) -> None:
         if self.dock is None:
@@ -54,6 +60,7 @@ class ClipSearchPlugin:
         self.iface.addDockWidget(Qt.RightDockWidgetArea, self.dock)
         self.controller = Controller(self.iface, self.dock)
         self.dock.settingsRequested.connect(self.open_settings)
+        self.dock.setupRequested.connect(self.open_setup)
         self.dock.visibilityChanged.connect(self._dock_visibility)
 
     def _dock_visibility(self, visible: bool) -> None:
@@ -66,8 +73,40 @@ class ClipSearchPlugin:
         from .settings_dialog import SettingsDialog
 
         dialog = SettingsDialog(self.controller.settings, self.iface.mainWindow())
+        dialog.setupRequested.connect(lambda: self.open_setup(dialog))
         if dialog.exec_():
             self.controller.apply_settings(dialog.chosen())
+
+    def open_setup(self, settings_dialog: Any = None) -> Any:
+        """The Set up engine dialog (one at a time); a new engine becomes the one in use at once."""
+        from .plugin_settings import PluginSettings
+        from .setup_dialog import SetupDialog
+
+        if self.setup_dialog is None:
+            settings = self.controller.settings if self.controller is not None else PluginSettings.load()
+            self.setup_dialog = SetupDialog(settings.engine_python, self.iface.mainWindow())
+            self.setup_dialog.engineReady.connect(self._use_engine)
+            self.setup_dialog.finished.connect(self._setup_closed)
+        if settings_dialog is not None:
+            self.setup_dialog.engineReady.connect(settings_dialog.set_engine_python)
+        self.setup_dialog.show()
+        self.setup_dialog.raise_()
+        return self.setup_dialog
+
+    def _setup_closed(self, _result: int) -> None:
+        if self.setup_dialog is not None:
+            self.setup_dialog.deleteLater()
+            self.setup_dialog = None
+
+    def _use_engine(self, python: str) -> None:
+        from dataclasses import replace
+
+        from .plugin_settings import PluginSettings
+
+        if self.controller is not None:
+            self.controller.apply_settings(replace(self.controller.settings, engine_python=python))
+        else:
+            replace(PluginSettings.load(), engine_python=python).save()
 
     def unload(self) -> None:
         if self.provider is not None:
@@ -83,6 +122,12 @@ class ClipSearchPlugin:
             self.iface.removeDockWidget(self.dock)
             self.dock.deleteLater()
             self.dock = None
+        if self.setup_dialog is not None:
+            self.setup_dialog.reject()  # cancels a set-up still running
+        if self.setup_action is not None:
+            self.iface.removePluginRasterMenu(MENU, self.setup_action)
+            self.setup_action.deleteLater()
+            self.setup_action = None
         if self.action is not None:
             self.iface.removePluginRasterMenu(MENU, self.action)
             self.iface.removeToolBarIcon(self.action)

@@ -6,7 +6,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from qgis.gui import QgsFileWidget
-from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtCore import Qt, pyqtSignal
 from qgis.PyQt.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -17,6 +17,7 @@ from qgis.PyQt.QtWidgets import (
     QLabel,
     QLineEdit,
     QPlainTextEdit,
+    QPushButton,
     QWidget,
 )
 
@@ -37,6 +38,8 @@ def file_widget(path: str, mode: int, placeholder: str = "", filters: str = "") 
 
 
 class SettingsDialog(QDialog):
+    setupRequested = pyqtSignal()
+
     def __init__(self, settings: PluginSettings, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("CLIP Search settings")
@@ -76,8 +79,12 @@ class SettingsDialog(QDialog):
             settings.engine_python, QgsFileWidget.GetFile, "e.g. …/.venv-engine/bin/python"
         )
         self.engine_python.setToolTip(
-            "The Python of the engine environment (made by `make env`, or a venv with requirements-engine.txt)."
+            "The Python of the engine environment (made by Set up engine, `make env`, or a venv with "
+            "requirements-engine.txt)."
         )
+        self.setup_button = QPushButton("Set up engine…")
+        self.setup_button.setToolTip("Make the engine's own environment for this computer, or check the one in use.")
+        self.setup_button.clicked.connect(self.setupRequested)
         self.cache_folder = file_widget(
             settings.cache_folder, QgsFileWidget.GetDirectory, "default: the user cache folder"
         )
@@ -106,6 +113,7 @@ class SettingsDialog(QDialog):
             ("Overlap", self.overlap),
             ("Scales", self.scales),
             ("Engine Python", self.engine_python),
+            ("", self.setup_button),
             ("Index folder", self.cache_folder),
             ("Prompt templates", self.templates),
             ("", self.replace_results),
@@ -175,3 +183,7 @@ class SettingsDialog(QDialog):
             replace_results=self.replace_results.isChecked(),
             templates=self.templates.toPlainText().strip(),
         )
+
+    def set_engine_python(self, python: str) -> None:
+        """A set-up made a new engine while this dialog was open: show it here too."""
+        self.engine_python.setFilePath(python)

@@ -30,7 +30,8 @@ def wanted(path: Path) -> bool:
 def build(output: Path) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
         folder = deploy(Path(tmp))
-        (folder / "requirements-engine.txt").write_bytes((REPO / "requirements-engine.txt").read_bytes())
+        # for creating the engine by hand (Set up engine does it from the files in requirements/)
+        (folder / "requirements-engine.txt").write_bytes((folder / "requirements" / "linux.txt").read_bytes())
         output.parent.mkdir(parents=True, exist_ok=True)
         partial = output.with_name(output.name + ".partial")
         with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as archive:

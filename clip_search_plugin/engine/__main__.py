@@ -1,6 +1,11 @@
-"""python -m clip_search_plugin.engine: the engine's command line."""
+"""python -m clip_search_plugin.engine: the engine's command line (``selftest`` imports nothing heavy first)."""
 
 import sys
+
+if sys.argv[1:2] == ["selftest"]:
+    from .selftest import main as selftest
+
+    sys.exit(selftest(sys.argv[2:]))
 
 from .cli import main
 

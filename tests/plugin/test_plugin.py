@@ -266,16 +266,52 @@ def test_cancel_mid_index_leaves_no_complete_index(iface: Any, engine_settings: 
     plugin.unload()
 
 
-def test_missing_engine_says_how_to_fix_it(iface: Any, engine_settings: Any, load: Loader) -> None:
+def test_missing_engine_offers_set_up_which_makes_a_working_one(iface: Any, engine_settings: Any, load: Loader,
+                                                                tmp_path: Path) -> None:
+    from clip_search_plugin import engine_setup as setup
+
+    from .test_engine_setup import base_python, package_folder
+
+    wheels, versions = package_folder(tmp_path)
     engine_settings.engine_python = "/nonexistent/engine/python"
     engine_settings.save()
     add_raster("colorado_rgb_015m.tif")
     plugin = load()
-    wait_until(lambda: "does not exist" in plugin.dock.statusLabel.text(), 30, "the engine error")
-    assert "engine Python" in plugin.dock.statusLabel.text()
-    plugin.dock.indexButton.click()
+    dock = plugin.dock
+    wait_until(lambda: "does not exist" in dock.statusLabel.text(), 30, "the engine error")
+    assert "click Set up engine" in dock.statusLabel.text() and dock.setupEngineButton.isVisible()
+    dock.indexButton.click()
     wait_until(lambda: iface.messageBar().get_messages(Qgis.Critical), 30, "an error message")
-    assert "Set the engine Python" in iface.messageBar().get_messages(Qgis.Critical)[-1]
+    assert "click Set up engine" in iface.messageBar().get_messages(Qgis.Critical)[-1]
+
+    # the dock's button opens the set-up, which looks at the computer and the engine in use
+    dock.setupEngineButton.click()
+    dialog = plugin.setup_dialog
+    assert dialog is not None and dialog.isVisible()
+    wait_until(lambda: dialog.setupButton.isEnabled(), 60, "the dialog to look at the computer")
+    assert "No NVIDIA GPU" in dialog.computerLabel.text() and "CPU build" in dialog.planLabel.text()
+    assert "does not exist" in dialog.engineLabel.text() or "did not run" in dialog.engineLabel.text()
+    dialog.pythonCombo.setEditText(base_python())
+    dialog.folderWidget.setFilePath(str(tmp_path / "engines"))
+    dialog.wheelsWidget.setFilePath(str(wheels))
+    dialog.requirements = versions
+    dialog.setupButton.click()
+    assert dialog.cancelButton.isEnabled() and not dialog.setupButton.isEnabled()
+    wait_until(lambda: dialog.task is None, 300, "the set-up task to finish")
+    log = dialog.logView.toPlainText()
+    assert "== Creating the virtual environment" in log and "Successfully installed" in log, log[-2000:]
+    assert "engine ready on cpu" in log and dialog.progressBar.value() == 100
+    [made] = setup.made_environments(tmp_path / "engines")
+    # the new engine is the one in use at once: saved in the settings, and the dock works
+    assert plugin.controller.settings.engine_python == str(setup.env_python(made))
+    wait_until(lambda: "Not indexed" in dock.statusLabel.text(), 60, "the dock to use the new engine")
+    assert not dock.setupEngineButton.isVisible()
+    text = dialog.copy_diagnostics()
+    assert QApplication.clipboard().text() == text
+    assert "QGIS: 3." in text and f"Engine Python: {setup.env_python(made)}" in text and "Self-test encode: ok" in text
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    assert dialog.grab().save(str(ARTIFACTS / "setup_dialog.png"))
+    dialog.reject()
     plugin.unload()
 
 

@@ -1,0 +1,222 @@
+"""The Set up engine dialog: what this computer has, the engine in use, one button that makes the engine's
+environment (a QgsTask with progress and a log), and Copy diagnostics for bug reports."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from qgis.core import Qgis, QgsApplication, QgsTask
+from qgis.gui import QgsFileWidget
+from qgis.PyQt.QtCore import QT_VERSION_STR, Qt, pyqtSignal
+from qgis.PyQt.QtGui import QFontDatabase
+from qgis.PyQt.QtWidgets import (
+    QApplication,
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QFormLayout,
+    QLabel,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QSizePolicy,
+    QVBoxLayout,
+    QWidget,
+)
+
+from . import engine_setup as setup
+
+RECENT_ERRORS: deque[str] = deque(maxlen=10)  # the last errors the plugin showed, for diagnostics
+
+
+class SetupTask(QgsTask):
+    """Runs the installer in QGIS's task manager; lines of its log come out through ``line``."""
+
+    line = pyqtSignal(str)
+    done = pyqtSignal(object)  # a SetupResult, or the SetupError that stopped it
+
+    def __init__(self, plan: setup.SetupPlan) -> None:
+        super().__init__("Setting up the CLIP Search engine", QgsTask.CanCancel)
+        self.plan = plan
+        self.outcome: setup.SetupResult | setup.SetupError | None = None
+
+    def run(self) -> bool:
+        installer = setup.Installer(self.plan, self.line.emit, lambda done: self.setProgress(done * 100),
+                                    self.isCanceled)
+        try:
+            self.outcome = installer.run()
+        except setup.SetupError as exc:
+            self.outcome = exc
+        return isinstance(self.outcome, setup.SetupResult)
+
+    def finished(self, _ok: bool) -> None:
+        self.done.emit(self.outcome or setup.SetupCancelled("Set-up cancelled."))
+
+
+class SetupDialog(QDialog):
+    engineReady = pyqtSignal(str)  # the new engine's Python
+    _found = pyqtSignal(object, object, object)  # GpuReport, [BasePython], self-test report of the engine in use
+
+    def __init__(self, engine_python: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("ClipSearchSetupDialog")
+        self.setWindowTitle("Set up the CLIP Search engine")
+        self.engine_python = engine_python
+        self.requirements = setup.requirements_file()
+        self.gpus = setup.GpuReport(problem="checking…")
+        self.build = setup.choose_build(self.gpus)
+        self.report: dict[str, Any] | None = None
+        self.task: SetupTask | None = None
+
+        intro = QLabel("CLIP Search runs its model in a Python environment of its own (torch, open_clip, Faiss, "
+                       "rasterio), never in QGIS's Python. <b>Set up engine</b> makes one for this computer, with "
+                       "a GPU build of torch when an NVIDIA driver and card can run it.")
+        intro.setWordWrap(True)
+        self.engineLabel = QLabel(f"{engine_python or '(none)'}: checking…")
+        self.computerLabel = QLabel("Checking for NVIDIA GPUs…")
+        self.planLabel = QLabel("")
+        for label in (self.engineLabel, self.computerLabel, self.planLabel):
+            label.setWordWrap(True)
+            label.setTextInteractionFlags(Qt.TextSelectableByMouse)
+            label.setSizePolicy(QSizePolicy.Preferred, QSizePolicy.Minimum)  # wrapped lines get their height
+        self.pythonCombo = QComboBox()
+        self.pythonCombo.setEditable(True)
+        self.pythonCombo.setToolTip("The Python that makes the engine's environment (QGIS's own where it can).")
+        self.folderWidget = QgsFileWidget()
+        self.folderWidget.setStorageMode(QgsFileWidget.GetDirectory)
+        self.folderWidget.setFilePath(str(setup.default_env_root()))
+        self.wheelsWidget = QgsFileWidget()
+        self.wheelsWidget.setStorageMode(QgsFileWidget.GetDirectory)
+        self.wheelsWidget.lineEdit().setPlaceholderText("optional: a folder of wheels, to install without internet")
+        form = QFormLayout()
+        form.addRow("Engine in use", self.engineLabel)
+        form.addRow("This computer", self.computerLabel)
+        form.addRow("Will install", self.planLabel)
+        form.addRow("Make it with", self.pythonCombo)
+        form.addRow("In folder", self.folderWidget)
+        form.addRow("Packages from", self.wheelsWidget)
+        self.progressBar = QProgressBar()
+        self.progressBar.setRange(0, 100)
+        self.logView = QPlainTextEdit()
+        self.logView.setReadOnly(True)
+        self.logView.setMaximumBlockCount(5000)
+        self.logView.setFont(QFontDatabase.systemFont(QFontDatabase.FixedFont))
+        self.logView.setMinimumHeight(160)
+        self.buttons = QDialogButtonBox(QDialogButtonBox.Close)
+        self.setupButton = self.buttons.addButton("Set up engine", QDialogButtonBox.ActionRole)
+        self.checkButton = self.buttons.addButton("Check engine", QDialogButtonBox.ActionRole)
+        self.copyButton = self.buttons.addButton("Copy diagnostics", QDialogButtonBox.ActionRole)
+        self.cancelButton: QPushButton = self.buttons.addButton("Cancel set-up", QDialogButtonBox.ActionRole)
+        self.cancelButton.setEnabled(False)
+        self.setupButton.setEnabled(False)  # until the computer has been looked at
+        self.setupButton.clicked.connect(self.start)
+        self.checkButton.clicked.connect(self.look)
+        self.copyButton.clicked.connect(self.copy_diagnostics)
+        self.cancelButton.clicked.connect(self.cancel)
+        self.buttons.rejected.connect(self.reject)
+        layout = QVBoxLayout(self)
+        layout.addWidget(intro)
+        layout.addLayout(form)
+        layout.addWidget(self.progressBar)
+        layout.addWidget(self.logView, 1)
+        layout.addWidget(self.buttons)
+        self.resize(820, 620)
+        self._found.connect(self._show_found, Qt.QueuedConnection)
+        self.look()
+
+    # --- looking at the computer (in a thread: nvidia-smi and the self-test take seconds) --------------
+    def look(self) -> None:
+        self.checkButton.setEnabled(False)
+        self.engineLabel.setText(f"{self.engine_python or '(none)'}: checking…")
+
+        def work() -> None:
+            gpus = setup.detect_gpus()
+            pythons = [setup.inspect_python(p) for p in setup.python_candidates()]
+            report = setup.run_selftest(self.engine_python) if self.engine_python else None
+            try:
+                self._found.emit(gpus, pythons, report)
+            except RuntimeError:
+                pass  # the dialog was closed meanwhile
+
+        threading.Thread(target=work, name="clip-search-setup-look", daemon=True).start()
+
+    def _show_found(self, gpus: setup.GpuReport, pythons: list[setup.BasePython], report: Any) -> None:
+        self.gpus, self.report = gpus, report
+        self.computerLabel.setText(gpus.describe())
+        self.build = setup.choose_build(gpus)
+        size = "about 6 GB" if self.build.gpu else "about 1 GB"
+        self.planLabel.setText(f"{self.build.describe()}. Download and disk: {size}.")
+        chosen = self.pythonCombo.currentText()
+        self.pythonCombo.clear()
+        for python in sorted(pythons, key=lambda p: not p.usable):
+            self.pythonCombo.addItem(python.describe(), python.path)
+        if chosen:
+            self.pythonCombo.setEditText(chosen)
+        if report is None:
+            self.engineLabel.setText("No engine environment yet: click Set up engine.")
+        else:
+            self.engineLabel.setText(f"{setup_summary(report)}\n{self.engine_python}")
+        self.checkButton.setEnabled(True)
+        self.setupButton.setEnabled(self.task is None)
+
+    def chosen_python(self) -> str:
+        index = self.pythonCombo.findText(self.pythonCombo.currentText())
+        data = self.pythonCombo.itemData(index) if index >= 0 else None
+        return str(data or self.pythonCombo.currentText()).strip()
+
+    # --- setting up ------------------------------------------------------------------------------------
+    def start(self) -> None:
+        root = self.folderWidget.filePath().strip() or str(setup.default_env_root())
+        plan = setup.SetupPlan(self.chosen_python(), self.build, root=Path(root), requirements=self.requirements,
+                               wheelhouse=self.wheelsWidget.filePath().strip())
+        self.logView.clear()
+        self.progressBar.setValue(0)
+        self.task = SetupTask(plan)
+        self.task.line.connect(self.logView.appendPlainText, Qt.QueuedConnection)
+        self.task.progressChanged.connect(lambda value: self.progressBar.setValue(int(value)))
+        self.task.done.connect(self._finished)
+        self.setupButton.setEnabled(False)
+        self.cancelButton.setEnabled(True)
+        QgsApplication.taskManager().addTask(self.task)
+
+    def cancel(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+
+    def _finished(self, outcome: Any) -> None:
+        self.task = None
+        self.cancelButton.setEnabled(False)
+        self.setupButton.setEnabled(True)
+        if isinstance(outcome, setup.SetupResult):
+            self.progressBar.setValue(100)
+            self.engine_python, self.report = outcome.python, outcome.report
+            self.engineLabel.setText(f"{setup_summary(outcome.report)}\n{outcome.python}")
+            self.engineReady.emit(outcome.python)
+        else:
+            message = str(outcome)
+            RECENT_ERRORS.append(message)
+            self.logView.appendPlainText(f"\n{message}")
+            self.engineLabel.setText(f"{self.engine_python or '(none)'}: unchanged. {message}")
+
+    def copy_diagnostics(self) -> str:
+        host = {"QGIS": Qgis.QGIS_VERSION, "Qt": QT_VERSION_STR, "QGIS Python": sys.version.split()[0],
+                "QGIS Python path": sys.executable}
+        text = setup.diagnostics(host, self.engine_python, self.gpus, self.report, list(RECENT_ERRORS))
+        QApplication.clipboard().setText(text)
+        self.logView.appendPlainText("Diagnostics copied to the clipboard: paste them into your bug report.")
+        return text
+
+    def reject(self) -> None:
+        if self.task is not None:  # closing does not leave a set-up running unseen
+            self.task.cancel()
+        super().reject()
+
+
+def setup_summary(report: dict[str, Any]) -> str:
+    from .engine.selftest import summary  # pure Python; imports nothing heavy
+
+    return summary(report)
