@@ -23,9 +23,9 @@ from qgis.gui import QgsMapToolExtent, QgsMapToolPan
 from qgis.PyQt.QtCore import QObject, Qt, pyqtSignal, pyqtSlot
 from qgis.PyQt.QtWidgets import QFileDialog
 
-from . import layers
+from . import engine_setup, layers
 from .dock import AREA_SELECTED, AREA_VISIBLE, ClipSearchDock
-from .engine_client import EngineClient, EngineUnavailable, raster_changed
+from .engine_client import EngineClient, EngineUnavailable, check_engine_python, raster_changed
 from .maptool import ResultPickTool
 from .plugin_settings import PluginSettings
 from .tasks import IndexTask
@@ -183,6 +183,8 @@ class Controller(QObject):
         self.refresh_status(self.dock.raster_layer())
 
     def message(self, text: str, level: Any = Qgis.Warning, duration: int = 8) -> None:
+        if level in (Qgis.Warning, Qgis.Critical):
+            engine_setup.RECENT_ERRORS.append(text)
         if self.iface is not None:
             self.iface.messageBar().pushMessage(MESSAGE_TITLE, text, level=level, duration=duration)
 
@@ -214,7 +216,7 @@ class Controller(QObject):
         current = self.current_results_layer()
         self.dock.show_marks(self.marks.get(current.id(), {}) if current is not None else {})
         if layer is None:
-            self.dock.set_status("Choose a raster layer.")
+            self.dock.set_status("Choose a raster layer.", self._engine_missing())
             return
         path = layers.raster_path(layer)
         if path is None:
@@ -227,6 +229,14 @@ class Controller(QObject):
         self.dock.set_status("Checking the index…")
         params = {"raster": path, "model": self.settings.model_params(), "tiling": self.settings.tiling_params()}
         self.call_engine("locate", params, lambda event: self._show_status(layer.id(), event))
+
+    def _engine_missing(self) -> bool:
+        """No engine Python configured, or it does not exist (a quick look: offer Set up engine)."""
+        try:
+            check_engine_python(self.settings.engine_python)
+        except EngineUnavailable:
+            return True
+        return False
 
     def _show_status(self, layer_id: str, event: Event) -> None:
         current = self.dock.raster_layer()

@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import sys
 import threading
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,7 @@ QUERY_FIELDS = ("name", "driver_version", "memory.total", "compute_cap")
 ENV_PREFIX = "engine-"
 RECORD = "clip-search-engine.json"  # what a set-up installed, written into the environment it made
 NO_WINDOW = getattr(subprocess, "CREATE_NO_WINDOW", 0)
+RECENT_ERRORS: deque[str] = deque(maxlen=10)  # the last errors the plugin showed, for Copy diagnostics
 # the oldest driver each CUDA build runs on (CUDA minor-version compatibility), by system
 MIN_DRIVER = {
     "cu126": {"Linux": (525, 60, 13), "Windows": (528, 33)},

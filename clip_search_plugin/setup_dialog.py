@@ -5,20 +5,22 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections import deque
 from pathlib import Path
 from typing import Any
 
-from qgis.core import Qgis, QgsApplication, QgsTask
+from qgis.core import Qgis, QgsApplication, QgsNetworkAccessManager, QgsTask
 from qgis.gui import QgsFileWidget
 from qgis.PyQt.QtCore import QT_VERSION_STR, Qt, pyqtSignal
 from qgis.PyQt.QtGui import QFontDatabase
+from qgis.PyQt.QtNetwork import QNetworkProxy
 from qgis.PyQt.QtWidgets import (
     QApplication,
     QComboBox,
     QDialog,
     QDialogButtonBox,
+    QFileDialog,
     QFormLayout,
+    QHBoxLayout,
     QLabel,
     QPlainTextEdit,
     QProgressBar,
@@ -29,8 +31,6 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from . import engine_setup as setup
-
-RECENT_ERRORS: deque[str] = deque(maxlen=10)  # the last errors the plugin showed, for diagnostics
 
 
 class SetupTask(QgsTask):
@@ -96,7 +96,13 @@ class SetupDialog(QDialog):
         form.addRow("Engine in use", self.engineLabel)
         form.addRow("This computer", self.computerLabel)
         form.addRow("Will install", self.planLabel)
-        form.addRow("Make it with", self.pythonCombo)
+        browse = QPushButton("…")
+        browse.setToolTip("Choose another Python (3.10 or newer), e.g. a conda environment's")
+        browse.clicked.connect(self.browse_python)
+        pythonRow = QHBoxLayout()
+        pythonRow.addWidget(self.pythonCombo, 1)
+        pythonRow.addWidget(browse)
+        form.addRow("Make it with", pythonRow)
         form.addRow("In folder", self.folderWidget)
         form.addRow("Packages from", self.wheelsWidget)
         self.progressBar = QProgressBar()
@@ -169,10 +175,22 @@ class SetupDialog(QDialog):
         return str(data or self.pythonCombo.currentText()).strip()
 
     # --- setting up ------------------------------------------------------------------------------------
-    def start(self) -> None:
+    def plan(self) -> setup.SetupPlan:
+        """What Set up engine will do with the dialog's choices (and QGIS's proxy, for pip)."""
         root = self.folderWidget.filePath().strip() or str(setup.default_env_root())
-        plan = setup.SetupPlan(self.chosen_python(), self.build, root=Path(root), requirements=self.requirements,
-                               wheelhouse=self.wheelsWidget.filePath().strip())
+        proxy = qgis_proxy_url()
+        return setup.SetupPlan(self.chosen_python(), self.build, root=Path(root), requirements=self.requirements,
+                               wheelhouse=self.wheelsWidget.filePath().strip(),
+                               pip_args=("--proxy", proxy) if proxy else ())
+
+    def browse_python(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "The Python to make the engine's environment with",
+                                              str(Path(self.chosen_python() or sys.executable).parent))
+        if path:
+            self.pythonCombo.setEditText(path)
+
+    def start(self) -> None:
+        plan = self.plan()
         self.logView.clear()
         self.progressBar.setValue(0)
         self.task = SetupTask(plan)
@@ -198,14 +216,14 @@ class SetupDialog(QDialog):
             self.engineReady.emit(outcome.python)
         else:
             message = str(outcome)
-            RECENT_ERRORS.append(message)
+            setup.RECENT_ERRORS.append(message)
             self.logView.appendPlainText(f"\n{message}")
             self.engineLabel.setText(f"{self.engine_python or '(none)'}: unchanged. {message}")
 
     def copy_diagnostics(self) -> str:
         host = {"QGIS": Qgis.QGIS_VERSION, "Qt": QT_VERSION_STR, "QGIS Python": sys.version.split()[0],
                 "QGIS Python path": sys.executable}
-        text = setup.diagnostics(host, self.engine_python, self.gpus, self.report, list(RECENT_ERRORS))
+        text = setup.diagnostics(host, self.engine_python, self.gpus, self.report, list(setup.RECENT_ERRORS))
         QApplication.clipboard().setText(text)
         self.logView.appendPlainText("Diagnostics copied to the clipboard: paste them into your bug report.")
         return text
@@ -220,3 +238,15 @@ def setup_summary(report: dict[str, Any]) -> str:
     from .engine.selftest import summary  # pure Python; imports nothing heavy
 
     return summary(report)
+
+
+def qgis_proxy_url() -> str:
+    """QGIS's own HTTP proxy (Settings ▸ Options ▸ Network) as pip's --proxy, or "" when there is none (a
+    system proxy reaches pip through the environment already)."""
+    proxy = QgsNetworkAccessManager.instance().fallbackProxy()
+    if proxy.type() != QNetworkProxy.HttpProxy or not proxy.hostName():
+        return ""
+    from urllib.parse import quote
+
+    user = f"{quote(proxy.user(), safe='')}:{quote(proxy.password(), safe='')}@" if proxy.user() else ""
+    return f"http://{user}{proxy.hostName()}:{proxy.port()}"

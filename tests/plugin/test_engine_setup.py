@@ -248,3 +248,51 @@ def test_diagnostics_tell_what_a_bug_report_needs(tmp_path: Path) -> None:
         assert expected in text, expected
     broken = setup.run_selftest(sys.executable)  # QGIS's own Python has no engine packages
     assert not broken["ok"] and "cannot import torch" in broken["checks"]["packages"]["error"]
+
+
+def test_qgis_proxy_reaches_pip(qgis_iface: object) -> None:
+    from qgis.core import QgsNetworkAccessManager
+    from qgis.PyQt.QtNetwork import QNetworkProxy
+
+    from clip_search_plugin.setup_dialog import SetupDialog, qgis_proxy_url
+
+    manager = QgsNetworkAccessManager.instance()
+    before = manager.fallbackProxy()
+    try:
+        assert qgis_proxy_url() == ""
+        manager.setFallbackProxyAndExcludes(QNetworkProxy(QNetworkProxy.HttpProxy, "proxy.example", 3128, "me",
+                                                          "p@ss"), [], [])
+        assert qgis_proxy_url() == "http://me:p%40ss@proxy.example:3128"
+        dialog = SetupDialog("")
+        dialog.pythonCombo.setEditText(sys.executable)
+        assert dialog.plan().pip_args == ("--proxy", "http://me:p%40ss@proxy.example:3128")
+        assert dialog.plan().base == sys.executable
+        dialog.reject()
+    finally:
+        manager.setFallbackProxyAndExcludes(before, [], [])
+
+
+def test_an_environment_set_up_earlier_is_found_and_online_installs_never_mix_indexes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from clip_search_plugin.engine_client import default_engine_python
+
+    monkeypatch.delenv("CLIP_SEARCH_ENGINE_PYTHON", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    root = setup.default_env_root("Linux")
+    assert root == tmp_path / "clip_search"
+    for name, finished in (("engine-20260101-000000", True), ("engine-20260301-000000", True),
+                           ("engine-20260401-000000", False)):  # the newest never finished: no record
+        python = setup.env_python(root / name)
+        python.parent.mkdir(parents=True)
+        python.symlink_to(sys.executable)
+        if finished:
+            (root / name / setup.RECORD).write_text("{}")
+    assert default_engine_python() == str(setup.env_python(root / "engine-20260301-000000"))
+
+    plan = setup.SetupPlan(sys.executable, Build("cu126", "test"), root=root)
+    venv, torch_step, rest, check = plan.steps(root / "new")
+    assert torch_step.argv[-4:] == ["--index-url", "https://download.pytorch.org/whl/cu126", "torch==2.15.0",
+                                    "torchvision==0.29.2"]
+    assert "-c" in rest.argv and "--index-url" not in rest.argv
+    assert not any("--extra-index-url" in a for step in (torch_step, rest) for a in step.argv)
+    assert check.argv[-2:] == ["selftest", "--json"] and venv.argv[1:3] == ["-m", "venv"]

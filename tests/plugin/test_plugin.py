@@ -273,11 +273,13 @@ def test_missing_engine_offers_set_up_which_makes_a_working_one(iface: Any, engi
     from .test_engine_setup import base_python, package_folder
 
     wheels, versions = package_folder(tmp_path)
+    setup.RECENT_ERRORS.clear()
     engine_settings.engine_python = "/nonexistent/engine/python"
     engine_settings.save()
-    add_raster("colorado_rgb_015m.tif")
     plugin = load()
     dock = plugin.dock
+    assert dock.setupEngineButton.isVisible()  # offered at once, before any raster is chosen
+    add_raster("colorado_rgb_015m.tif")
     wait_until(lambda: "does not exist" in dock.statusLabel.text(), 30, "the engine error")
     assert "click Set up engine" in dock.statusLabel.text() and dock.setupEngineButton.isVisible()
     dock.indexButton.click()
@@ -309,6 +311,7 @@ def test_missing_engine_offers_set_up_which_makes_a_working_one(iface: Any, engi
     text = dialog.copy_diagnostics()
     assert QApplication.clipboard().text() == text
     assert "QGIS: 3." in text and f"Engine Python: {setup.env_python(made)}" in text and "Self-test encode: ok" in text
+    assert "Last errors:\n  The engine Python /nonexistent/engine/python does not exist" in text  # what the dock said
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     assert dialog.grab().save(str(ARTIFACTS / "setup_dialog.png"))
     dialog.reject()
