@@ -184,6 +184,10 @@ class Build:
         return f"torch {kind}: {self.reason}"
 
 
+BUILD_CHOICES = {"cpu": "CPU", "cu126": "CUDA 12.6 (NVIDIA driver 525.60 or newer)",
+                 "cu130": "CUDA 13.0 (NVIDIA driver 580.65 or newer)"}
+
+
 def choose_build(report: GpuReport, system: str | None = None) -> Build:
     """The torch build for this computer: the newest CUDA build its driver and first GPU (the one the engine
     uses) can run, else the CPU build, with the reason in words."""
@@ -425,7 +429,13 @@ class Installer:
             raise SetupError(f"The engine's self-test did not answer: {output.strip()[-400:]}") from exc
         if not report.get("ok"):
             from_report = "; ".join(f"{n}: {c.get('error')}" for n, c in report["checks"].items() if not c["ok"])
-            raise SetupError(f"The new environment does not run the engine ({from_report}).")
+            advice = " Choose the CPU build under Torch build and set up again." if self.plan.build.gpu else ""
+            raise SetupError(f"The new environment does not run the engine ({from_report}).{advice}")
+        device = report["checks"]["device"].get("device", "cpu")
+        if self.plan.build.gpu and not str(device).startswith("cuda"):
+            self.on_line(f"Note: the {self.plan.build.name} build of torch sees no usable GPU here, so the engine "
+                         "runs on the CPU. Check the NVIDIA driver, or set up again with the CPU build (a smaller "
+                         "download).")
         record = {"created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "base": self.plan.base,
                   "build": self.plan.build.name, "reason": self.plan.build.reason,
                   "wheelhouse": self.plan.wheelhouse, "selftest": report}

@@ -96,6 +96,13 @@ class SetupDialog(QDialog):
         form.addRow("Engine in use", self.engineLabel)
         form.addRow("This computer", self.computerLabel)
         form.addRow("Will install", self.planLabel)
+        self.buildCombo = QComboBox()
+        self.buildCombo.addItem("Automatic (as above)", "")
+        for name, label in setup.BUILD_CHOICES.items():
+            self.buildCombo.addItem(label, name)
+        self.buildCombo.setToolTip("Which torch build to install; Automatic chooses for this computer's GPU "
+                                   "and driver.")
+        form.addRow("Torch build", self.buildCombo)
         browse = QPushButton("…")
         browse.setToolTip("Choose another Python (3.10 or newer), e.g. a conda environment's")
         browse.clicked.connect(self.browse_python)
@@ -179,7 +186,9 @@ class SetupDialog(QDialog):
         """What Set up engine will do with the dialog's choices (and QGIS's proxy, for pip)."""
         root = self.folderWidget.filePath().strip() or str(setup.default_env_root())
         proxy = qgis_proxy_url()
-        return setup.SetupPlan(self.chosen_python(), self.build, root=Path(root), requirements=self.requirements,
+        forced = self.buildCombo.currentData()
+        build = setup.Build(forced, "chosen in the dialog") if forced else self.build
+        return setup.SetupPlan(self.chosen_python(), build, root=Path(root), requirements=self.requirements,
                                wheelhouse=self.wheelsWidget.filePath().strip(),
                                pip_args=("--proxy", proxy) if proxy else ())
 

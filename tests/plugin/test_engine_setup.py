@@ -209,6 +209,7 @@ def test_set_up_from_a_package_folder_makes_a_working_engine(tmp_path: Path) -> 
     assert any(line.startswith("== Installing torch and torchvision (cu126)") for line in lines)
     assert any("Successfully installed" in line and "torch-2.15.0" in line for line in lines), lines[-20:]
     assert progress == sorted(progress) and progress[-1] == pytest.approx(1.0)
+    assert any("cu126 build of torch sees no usable GPU" in line for line in lines)  # this computer has none
     assert setup.made_environments(root) == [python.parent.parent]
     assert not (Path(sysconfig.get_paths()["purelib"]) / "clip_search_probe.py").exists()  # not into QGIS's own
 
@@ -267,6 +268,9 @@ def test_qgis_proxy_reaches_pip(qgis_iface: object) -> None:
         dialog.pythonCombo.setEditText(sys.executable)
         assert dialog.plan().pip_args == ("--proxy", "http://me:p%40ss@proxy.example:3128")
         assert dialog.plan().base == sys.executable
+        dialog.buildCombo.setCurrentIndex(dialog.buildCombo.findData("cu126"))  # the user's own choice wins
+        assert dialog.plan().build.name == "cu126"
+        assert dialog.plan().build.index_url == "https://download.pytorch.org/whl/cu126"
         dialog.reject()
     finally:
         manager.setFallbackProxyAndExcludes(before, [], [])
