@@ -26,6 +26,7 @@ from qgis.PyQt.QtWidgets import (
     QProgressBar,
     QPushButton,
     QSizePolicy,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -103,7 +104,8 @@ class SetupDialog(QDialog):
         self.buildCombo.setToolTip("Which torch build to install; Automatic chooses for this computer's GPU "
                                    "and driver.")
         form.addRow("Torch build", self.buildCombo)
-        browse = QPushButton("…")
+        browse = QToolButton()
+        browse.setText("…")
         browse.setToolTip("Choose another Python (3.10 or newer), e.g. a conda environment's")
         browse.clicked.connect(self.browse_python)
         pythonRow = QHBoxLayout()
