@@ -36,6 +36,7 @@ QUERY_FIELDS = ("name", "driver_version", "memory.total", "compute_cap")
 ENV_PREFIX = "engine-"
 RECORD = "clip-search-engine.json"  # what a set-up installed, written into the environment it made
 NO_WINDOW = getattr(subprocess, "CREATE_NO_WINDOW", 0)
+NO_MATCH = re.compile(r"no matching distribution found for ([^\s]+)", re.IGNORECASE)
 RECENT_ERRORS: deque[str] = deque(maxlen=10)  # the last errors the plugin showed, for Copy diagnostics
 # the oldest driver each CUDA build runs on (CUDA minor-version compatibility), by system
 MIN_DRIVER = {
@@ -344,6 +345,7 @@ class Step:
     argv: list[str]
     share: float  # of the whole progress
     env: dict[str, str] = field(default_factory=dict)
+    fallback: Step | None = None  # run instead when pip finds no matching version where this step looked
 
 
 @dataclass
@@ -364,8 +366,9 @@ class SetupPlan:
         torch_source = offline or (["--index-url", self.build.index_url] if self.build.index_url else [])
         steps = [Step("Creating the virtual environment", [self.base, "-m", "venv", str(folder)], 0.05)]
         if torch_lines:
-            steps.append(Step(f"Installing {' and '.join(TORCH_PACKAGES)} ({self.build.name})",
-                              [*pip, *torch_source, *torch_lines], 0.6))
+            label = f"Installing {' and '.join(TORCH_PACKAGES)} ({self.build.name})"
+            from_pypi = Step(f"{label}: PyPI's build", [*pip, *torch_lines], 0.6) if torch_source != offline else None
+            steps.append(Step(label, [*pip, *torch_source, *torch_lines], 0.6, fallback=from_pypi))
         steps.append(Step("Installing open_clip, Faiss, rasterio and numpy",
                           [*pip, *offline, "-r", str(folder / "clip-search-requirements.txt"),
                            "-c", str(folder / "clip-search-constraints.txt")], 0.3))
@@ -418,6 +421,12 @@ class Installer:
             self.on_line(f"== {step.label}")
             start = self.done
             code, output = self._stream(step, start)
+            if code != 0 and step.fallback is not None and NO_MATCH.search(output):
+                self.on_line(f"The {self.plan.build.name} index has no such version for this Python and system; "
+                             "taking PyPI's build of torch instead (the self-test shows whether it uses the GPU).")
+                step = step.fallback
+                self.on_line(f"== {step.label}")
+                code, output = self._stream(step, start)
             if code != 0 and step is not steps[-1]:
                 raise SetupError(explain_failure(step, code, output, self.plan))
             self.done = start + step.share
@@ -492,7 +501,7 @@ class Installer:
 def explain_failure(step: Step, code: int, output: str, plan: SetupPlan) -> str:
     """What went wrong in words, with what to do (pip's own lines are in the log)."""
     text = output.lower()
-    missing = re.search(r"no matching distribution found for ([^\s]+)", output, re.IGNORECASE)
+    missing = NO_MATCH.search(output)
     if "ensurepip is not available" in text or ("ensurepip" in text and step.argv[1:3] == ["-m", "venv"]):
         return ("This Python cannot make virtual environments: install its venv package (on Debian or Ubuntu: "
                 "sudo apt install python3-venv), or choose another Python.")

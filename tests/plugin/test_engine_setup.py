@@ -300,3 +300,29 @@ def test_an_environment_set_up_earlier_is_found_and_online_installs_never_mix_in
     assert "-c" in rest.argv and "--index-url" not in rest.argv
     assert not any("--extra-index-url" in a for step in (torch_step, rest) for a in step.argv)
     assert check.argv[-2:] == ["selftest", "--json"] and venv.argv[1:3] == ["-m", "venv"]
+
+
+def simple_index(folder: Path, wheels: dict[str, Path]) -> str:
+    """A package index in a folder (PEP 503 pages), as pip reads one at a file: address."""
+    for project, wheel in wheels.items():
+        (folder / project).mkdir(parents=True)
+        (folder / project / "index.html").write_text(f'<a href="{wheel.as_uri()}">{wheel.name}</a>\n')
+    (folder / "index.html").write_text("".join(f'<a href="{p}/">{p}</a>\n' for p in wheels))
+    return folder.as_uri()
+
+
+def test_a_pytorch_index_without_the_pinned_version_falls_back_to_pypis_build(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    wheels, versions = package_folder(tmp_path)
+    found = {w.name.split("-")[0].replace("_", "-"): w for w in wheels.glob("*.whl")}
+    (tmp_path / "pytorch" / "cpu").mkdir(parents=True)  # this build's index has no torch 2.15.0
+    (tmp_path / "pytorch" / "cpu" / "index.html").write_text("")
+    monkeypatch.setattr(setup, "TORCH_INDEX", (tmp_path / "pytorch").as_uri() + "/{build}")
+    monkeypatch.setenv("PIP_INDEX_URL", simple_index(tmp_path / "pypi", found))  # "PyPI", here
+    plan = setup.SetupPlan(base_python(), Build("cpu", "test"), root=tmp_path / "engines", requirements=versions)
+    lines: list[str] = []
+    result = setup.Installer(plan, lines.append).run()
+    assert result.report["ok"]
+    assert any("no matching distribution found for torch==2.15.0" in line.lower() for line in lines)
+    assert any(line.startswith("The cpu index has no such version") for line in lines)
+    assert any(line.startswith("== Installing torch and torchvision (cpu): PyPI's build") for line in lines)
