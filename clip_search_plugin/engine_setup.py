@@ -24,6 +24,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +35,10 @@ TORCH_PACKAGES = ("torch", "torchvision")
 MIN_PYTHON = (3, 10)
 QUERY_FIELDS = ("name", "driver_version", "memory.total", "compute_cap")
 ENV_PREFIX = "engine-"
+REQUIREMENTS_FILE, CONSTRAINTS_FILE = "clip-search-requirements.txt", "clip-search-constraints.txt"
 RECORD = "clip-search-engine.json"  # what a set-up installed, written into the environment it made
 NO_WINDOW = getattr(subprocess, "CREATE_NO_WINDOW", 0)
+ENGINE_PATH = {"PYTHONPATH": str(PLUGIN_DIR.parent)}  # how an environment's Python finds the engine's code
 NO_MATCH = re.compile(r"no matching distribution found for ([^\s]+)", re.IGNORECASE)
 RECENT_ERRORS: deque[str] = deque(maxlen=10)  # the last errors the plugin showed, for Copy diagnostics
 # the oldest driver each CUDA build runs on (CUDA minor-version compatibility), by system
@@ -323,15 +326,27 @@ def run_selftest(python: str, timeout: float = 600.0) -> dict[str, Any]:
     """The engine's self-test report in the environment of ``python`` (``ok`` false with the reason when
     it cannot even start)."""
     try:
-        done = _run(engine_selftest_command(python), timeout, clean_env({"PYTHONPATH": str(PLUGIN_DIR.parent)}))
+        done = _run(engine_selftest_command(python), timeout, clean_env(ENGINE_PATH))
     except (OSError, subprocess.SubprocessError) as exc:
         return {"ok": False, "checks": {"start": {"ok": False, "error": f"the engine did not run: {exc}"}}}
-    try:
-        report: dict[str, Any] = json.loads(done.stdout)
-        return report
-    except ValueError:
+    report = read_report(done.stdout)
+    if report is None:
         tail = " ".join(done.stderr.strip().splitlines()[-3:]) or f"exit code {done.returncode}"
         return {"ok": False, "checks": {"start": {"ok": False, "error": f"the engine did not run: {tail}"}}}
+    return report
+
+
+def read_report(output: str) -> dict[str, Any] | None:
+    """The self-test's JSON report in ``output``: it starts on a line of its own (warnings may come first)."""
+    lines = output.splitlines()
+    start = next((i for i, line in enumerate(lines) if line == "{"), None)
+    if start is None:
+        return None
+    try:
+        report = json.JSONDecoder().raw_decode("\n".join(lines[start:]))[0]
+    except ValueError:
+        return None
+    return report if isinstance(report, dict) else None
 
 
 def engine_selftest_command(python: str) -> list[str]:
@@ -357,9 +372,20 @@ class SetupPlan:
     wheelhouse: str = ""  # a folder of wheels: install from it alone, without the network
     pip_args: tuple[str, ...] = ()  # e.g. ("--proxy", "http://proxy:3128")
 
+    @cached_property
+    def packages(self) -> tuple[list[str], list[str]]:
+        """(torch and torchvision pins, everything else) of the version set."""
+        return split_requirements(self.requirements)
+
+    def write_inputs(self, folder: Path) -> None:
+        """The files the second pip step reads, into the new environment (a record of what it asked for)."""
+        torch_lines, rest = self.packages
+        (folder / REQUIREMENTS_FILE).write_text("\n".join(rest) + "\n", encoding="utf-8")
+        (folder / CONSTRAINTS_FILE).write_text("\n".join(torch_lines) + "\n", encoding="utf-8")
+
     def steps(self, folder: Path) -> list[Step]:
-        """The commands that make the environment in ``folder`` (the files they read are written there)."""
-        torch_lines, _rest = split_requirements(self.requirements)
+        """The commands that make the environment in ``folder`` (the files they read: :meth:`write_inputs`)."""
+        torch_lines = self.packages[0]
         python = str(env_python(folder))
         pip = [python, "-m", "pip", "install", "--progress-bar", "off", *self.pip_args]
         offline = ["--no-index", "--find-links", self.wheelhouse] if self.wheelhouse else []
@@ -370,10 +396,9 @@ class SetupPlan:
             from_pypi = Step(f"{label}: PyPI's build", [*pip, *torch_lines], 0.6) if torch_source != offline else None
             steps.append(Step(label, [*pip, *torch_source, *torch_lines], 0.6, fallback=from_pypi))
         steps.append(Step("Installing open_clip, Faiss, rasterio and numpy",
-                          [*pip, *offline, "-r", str(folder / "clip-search-requirements.txt"),
-                           "-c", str(folder / "clip-search-constraints.txt")], 0.3))
-        steps.append(Step("Checking the engine (self-test)", engine_selftest_command(python), 0.05,
-                          {"PYTHONPATH": str(PLUGIN_DIR.parent)}))
+                          [*pip, *offline, "-r", str(folder / REQUIREMENTS_FILE),
+                           "-c", str(folder / CONSTRAINTS_FILE)], 0.3))
+        steps.append(Step("Checking the engine (self-test)", engine_selftest_command(python), 0.05, ENGINE_PATH))
         return steps
 
 
@@ -415,9 +440,7 @@ class Installer:
         output = ""
         for number, step in enumerate(steps):
             if number == 1:  # the environment exists: the files the pip steps read go into it
-                torch_lines, rest = split_requirements(self.plan.requirements)
-                (folder / "clip-search-requirements.txt").write_text("\n".join(rest) + "\n", encoding="utf-8")
-                (folder / "clip-search-constraints.txt").write_text("\n".join(torch_lines) + "\n", encoding="utf-8")
+                self.plan.write_inputs(folder)
             self.on_line(f"== {step.label}")
             start = self.done
             code, output = self._stream(step, start)
@@ -431,13 +454,13 @@ class Installer:
                 raise SetupError(explain_failure(step, code, output, self.plan))
             self.done = start + step.share
             self.on_progress(min(self.done, 1.0))
-        try:  # the JSON report starts on a line of its own (warnings may come before it)
-            start = next(i for i, line in enumerate(output.splitlines()) if line == "{")
-            report: dict[str, Any] = json.JSONDecoder().raw_decode("\n".join(output.splitlines()[start:]))[0]
-        except (StopIteration, ValueError) as exc:
-            raise SetupError(f"The engine's self-test did not answer: {output.strip()[-400:]}") from exc
+        report = read_report(output)
+        if report is None:
+            raise SetupError(f"The engine's self-test did not answer: {output.strip()[-400:]}")
         if not report.get("ok"):
-            from_report = "; ".join(f"{n}: {c.get('error')}" for n, c in report["checks"].items() if not c["ok"])
+            from .engine.selftest import failures
+
+            from_report = "; ".join(failures(report))
             advice = " Choose the CPU build under Torch build and set up again." if self.plan.build.gpu else ""
             raise SetupError(f"The new environment does not run the engine ({from_report}).{advice}")
         device = report["checks"]["device"].get("device", "cpu")

@@ -158,6 +158,7 @@ def sweep_abandoned(root: Path, keep: Path | None = None, now: float | None = No
     Only folders of our own names holding only our own files are touched; ``keep`` never is. Returns the
     folders removed."""
     now = time.time() if now is None else now
+    kept = Path(keep).resolve() if keep is not None else None
     removed: list[Path] = []
     try:
         candidates = [p for p in Path(root).iterdir() if p.is_dir() and not p.is_symlink()]
@@ -171,7 +172,7 @@ def sweep_abandoned(root: Path, keep: Path | None = None, now: float | None = No
             max_age, own = LEFTOVER_AFTER_HOURS * 3600, _INDEX_FILE
         else:
             continue
-        if keep is not None and folder.resolve() == Path(keep).resolve():
+        if folder.resolve() == kept:
             continue
         try:
             files = list(folder.iterdir())

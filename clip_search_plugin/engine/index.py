@@ -274,10 +274,11 @@ def open_index(path: str | Path, verify: bool = True) -> OpenIndex:
 
     path = Path(path).resolve()
     manifest = read_manifest(path)
+    files: dict[str, Path] = {}
     for name in (VECTORS, TILES):
         entry = manifest["files"].get(name)
         try:
-            file = inside(path, name)
+            file = files[name] = inside(path, name)
         except ValueError as exc:
             raise IndexFormatError(f"{exc}: an index reads only its own files; build the index again.") from exc
         if not isinstance(entry, dict) or not file.is_file() or file.stat().st_size != entry.get("size"):
@@ -285,8 +286,8 @@ def open_index(path: str | Path, verify: bool = True) -> OpenIndex:
         if verify and file_sha256(file) != entry.get("sha256"):
             raise IndexFormatError(f"{file} does not match its checksum (changed or damaged); build the index again.")
     try:
-        tiles = np.load(inside(path, TILES), allow_pickle=False)
-        vectors = faiss.read_index(str(inside(path, VECTORS)))
+        tiles = np.load(files[TILES], allow_pickle=False)
+        vectors = faiss.read_index(str(files[VECTORS]))
         raster = RasterInfo.from_dict(manifest["raster"])
         identity = ModelIdentity.from_dict(manifest["model"])
         tiling = TilingSettings.from_dict(manifest["tiling"])

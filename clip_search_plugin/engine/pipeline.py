@@ -327,7 +327,8 @@ def build_index(
     check_target(target.absolute())
     plan = plan_key({"raster": info.fingerprint, "tiling": settings.tiling.to_dict(), "base": base,
                      "model": embedder.identity.to_dict(), "input": embedder.input_size, "batch": batch_size})
-    for gone in sweep_abandoned(target.resolve().parent, keep=partial_folder(target.resolve())):
+    resolved = target.resolve()
+    for gone in sweep_abandoned(resolved.parent, keep=partial_folder(resolved)):
         log.info("removed %s: left by a build stopped or interrupted long ago", gone)
     checkpoint = Checkpoint.load(target, plan, embedder.dim)
     if checkpoint.tile_count:

@@ -127,10 +127,15 @@ def run_selftest(device: str = "auto") -> dict[str, Any]:
     return report
 
 
+def failures(report: dict[str, Any]) -> list[str]:
+    """"<check>: <error>" for each check that failed."""
+    return [f"{name}: {c.get('error')}" for name, c in report["checks"].items() if not c["ok"]]
+
+
 def summary(report: dict[str, Any]) -> str:
     """One line: what the engine runs on, or what failed."""
     checks = report["checks"]
-    failed = [f"{name}: {c['error']}" for name, c in checks.items() if not c["ok"]]
+    failed = failures(report)
     if failed:
         return "engine self-test failed: " + "; ".join(failed)
     device, versions = checks["device"], checks["packages"]["versions"]
