@@ -79,15 +79,19 @@ class Checkpoint:
         self.resume_chunk = 0
         self.vectors: np.ndarray | None = None
         self.ids: np.ndarray = np.zeros(0, dtype=np.int64)
+        self.replaces_other = False  # the folder holds another plan's progress: removed at this plan's first save
 
     @classmethod
     def load(cls, target: Path, plan: str, dim: int) -> Checkpoint:
-        """The saved progress for ``plan`` at ``target``; progress of another plan, or damaged, is discarded."""
+        """The saved progress for ``plan`` at ``target``. Damaged progress is discarded; another plan's is not
+        used, and is removed when this build first saves, so a build that fails before (a damaged raster)
+        leaves it as it was."""
         checkpoint = cls(target, plan)
         try:
             saved_plan, segments, resume = read_progress(checkpoint.folder)
             if saved_plan != plan:
-                raise ValueError("another plan")
+                checkpoint.replaces_other = True
+                return checkpoint
             vectors = [np.load(inside(checkpoint.folder, f"{s}.vectors.npy"), allow_pickle=False) for s in segments]
             ids = [np.load(inside(checkpoint.folder, f"{s}.ids.npy"), allow_pickle=False) for s in segments]
             if any(v.ndim != 2 or v.shape[1] != dim or v.dtype != np.float32 or len(v) != len(i)
@@ -119,6 +123,9 @@ class Checkpoint:
             raise
 
     def _save(self, vectors: np.ndarray, ids: np.ndarray, resume_chunk: int) -> None:
+        if self.replaces_other:
+            self.discard()
+            self.replaces_other = False
         self.folder.mkdir(parents=True, exist_ok=True)
         names = list(self.segments)
         if len(ids):

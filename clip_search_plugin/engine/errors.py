@@ -21,6 +21,11 @@ class RasterError(InputError):
     kind = "raster"
 
 
+class DamagedRasterError(RasterError):
+    """A raster file is damaged or incomplete: some of its pixels cannot be read, or its header declares
+    more than the file holds. Bad input like any unreadable raster (``kind`` stays "raster")."""
+
+
 class IndexFormatError(ClipSearchError):
     """An index folder is missing, incomplete, tampered with or of an unknown version."""
 

@@ -3,13 +3,20 @@
 The whole raster is never read at full resolution. ``describe_raster`` makes one decimated read (from
 overviews where present) to compute the stretch; ``read_chunk`` reads one window, optionally resampled,
 with its validity mask.
+
+Every read goes through here: GDAL's failures on a damaged file (truncated, flipped bits, zeroed blocks)
+become a one-line :class:`DamagedRasterError` naming the file, the pixel window and what to do; a header
+declaring more than its file holds is refused before a build plans tiles (:func:`check_plausible`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import os
+import re
+import struct
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,11 +25,12 @@ from typing import Any
 import numpy as np
 import rasterio
 from affine import Affine
+from rasterio._err import CPLE_BaseError
 from rasterio.enums import ColorInterp, MaskFlags, Resampling
-from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+from rasterio.errors import CRSError, NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window as RioWindow
 
-from .errors import RasterError
+from .errors import DamagedRasterError, RasterError
 from .grid import Window
 
 # QGIS shows a raster without georeference with x = column and y = -row; so do we.
@@ -31,6 +39,15 @@ STRETCH_PERCENTILES = (2.0, 98.0)
 STRETCH_SAMPLE_SIDE = 1024
 FINGERPRINT_SAMPLE = 1 << 20
 BLOCK_CACHE_MB = 64
+# What GDAL raises on a damaged file: rasterio's errors, GDAL's own CPLE_* errors, a CRS it cannot parse.
+GDAL_ERRORS: tuple[type[Exception], ...] = (RasterioError, CPLE_BaseError, CRSError)
+# How far a codec packs pixels (deflate about 1,000 to 1, LZW a few thousand; TIFF codes for none, LZW, JPEG,
+# deflate twice, PackBits): a first block needing more was declared larger than it is. ZSTD, LERC, WebP
+# pack constant pixels further, but no real block reaches a million to one.
+MAX_PACKING = {1: 16, 5: 10_000, 7: 10_000, 8: 10_000, 32946: 10_000, 32773: 10_000}
+MAX_PACKING_OTHERS = 1_000_000
+REASON_CHARS = 200
+TIFF_TAGS = (259, 273, 278, 279, 284, 322, 323, 324, 325)  # compression, strips, planar configuration, tiles
 
 
 @dataclass(frozen=True)
@@ -112,6 +129,34 @@ def fingerprint_file(path: str) -> str:
     return digest.hexdigest()[:32]
 
 
+def gdal_reason(exc: BaseException, path: str) -> str:
+    """GDAL's own words for a failure, on one line: the innermost message of the exception chain, which
+    names the defect (e.g. "TIFFFillTile:Read error at row 0, ...; got 0 bytes, expected 148616")."""
+    chain = [exc]
+    while (cause := chain[-1].__cause__) is not None and len(chain) < 8:
+        chain.append(cause)
+    messages = [re.sub(r"\s+", " ", str(e)).strip() for e in reversed(chain)]
+    text = next((m for m in messages if m and "See previous exception" not in m), type(exc).__name__)
+    text = re.sub(f"^({re.escape(path)}|{re.escape(os.path.basename(path))}): ?", "", text)  # we name the file
+    return text if len(text) <= REASON_CHARS else text[: REASON_CHARS - 3] + "..."
+
+
+def _advice(path: str) -> str:
+    command = f'gdalinfo -checksum "{path}"'
+    return f"The file is damaged or incomplete: check it with {command} and copy it again from its source."
+
+
+def unreadable(path: str, window: Window, exc: BaseException, purpose: str = "") -> DamagedRasterError:
+    """The error for pixels of ``path`` that GDAL could not read: the file, the window, GDAL's reason, what to do."""
+    where = f"columns {window.col_off}-{window.col_end - 1}, rows {window.row_off}-{window.row_end - 1}{purpose}"
+    return DamagedRasterError(f"Cannot read {path}: the pixels in {where} could not be read "
+                              f"({gdal_reason(exc, path)}). {_advice(path)}")
+
+
+def damaged_header(path: str, reason: str) -> DamagedRasterError:
+    return DamagedRasterError(f"Cannot read {path}: its header is damaged ({reason}). {_advice(path)}")
+
+
 def open_dataset(path: str) -> Any:
     """Open a raster for reading, turning rasterio's errors into a message that says what to do."""
     if not os.path.exists(path):
@@ -120,11 +165,64 @@ def open_dataset(path: str) -> Any:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             return rasterio.open(path)
-    except RasterioIOError as exc:
-        raise RasterError(
-            f"Cannot read {path} as a raster ({exc}). Check that it is a complete GDAL-readable "
-            "image (e.g. open it in QGIS, or run gdalinfo on it)."
+    except GDAL_ERRORS as exc:
+        raise DamagedRasterError(
+            f"Cannot read {path} as a raster ({gdal_reason(exc, path)}). Check that it is a complete "
+            "GDAL-readable image (e.g. open it in QGIS, or run gdalinfo on it), or copy it again from its source."
         ) from exc
+
+
+def _tiff_tags(path: str, ifd_offset: int) -> dict[int, tuple[int, int]]:
+    """{tag: (count, first value)} of the layout tags (:data:`TIFF_TAGS`) in the TIFF directory at ``ifd_offset``."""
+    with open(path, "rb") as f:
+        order = {b"II": "<", b"MM": ">"}.get(f.read(2))
+        if order is None:
+            return {}
+        big = struct.unpack(order + "H", f.read(2))[0] == 43  # BigTIFF: 8-byte counts and value fields
+        number, size = ("Q", 20) if big else ("I", 12)
+        f.seek(ifd_offset)
+        entries = struct.unpack(order + ("Q" if big else "H"), f.read(8 if big else 2))[0]
+        table, field = f.read(min(entries, 4096) * size), struct.calcsize(number)
+        tags = {}
+        for at in range(0, len(table) - size + 1, size):
+            tag, kind = struct.unpack_from(order + "HH", table, at)
+            code = {3: "H", 4: "I", 16: "Q"}.get(kind)  # SHORT, LONG, LONG8
+            if tag not in TIFF_TAGS or code is None:
+                continue
+            count = struct.unpack_from(order + number, table, at + 4)[0]
+            if count * struct.calcsize(code) <= field:  # the value is in the entry, else where the entry points
+                tags[tag] = (count, struct.unpack_from(order + code, table, at + 4 + field)[0])
+            else:
+                f.seek(struct.unpack_from(order + number, table, at + 4 + field)[0])
+                tags[tag] = (count, struct.unpack(order + code, f.read(struct.calcsize(code)))[0])
+    return tags
+
+
+def check_plausible(ds: Any, path: str) -> None:
+    """Refuse a GeoTIFF whose header declares more pixels than its file holds.
+
+    One flipped bit can make 383 columns 2,147,483,647, which GDAL opens: a build would plan billions of
+    tiles before a read failed. The TIFF directory must list an offset for every strip or tile the size
+    needs (a sparse file lists zeros), and its first block's bytes must hold its pixels at a packing its
+    codec reaches (:data:`MAX_PACKING`).
+    """
+    ifd = ds.get_tag_item("IFD_OFFSET", "TIFF", bidx=1) if ds.driver == "GTiff" else None
+    tags = _tiff_tags(path, int(ifd)) if ifd else {}
+    if not tags:
+        return
+    tiled = 322 in tags  # TileWidth; else strips of RowsPerStrip rows (one strip when it is absent)
+    rows = tags[323][1] if tiled and 323 in tags else min(tags.get(278, (1, ds.height))[1], ds.height)
+    cols = tags[322][1] if tiled else ds.width
+    planes = ds.count if tags.get(284, (1, 1))[1] == 2 else 1  # PlanarConfiguration 2: a block per band
+    blocks = math.ceil(ds.width / max(cols, 1)) * math.ceil(ds.height / max(rows, 1)) * planes
+    declared = f"it declares {ds.width} x {ds.height} pixels"
+    listed, first = tags.get(324 if tiled else 273, (blocks, 0))[0], tags.get(325 if tiled else 279, (0, 0))[1]
+    if listed < blocks:
+        raise damaged_header(path, f"{declared} in {blocks} blocks but lists only {listed}")
+    dtype = np.dtype("complex64" if ds.dtypes[0] == "complex_int16" else ds.dtypes[0])  # numpy has no complex int16
+    raw = rows * cols * (ds.count // planes) * dtype.itemsize
+    if first and raw > MAX_PACKING.get(tags.get(259, (1, 1))[1], MAX_PACKING_OTHERS) * first:
+        raise damaged_header(path, f"{declared}, far more than its first block of {first} bytes can hold")
 
 
 def choose_bands(colorinterp: list[ColorInterp], requested: tuple[int, ...] | None) -> tuple[int, int, int]:
@@ -164,6 +262,8 @@ def _georeference(ds: Any) -> tuple[Affine, str, bool]:
         )
     if transform.is_identity and ds.crs is None:
         return PIXEL_TRANSFORM, "", False
+    if not all(math.isfinite(v) for v in transform[:6]):
+        raise damaged_header(ds.name, f"its geotransform {tuple(transform[:6])} is not all finite numbers")
     if abs(transform.determinant) == 0:
         raise RasterError("The raster's geotransform is degenerate (zero pixel size); fix its georeference.")
     return transform, ds.crs.to_wkt() if ds.crs else "", True
@@ -173,26 +273,36 @@ def describe_raster(path: str, bands: tuple[int, ...] | None = None) -> RasterIn
     """Open ``path`` and gather its :class:`RasterInfo`, computing the stretch for non-uint8 data."""
     path = os.path.abspath(path)
     with open_dataset(path) as ds:
-        transform, crs_wkt, georeferenced = _georeference(ds)
-        chosen = choose_bands(list(ds.colorinterp), bands)
-        dtype = ds.dtypes[chosen[0] - 1]
-        stretch = None if all(ds.dtypes[b - 1] == "uint8" for b in chosen) else compute_stretch(ds, chosen)
-        crs = ds.crs
-        return RasterInfo(
-            path=path,
-            width=ds.width,
-            height=ds.height,
-            count=ds.count,
-            dtype=dtype,
-            crs_wkt=crs_wkt,
-            is_geographic=bool(crs is not None and crs.is_geographic),
-            linear_units_factor=_linear_units_factor(crs),
-            transform=(transform.a, transform.b, transform.c, transform.d, transform.e, transform.f),
-            georeferenced=georeferenced,
-            bands=chosen,
-            stretch=stretch,
-            fingerprint=fingerprint_file(path),
-        )
+        try:
+            check_plausible(ds, path)
+            return _describe(ds, path, bands)
+        except GDAL_ERRORS as exc:  # a damaged header GDAL reports only when asked (CRS, bands, tags)
+            raise damaged_header(path, gdal_reason(exc, path)) from exc
+        except (OSError, struct.error) as exc:
+            raise damaged_header(path, str(exc)) from exc
+
+
+def _describe(ds: Any, path: str, bands: tuple[int, ...] | None) -> RasterInfo:
+    transform, crs_wkt, georeferenced = _georeference(ds)
+    chosen = choose_bands(list(ds.colorinterp), bands)
+    dtype = ds.dtypes[chosen[0] - 1]
+    stretch = None if all(ds.dtypes[b - 1] == "uint8" for b in chosen) else compute_stretch(ds, chosen)
+    crs = ds.crs
+    return RasterInfo(
+        path=path,
+        width=ds.width,
+        height=ds.height,
+        count=ds.count,
+        dtype=dtype,
+        crs_wkt=crs_wkt,
+        is_geographic=bool(crs is not None and crs.is_geographic),
+        linear_units_factor=_linear_units_factor(crs),
+        transform=(transform.a, transform.b, transform.c, transform.d, transform.e, transform.f),
+        georeferenced=georeferenced,
+        bands=chosen,
+        stretch=stretch,
+        fingerprint=fingerprint_file(path),
+    )
 
 
 def _linear_units_factor(crs: Any) -> float:
@@ -209,7 +319,11 @@ def compute_stretch(ds: Any, bands: tuple[int, int, int]) -> tuple[tuple[float, 
     factor = max(1.0, max(ds.width, ds.height) / STRETCH_SAMPLE_SIDE)
     shape = (max(1, round(ds.height / factor)), max(1, round(ds.width / factor)))
     unique = sorted(set(bands))
-    data = ds.read(unique, out_shape=(len(unique), *shape), resampling=Resampling.nearest, masked=True)
+    try:
+        data = ds.read(unique, out_shape=(len(unique), *shape), resampling=Resampling.nearest, masked=True)
+    except GDAL_ERRORS as exc:
+        whole = Window(0, 0, ds.width, ds.height)
+        raise unreadable(ds.name, whole, exc, " (read at reduced resolution for the contrast stretch)") from exc
     result: dict[int, tuple[float, float]] = {}
     for i, band in enumerate(unique):
         band_data = data[i]
@@ -262,14 +376,17 @@ def read_chunk(ds: Any, info: RasterInfo, window: Window, out_shape: tuple[int, 
     downsampling = out_shape[0] < window.height or out_shape[1] < window.width
     resampling = Resampling.average if downsampling else Resampling.bilinear
     unique = sorted(set(info.bands))
-    data = ds.read(unique, window=rio_window, out_shape=(len(unique), *out_shape), resampling=resampling)
-    if all_valid(ds, unique):  # no nodata, alpha or mask: reading GDAL's all-255 mask would only cost memory
-        valid = np.ones(out_shape, dtype=bool)
-    else:
-        masks = ds.read_masks(
-            unique, window=rio_window, out_shape=(len(unique), *out_shape), resampling=Resampling.nearest
-        )
-        valid = np.all(masks > 0, axis=0)
+    try:
+        data = ds.read(unique, window=rio_window, out_shape=(len(unique), *out_shape), resampling=resampling)
+        if all_valid(ds, unique):  # no nodata, alpha or mask: reading GDAL's all-255 mask would only cost memory
+            valid = np.ones(out_shape, dtype=bool)
+        else:
+            masks = ds.read_masks(
+                unique, window=rio_window, out_shape=(len(unique), *out_shape), resampling=Resampling.nearest
+            )
+            valid = np.all(masks > 0, axis=0)
+    except GDAL_ERRORS as exc:  # a damaged block (in a reader thread too): one line naming file and window
+        raise unreadable(info.path, window, exc) from exc
     if data.dtype.kind == "f":
         valid &= np.all(np.isfinite(data), axis=0)
     position = {b: i for i, b in enumerate(unique)}

@@ -35,8 +35,10 @@ def test_cancel_stores_no_index_and_the_next_build_resumes_identically(tiny: Cli
                     is_cancelled=lambda: len(calls) >= 2, embedder=tiny)
     assert len(calls) == 2 and calls[-1][0] <= 8  # stopped after the second batch of 4
     assert not (tmp_path / "ix").exists()  # no index, so nothing can take the partial build for a whole one
-    partial = Checkpoint.load(tmp_path / "ix", "another plan", tiny.dim)  # another plan: discarded, not used
-    assert partial.tile_count == 0 and not (tmp_path / ".ix.partial").exists()
+    partial = Checkpoint.load(tmp_path / "ix", "another plan", tiny.dim)  # another plan: not used, and replaced
+    assert partial.tile_count == 0 and partial.replaces_other  # at its first save (a failed build leaves it)
+    partial.save(np.zeros((0, tiny.dim), np.float32), np.zeros(0, np.int64), 0)
+    assert not any((tmp_path / ".ix.partial").glob("part-*")) and not (tmp_path / "ix").exists()
 
     with pytest.raises(Cancelled):
         build_index(raster, settings, tmp_path / "ix", progress=lambda d, t: calls.append((d, t)),
