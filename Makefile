@@ -23,7 +23,7 @@ $(STAMP): requirements-engine.txt clip_search_plugin/requirements/linux.txt requ
 	$(ENGINE_PY) -m pip install --quiet --upgrade pip
 	$(ENGINE_PY) -m pip install --quiet -r requirements-engine.txt -r requirements-dev.txt
 	$(ENGINE_PY) -c "import pathlib, sysconfig; pathlib.Path(sysconfig.get_paths()['purelib'], 'clip_search_plugin.pth').write_text('$(CURDIR)\n')"
-	$(ENGINE_PY) -c "import torch, open_clip, faiss, rasterio, shapely, pyogrio; print('engine environment ready: torch', torch.__version__, '| open_clip', open_clip.__version__, '| faiss', faiss.__version__)"
+	$(ENGINE_PY) -c "import torch, open_clip, faiss, rasterio, shapely, pyproj, pyogrio; print('engine environment ready: torch', torch.__version__, '| open_clip', open_clip.__version__, '| faiss', faiss.__version__)"
 	@touch $@
 
 $(QGIS_STAMP): requirements-qgis-test.txt

@@ -9,7 +9,8 @@ Each index is built in memory the way ``build_index`` stores one (a Faiss index 
 tile table of a 224 px grid with 50% overlap over a raster big enough for that many tiles), with
 vectors drawn around a few hundred random centres so that they cluster the way image embeddings do. A
 query goes through the engine's own search path: text encoding through the aerial prompt templates,
-the relative-score statistics, the vector search, and merging the hits into regions. Each part is
+the relative-score statistics, the vector search (the top-k places: as many tiles fetched as the k places
+need), and the regions of those places with their areas on the ground. Each part is
 timed on its own; p50 and p95 over ``--queries`` different queries (after one warm-up; each query new
 to the model's text cache) are printed as a table, with the p50 of the same queries asked again (their
 text vectors remembered, as for Search again); ``--json`` writes them. On a GPU the vectors are searched
@@ -33,11 +34,13 @@ sys.path.insert(0, str(REPO))
 
 from clip_search_plugin.engine.embedder import Embedder, load_embedder, normalise_rows  # noqa: E402
 from clip_search_plugin.engine.index import OpenIndex  # noqa: E402
-from clip_search_plugin.engine.pipeline import _regions, index_top_hits, score_distribution  # noqa: E402
 from clip_search_plugin.engine.raster_io import RasterInfo  # noqa: E402
+from clip_search_plugin.engine.regions import Hit, build_regions  # noqa: E402
 from clip_search_plugin.engine.search import embed_query  # noqa: E402
+from clip_search_plugin.engine.searching import index_top_hits, score_distribution, top_places  # noqa: E402
 from clip_search_plugin.engine.settings import ModelSpec, TilingSettings  # noqa: E402
 
+UTM_33N = 'PROJCS["WGS 84 / UTM zone 33N",GEOGCS["WGS 84",DATUM["WGS_1984",SPHEROID["WGS 84",6378137,298.257223563]],PRIMEM["Greenwich",0],UNIT["degree",0.0174532925199433]],PROJECTION["Transverse_Mercator"],PARAMETER["latitude_of_origin",0],PARAMETER["central_meridian",15],PARAMETER["scale_factor",0.9996],PARAMETER["false_easting",500000],PARAMETER["false_northing",0],UNIT["metre",1],AUTHORITY["EPSG","32633"]]'  # noqa: E501 - the synthetic index's CRS: areas are measured on its ellipsoid, as for a real raster
 WORDS = ("swimming pool", "tennis court", "parking lot", "solar panels", "football field", "harbour",
          "airport runway", "forest", "river", "bridge", "farmland", "storage tanks", "railway station",
          "golf course", "baseball diamond", "church", "roundabout", "greenhouse", "quarry", "beach")
@@ -63,7 +66,7 @@ def synthetic_index(n: int, dim: int, seed: int = 0) -> OpenIndex:
                       np.zeros(n, dtype=np.int64)], axis=1).astype(np.int32)
     side = per_row * 112 + 112
     raster = RasterInfo(
-        path="synthetic.tif", width=side, height=side, count=3, dtype="uint8", crs_wkt="", is_geographic=False,
+        path="synthetic.tif", width=side, height=side, count=3, dtype="uint8", crs_wkt=UTM_33N, is_geographic=False,
         linear_units_factor=1.0, transform=(0.3, 0.0, 500000.0, 0.0, -0.3, 4000000.0), georeferenced=True,
         bands=(1, 2, 3), stretch=None, fingerprint="synthetic",
     )
@@ -75,6 +78,13 @@ def synthetic_index(n: int, dim: int, seed: int = 0) -> OpenIndex:
 
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.array(values), q))
+
+
+def regions_of(index: OpenIndex, found: list[tuple[int, float]], places: list[list[int]]) -> list[Any]:
+    """The regions of the places, with their areas on the ground, as the engine's search makes them."""
+    hits = [Hit(i, s, index.window(i), index.scale_index(i)) for i, s in found]
+    r = index.raster
+    return build_regions(hits, places, r.affine, r.georeferenced, r.crs_wkt, r.linear_units_factor)
 
 
 def time_queries(index: OpenIndex, embedder: Embedder, queries: list[str], top_k: int) -> dict[str, list[float]]:
@@ -89,9 +99,9 @@ def time_queries(index: OpenIndex, embedder: Embedder, queries: list[str], top_k
         t1 = time.perf_counter()
         score_distribution(index, vector)
         t2 = time.perf_counter()
-        found = index_top_hits(index, vector, top_k)
+        found, places, _ = top_places(index, vector, top_k, None, None, True)
         t3 = time.perf_counter()
-        _regions(index, found, True)
+        regions_of(index, found, places)
         t4 = time.perf_counter()
         if number == 0:
             continue
@@ -108,7 +118,7 @@ def time_queries_repeated(index: OpenIndex, embedder: Embedder, queries: list[st
         t0 = time.perf_counter()
         vector = embed_query(embedder, query)
         score_distribution(index, vector)
-        _regions(index, index_top_hits(index, vector, top_k), True)
+        regions_of(index, *top_places(index, vector, top_k, None, None, True)[:2])
         totals.append((time.perf_counter() - t0) * 1000)
     return totals
 

@@ -44,6 +44,17 @@ def tiles_in_area(tiles: np.ndarray, area: Area, transform: Affine) -> np.ndarra
     return np.asarray(shapely.intersects(pixel_area, boxes) & ~shapely.touches(pixel_area, boxes))
 
 
+def tiles_overlapping(tiles: np.ndarray, examples: np.ndarray) -> np.ndarray:
+    """Boolean mask over a tile table (N, >=4: col, row, width, height) of tiles sharing pixels with any of
+    the ``examples`` (rows of the same table form); tiles that only touch an example's edge do not count."""
+    mask = np.zeros(tiles.shape[0], dtype=bool)
+    cols, rows = tiles[:, 0].astype(np.int64), tiles[:, 1].astype(np.int64)
+    col_ends, row_ends = cols + tiles[:, 2], rows + tiles[:, 3]
+    for col, row, width, height in np.asarray(examples, dtype=np.int64)[:, :4]:
+        mask |= (cols < col + width) & (col_ends > col) & (rows < row + height) & (row_ends > row)
+    return mask
+
+
 def describe_area(area: Area | None) -> Any:
     """JSON-ready form of an area for manifests and results."""
     if area is None:

@@ -11,8 +11,10 @@ import json
 import logging
 import sys
 import time
+from types import TracebackType
 from typing import Any
 
+from .answers import fewer_text
 from .errors import ClipSearchError
 from .export import to_feature_collection, write_regions
 from .models import DEFAULT_PRESET, PRESETS
@@ -73,7 +75,9 @@ def _parser() -> argparse.ArgumentParser:
                 metavar=("XMIN", "YMIN", "XMAX", "YMAX"),
                 help="example area in the raster's CRS",
             )
-        sp.add_argument("--top-k", type=int, default=20, help="number of best tiles (default 20)")
+        sp.add_argument("--top-k", type=int, default=20,
+                        help="number of results (places: a best tile and the matching tiles overlapping it; "
+                        "one per tile with --no-merge), default 20")
         sp.add_argument("--heatmap", metavar="FILE.tif", help="also write the best score per location as a GeoTIFF")
         sp.add_argument("--threshold", type=float, help="minimum score (cosine similarity)")
         sp.add_argument(
@@ -168,6 +172,8 @@ def _print_table(result: dict[str, Any]) -> None:
     if result["random_weights"]:
         print("NOTE: this index uses RANDOM WEIGHTS (test model); scores and ranks are meaningless.")
     print(f"query: {result['query']!r}   model: {result['model']}   {len(result['regions'])} region(s)")
+    if result.get("fewer"):
+        print(f"NOTE: {fewer_text(result)}")
     print(f"{'rank':>4}  {'score':>7}  {'rel':>5}  {'tiles':>5}  {'area':>12}  bounds (xmin, ymin, xmax, ymax)")
     for r in result["regions"]:
         b = ", ".join(f"{v:.6g}" for v in r["bounds"])
@@ -221,9 +227,11 @@ def run(argv: list[str] | None = None) -> int:
         if a.json:
             print(json.dumps(result, indent=1))
         else:
+            resumed = result.get("resumed_tiles") or 0
             print(
-                f"indexed {result['tiles']} tiles ({result['skipped_empty']} empty skipped) in "
-                f"{result['seconds']:.1f} s with {result['model']}\nindex: {result['path']}"
+                f"indexed {result['tiles']} tiles ({result['skipped_empty']} empty skipped"
+                + (f"; {resumed} resumed from the build that was stopped" if resumed else "")
+                + f") in {result['seconds']:.1f} s with {result['model']}\nindex: {result['path']}"
             )
         return 0
     if a.command == "info":
@@ -234,10 +242,28 @@ def run(argv: list[str] | None = None) -> int:
     return 0
 
 
+def quiet_undecodable_gdal_messages() -> None:
+    """A GDAL message quoting a damaged file's bytes may not be UTF-8 text. rasterio's logging callback then
+    fails to decode it, and Cython prints that failure (through ``sys.excepthook``, with no traceback object)
+    and reports it as unraisable, with a traceback: for a message nobody needs. Both are left out."""
+    default_unraisable, default_except = sys.unraisablehook, sys.excepthook
+
+    def unraisable(args: sys.UnraisableHookArgs) -> None:
+        if not (isinstance(args.exc_value, UnicodeDecodeError) and "rasterio" in str(args.object)):
+            default_unraisable(args)
+
+    def uncaught(kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
+        if not (isinstance(value, UnicodeDecodeError) and tb is None):  # a real one always has a traceback
+            default_except(kind, value, tb)
+
+    sys.unraisablehook, sys.excepthook = unraisable, uncaught
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(message)s")
     # open_clip logs what our own messages already say (random weights, failed downloads)
     logging.getLogger().setLevel(logging.CRITICAL)
+    quiet_undecodable_gdal_messages()  # the engine process (serve) runs through here too
     try:
         return run(argv)
     except ClipSearchError as exc:

@@ -168,12 +168,12 @@ def mean_metrics(scores: Sequence[QueryScores]) -> dict[str, float]:
 
 
 def random_regions(index: OpenIndex, top_k: int, rng: np.random.Generator, merge: bool = True) -> list[Region]:
-    """The regions a search would return if the tiles were ranked at random."""
-    from .pipeline import _regions
+    """The ``top_k`` places a search would return if the tiles were ranked at random."""
+    from .searching import _regions
 
-    order = rng.permutation(index.count)[: min(top_k, index.count)]
+    order = rng.permutation(index.count)[: max(64, 50 * top_k)]  # far more tiles than top_k places need
     found = [(int(t), 1.0 - i / max(1, len(order))) for i, t in enumerate(order)]
-    return _regions(index, found, merge)[0]
+    return _regions(index, found, merge, top_k)[0]
 
 
 def random_scores(
@@ -203,7 +203,7 @@ def evaluate_index(
     min_overlap: float = 0.5,
 ) -> list[QueryScores]:
     """Scores of each (query text, label class) search of ``index``; ``templates`` None means raw text."""
-    from .pipeline import search
+    from .searching import search
 
     check_classes(labels, queries)
     scores = []

@@ -111,27 +111,6 @@ def build_grid(width: int, height: int, base_size: int, overlap: float, scales: 
     return tiles
 
 
-def metres_per_pixel(
-    pixel_width: float,
-    pixel_height: float,
-    is_geographic: bool,
-    linear_units_factor: float,
-    latitude: float,
-) -> float:
-    """Ground size of one pixel in metres (mean of the two axes).
-
-    For a CRS in degrees the pixel size is converted at ``latitude`` (spherical approximation, good to
-    about 0.5%); otherwise ``linear_units_factor`` converts the CRS unit to metres.
-    """
-    px, py = abs(pixel_width), abs(pixel_height)
-    if is_geographic:
-        lat = math.radians(max(-89.9, min(89.9, latitude)))
-        metres_per_degree_lat = 111_132.954 - 559.822 * math.cos(2 * lat)
-        metres_per_degree_lon = 111_319.488 * math.cos(lat)
-        return (px * metres_per_degree_lon + py * metres_per_degree_lat) / 2.0
-    return (px + py) / 2.0 * linear_units_factor
-
-
 def ground_size_to_pixels(size_m: float, pixel_size_m: float) -> int:
     """A tile's ground size in metres as a whole number of pixels (at least 1)."""
     if size_m <= 0:

@@ -3,8 +3,8 @@
 Every tile of the index is scored (in blocks, so memory stays bounded), and each cell of a grid over the
 raster keeps the best score of the tiles that cover it. Band 1 is the relative score (standard
 deviations above the index's mean for the query: the same scale for every query), band 2 the cosine
-score; cells no tile covers are NaN. The cell is a quarter of the smallest tile, so neighbouring
-overlapping tiles still show as distinct steps.
+score; cells no tile covers are NaN. The cell is about a quarter of the smallest tile, so neighbouring
+overlapping tiles still show as distinct steps, and the grid covers exactly the raster.
 """
 
 from __future__ import annotations
@@ -40,8 +40,12 @@ def cell_size(index: OpenIndex) -> int:
     return max(1, smallest // CELLS_PER_TILE)
 
 
-def best_score_grid(index: OpenIndex, scores: np.ndarray, cell: int) -> np.ndarray:
-    """(rows, cols) float32 grid: the best score of the tiles covering each cell; NaN where none does."""
+def grid_shape(index: OpenIndex, cell: int) -> tuple[int, int, float, float]:
+    """(rows, cols, cell height, cell width) of a heatmap grid covering the raster exactly.
+
+    The cells are ``cell`` pixels or a little less, so that the grid ends on the raster's right and bottom
+    edges instead of running past them (a raster of 686 px and cells of 56 px gets 13 cells of 52.8 px).
+    """
     rows = -(-index.raster.height // cell)
     cols = -(-index.raster.width // cell)
     if rows * cols > MAX_CELLS:
@@ -49,12 +53,18 @@ def best_score_grid(index: OpenIndex, scores: np.ndarray, cell: int) -> np.ndarr
             f"A heatmap of this index would have {rows * cols:,} cells; index with larger tiles or "
             "search a smaller area."
         )
+    return rows, cols, index.raster.height / rows, index.raster.width / cols
+
+
+def best_score_grid(index: OpenIndex, scores: np.ndarray, cell: int) -> np.ndarray:
+    """(rows, cols) float32 grid: the best score of the tiles covering each cell; NaN where none does."""
+    rows, cols, cell_h, cell_w = grid_shape(index, cell)
     grid = np.full((rows, cols), -np.inf, dtype=np.float32)
     tiles = index.tiles.astype(np.int64)
-    c0 = np.clip(tiles[:, 0] // cell, 0, cols - 1)
-    r0 = np.clip(tiles[:, 1] // cell, 0, rows - 1)
-    c1 = np.clip((tiles[:, 0] + tiles[:, 2] - 1) // cell, 0, cols - 1)
-    r1 = np.clip((tiles[:, 1] + tiles[:, 3] - 1) // cell, 0, rows - 1)
+    c0 = np.clip(np.floor(tiles[:, 0] / cell_w), 0, cols - 1).astype(np.int64)
+    r0 = np.clip(np.floor(tiles[:, 1] / cell_h), 0, rows - 1).astype(np.int64)
+    c1 = np.clip(np.ceil((tiles[:, 0] + tiles[:, 2]) / cell_w) - 1, 0, cols - 1).astype(np.int64)
+    r1 = np.clip(np.ceil((tiles[:, 1] + tiles[:, 3]) / cell_h) - 1, 0, rows - 1).astype(np.int64)
     spans = np.stack([c1 - c0 + 1, r1 - r0 + 1], axis=1)
     # Tiles of one size cover the same number of cells: handle each size with one vectorised pass per offset.
     for span_c, span_r in np.unique(spans, axis=0):
@@ -86,7 +96,8 @@ def write_heatmap(index: OpenIndex, vector: np.ndarray, path: str | os.PathLike[
     cosine = best_score_grid(index, scores, cell)
     relative = (cosine - mean) / std
     info = index.raster
-    transform = info.affine @ Affine.scale(cell)
+    _, _, cell_h, cell_w = grid_shape(index, cell)
+    transform = info.affine @ Affine.scale(cell_w, cell_h)  # the grid ends exactly on the raster's edges
     crs = CRS.from_wkt(info.crs_wkt) if info.crs_wkt else None
     fd, scratch = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}-", suffix=".tif")
     os.close(fd)

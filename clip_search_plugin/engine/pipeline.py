@@ -1,4 +1,5 @@
-"""The pipeline API: build_index, open_index, search, search_similar. Plain callbacks, dataclasses out."""
+"""The pipeline API: build_index (here), open_index, search, search_similar (from :mod:`.searching`). Plain
+callbacks, dataclasses out."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,24 +20,15 @@ import numpy as np
 from .ann import APPROXIMATE_FROM, CALIBRATION_CONCEPTS, build_ivf
 from .area import tiles_in_area
 from .checkpoint import Checkpoint, partial_folder, plan_key, sweep_abandoned
-from .embedder import Embedder, load_embedder, normalise_rows
+from .embedder import Embedder, load_embedder
 from .errors import Cancelled, InputError
-from .grid import Tile, Window, build_grid, ground_size_to_pixels, metres_per_pixel
-from .heatmap import write_heatmap
-from .index import OpenIndex, check_target, default_index_dir, open_index, write_index
-from .raster_io import RasterInfo, bounded_block_cache, describe_raster, fingerprint_file, open_dataset, read_chunk
-from .regions import Hit, Region, merge_hits
-from .search import (
-    AERIAL_TEMPLATES,
-    NEGATIVE_WEIGHT,
-    embed_query,
-    matrix_top_hits,
-    rocchio,
-    split_negative,
-    top_hits,
-    with_negative,
-)
-from .settings import Area, IndexSettings, ModelSpec, TilingSettings
+from .geodesy import pixel_ground_size
+from .grid import Tile, build_grid, ground_size_to_pixels
+from .index import check_target, default_index_dir, open_index, write_index
+from .raster_io import RasterInfo, bounded_block_cache, describe_raster, open_dataset, read_chunk
+from .search import embed_query
+from .searching import SearchResult, search, search_similar, square
+from .settings import IndexSettings, ModelSpec, TilingSettings
 
 __all__ = ["IndexResult", "SearchResult", "build_index", "open_index", "search", "search_similar"]
 
@@ -58,46 +50,17 @@ class IndexResult:
     seconds: float
     model: str
     random_weights: bool
-
-
-@dataclass
-class SearchResult:
-    query: str
-    regions: list[Region]
-    hits: list[Hit]
-    model: str
-    random_weights: bool
-    crs_wkt: str
-    seconds: float
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "query": self.query,
-            "model": self.model,
-            "random_weights": self.random_weights,
-            "crs_wkt": self.crs_wkt,
-            "seconds": self.seconds,
-            "regions": [r.to_dict() for r in self.regions],
-            **self.extra,
-        }
+    resumed: int = 0  # tiles taken over from the saved progress of a build that was stopped
 
 
 def base_tile_pixels(info: RasterInfo, tiling: TilingSettings) -> int:
-    """The base tile size in pixels (a ground size in metres converted at the raster's centre)."""
+    """The base tile size in pixels (a ground size in metres converted with the ground size of a pixel at
+    the raster's centre, measured on the CRS's ellipsoid)."""
     if tiling.tile_units == "px":
         return max(1, round(tiling.tile_size))
     if not info.georeferenced:
         raise InputError("This raster has no georeference, so a tile size in metres has no meaning; give it in pixels.")
-    t = info.affine
-    centre_lat = (t @ (info.width / 2, info.height / 2))[1]
-    pixel_m = metres_per_pixel(
-        float(np.hypot(t.a, t.d)),
-        float(np.hypot(t.b, t.e)),
-        info.is_geographic,
-        info.linear_units_factor,
-        centre_lat,
-    )
+    pixel_m = pixel_ground_size(info.affine, info.width, info.height, info.crs_wkt, info.linear_units_factor)
     return ground_size_to_pixels(tiling.tile_size, pixel_m)
 
 
@@ -192,17 +155,6 @@ def read_chunks(
             ds.close()
 
 
-def square(pixels: np.ndarray) -> np.ndarray:
-    """A tile padded with black to a square (only tiles on an axis shorter than one tile need it)."""
-    h, w = pixels.shape[:2]
-    if h == w:
-        return pixels
-    side = max(h, w)
-    out = np.zeros((side, side, 3), dtype=np.uint8)
-    out[:h, :w] = pixels
-    return out
-
-
 def _embed_tiles(
     info: RasterInfo,
     tiles: list[Tile],
@@ -280,9 +232,15 @@ def _embed_tiles(
             chunk_number = len(jobs)
             for shape in sorted(pending):  # a fixed order, whatever order the shapes first appeared in
                 flush(shape)
-    except (Cancelled, KeyboardInterrupt):
-        save()  # cancelled or interrupted: what is embedded is kept for the next build of the same plan
+    except KeyboardInterrupt:
+        save()  # interrupted: what is embedded is kept for the next build of the same plan
         raise
+    except Cancelled:
+        save()  # cancelled: what is embedded is kept for the next build of the same plan
+        raise Cancelled(
+            f"Cancelled; no index was stored yet. The {len(kept):,} tiles embedded so far are saved: "
+            "the same build resumes from there."
+        ) from None
     progress(len(tiles), len(tiles))
     return vectors, kept
 
@@ -331,6 +289,7 @@ def build_index(
     for gone in sweep_abandoned(resolved.parent, keep=partial_folder(resolved)):
         log.info("removed %s: left by a build stopped or interrupted long ago", gone)
     checkpoint = Checkpoint.load(target, plan, embedder.dim)
+    resumed = checkpoint.tile_count
     if checkpoint.tile_count:
         log.info("resuming %s: %d tiles already embedded", info.path, checkpoint.tile_count)
     vectors, kept = _embed_tiles(info, tiles, base, settings.tiling, embedder, batch_size, progress, is_cancelled,
@@ -374,6 +333,7 @@ def build_index(
         time.perf_counter() - started,
         embedder.identity.label(),
         embedder.identity.random_weights,
+        resumed,
     )
 
 
@@ -383,231 +343,3 @@ def portable_spec(spec: ModelSpec) -> dict[str, Any]:
     if pretrained and os.path.isfile(pretrained):
         pretrained = os.path.abspath(pretrained)
     return {"name": spec.name, "pretrained": pretrained}
-
-
-def index_model_spec(index: OpenIndex) -> ModelSpec:
-    """The spec that loads the model an index was built with."""
-    spec = index.manifest.get("model_spec")
-    if isinstance(spec, dict) and isinstance(spec.get("name"), str):
-        return ModelSpec(spec["name"], spec.get("pretrained"))
-    return ModelSpec(index.identity.arch, "none" if index.identity.random_weights else index.identity.weights)
-
-
-def check_model(index: OpenIndex, embedder: Embedder) -> None:
-    if index.identity != embedder.identity:
-        raise InputError(
-            f"The index was built with {index.identity.label()}, but the loaded model is "
-            f"{embedder.identity.label()}. Search with the index's model, or rebuild the index."
-        )
-
-
-def _regions(index: OpenIndex, found: list[tuple[int, float]], merge: bool) -> tuple[list[Region], list[Hit]]:
-    hits = [Hit(i, s, index.window(i), index.scale_index(i)) for i, s in found]
-    r = index.raster
-    return merge_hits(hits, r.affine, r.georeferenced, r.is_geographic, r.linear_units_factor, merge), hits
-
-
-def search_vector(
-    index: OpenIndex,
-    vector: np.ndarray,
-    label: str,
-    top_k: int,
-    threshold: float | None,
-    area: Area | None,
-    merge: bool,
-    exclude: np.ndarray | None = None,
-    min_relative: float | None = None,
-    heatmap: str | None = None,
-) -> SearchResult:
-    """Search ``index`` with a unit query vector; ``exclude`` is a boolean tile mask to leave out.
-
-    Each region also gets a relative score: how many standard deviations its score lies above the mean
-    score of the index's tiles for this query (estimated on a fixed sample of up to 20,000 tiles). Unlike
-    the cosine score, whose typical level differs from query to query and model to model, it reads the
-    same for every query; ``min_relative`` leaves out tiles below it. ``heatmap`` is a GeoTIFF path to
-    write the best score per location to (see :mod:`.heatmap`).
-    """
-    started = time.perf_counter()
-    allowed = tiles_in_area(index.tiles, area, index.raster.affine) if area is not None else None
-    if exclude is not None:
-        allowed = ~exclude if allowed is None else allowed & ~exclude
-    mean, std = score_distribution(index, vector)
-    if min_relative is not None:
-        relative_floor = mean + float(min_relative) * std
-        threshold = relative_floor if threshold is None else max(threshold, relative_floor)
-        threshold = min(threshold, 1.0)
-    found = index_top_hits(index, vector, top_k, threshold, allowed)
-    regions, hits = _regions(index, found, merge)
-    for region in regions:
-        region.relative = (region.score - mean) / std
-    extra: dict[str, Any] = {"score_mean": mean, "score_std": std}
-    if heatmap:
-        extra["heatmap"] = write_heatmap(index, vector, heatmap, mean, std)
-    return SearchResult(
-        label,
-        regions,
-        hits,
-        index.identity.label(),
-        index.identity.random_weights,
-        index.raster.crs_wkt,
-        time.perf_counter() - started,
-        extra,
-    )
-
-
-SAMPLE_TILES = 20_000
-
-
-def index_top_hits(
-    index: OpenIndex, vector: np.ndarray, top_k: int, threshold: float | None = None, allowed: np.ndarray | None = None
-) -> list[tuple[int, float]]:
-    """Exact top-k of ``index``: on its GPU copy when it has one, else with Faiss on the CPU."""
-    if index.device_matrix is not None:
-        return matrix_top_hits(index.device_matrix, vector, top_k, threshold, allowed)
-    return top_hits(index.vectors, vector, top_k, threshold, allowed)
-
-
-def score_distribution(index: OpenIndex, vector: np.ndarray) -> tuple[float, float]:
-    """Mean and standard deviation of the query's scores over a fixed, evenly spread sample of tiles."""
-    scores = index.sample_vectors(SAMPLE_TILES) @ vector.astype(np.float32)
-    std = float(scores.std())
-    return float(scores.mean()), std if std > 1e-6 else 1e-6
-
-
-def search(
-    index: OpenIndex,
-    embedder: Embedder,
-    query: str,
-    top_k: int = 20,
-    threshold: float | None = None,
-    area: Area | None = None,
-    templates: Sequence[str] | None = AERIAL_TEMPLATES,
-    merge: bool = True,
-    negative: str | None = None,
-    negative_weight: float = NEGATIVE_WEIGHT,
-    relevant_ids: Sequence[int] | None = None,
-    irrelevant_ids: Sequence[int] | None = None,
-    min_relative: float | None = None,
-    heatmap: str | None = None,
-) -> SearchResult:
-    """Text search: the ``top_k`` best tiles above ``threshold``, merged into regions, best first.
-
-    ``negative`` text (or "… but not …" in the query) pushes results away from what it describes.
-    ``relevant_ids`` / ``irrelevant_ids`` are tiles the user marked: the query moves toward the first
-    and away from the second (Rocchio), and the irrelevant ones are left out of the results.
-    """
-    check_model(index, embedder)
-    if negative is None:
-        query, negative = split_negative(query)
-    vector = embed_query(embedder, query, templates)
-    label = " ".join(query.split())
-    if negative:
-        vector = with_negative(vector, embed_query(embedder, negative, templates), negative_weight)
-        label += f" but not {' '.join(negative.split())}"
-    exclude = None
-    if relevant_ids or irrelevant_ids:
-        relevant, irrelevant = (tile_vectors(index, ids) for ids in (relevant_ids, irrelevant_ids))
-        vector = rocchio(vector, relevant, irrelevant)
-        if irrelevant_ids:
-            exclude = np.zeros(index.count, dtype=bool)
-            exclude[np.asarray(irrelevant_ids, dtype=np.int64)] = True
-        label += f" (feedback: {len(relevant_ids or [])} relevant, {len(irrelevant_ids or [])} not)"
-    return search_vector(index, vector, label, top_k, threshold, area, merge, exclude, min_relative, heatmap)
-
-
-def tile_vectors(index: OpenIndex, tile_ids: Sequence[int] | None) -> np.ndarray | None:
-    """The stored vectors of these tiles (checked), or None for none."""
-    if not tile_ids:
-        return None
-    bad = [i for i in tile_ids if not isinstance(i, (int, np.integer)) or not 0 <= int(i) < index.count]
-    if bad:
-        raise InputError(f"Tile ids must be between 0 and {index.count - 1}; got {bad[:5]}.")
-    vectors: np.ndarray = index.vectors.reconstruct_batch(np.asarray(tile_ids, dtype=np.int64))
-    return vectors
-
-
-def search_similar(
-    index: OpenIndex,
-    embedder: Embedder | None = None,
-    tile_ids: Sequence[int] | None = None,
-    bbox: tuple[float, float, float, float] | Sequence[tuple[float, float, float, float]] | None = None,
-    top_k: int = 20,
-    threshold: float | None = None,
-    area: Area | None = None,
-    merge: bool = True,
-    exclude_examples: bool = True,
-    min_relative: float | None = None,
-    heatmap: str | None = None,
-) -> SearchResult:
-    """Search by example: tiles like ``tile_ids``, or like the window ``bbox`` (raster CRS) of the raster,
-    or like several such windows (a list of boxes: their embeddings are averaged).
-
-    The examples themselves (and tiles overlapping the example boxes) are left out unless
-    ``exclude_examples`` is false.
-    """
-    if (tile_ids is None) == (bbox is None):
-        raise InputError("Give either example tile ids or an example bounding box.")
-    if tile_ids is not None:
-        bad = [i for i in tile_ids if not 0 <= int(i) < index.count]
-        if not tile_ids or bad:
-            raise InputError(f"Tile ids must be between 0 and {index.count - 1}; got {list(tile_ids)}.")
-        ids = np.asarray(tile_ids, dtype=np.int64)
-        vector = normalise_rows(index.vectors.reconstruct_batch(ids).mean(axis=0, keepdims=True))[0]
-        exclude = np.zeros(index.count, dtype=bool)
-        exclude[ids] = exclude_examples
-        label = f"similar to tile(s) {', '.join(str(int(i)) for i in ids)}"
-    else:
-        if embedder is None:
-            raise InputError("Searching by an example box needs the index's model.")
-        check_model(index, embedder)
-        assert bbox is not None
-        boxes = example_boxes(bbox)
-        vector = normalise_rows(np.mean([embed_box(index, embedder, b) for b in boxes], axis=0, keepdims=True))[0]
-        exclude = np.zeros(index.count, dtype=bool)
-        for box in boxes:
-            exclude |= tiles_in_area(index.tiles, box, index.raster.affine)
-        exclude &= exclude_examples
-        if len(boxes) == 1:
-            label = "similar to box " + ", ".join(f"{v:g}" for v in boxes[0])
-        else:
-            label = f"similar to {len(boxes)} example boxes"
-    return search_vector(index, vector, label, top_k, threshold, area, merge, exclude, min_relative, heatmap)
-
-
-def example_boxes(value: Any) -> list[tuple[float, float, float, float]]:
-    """One box (xmin, ymin, xmax, ymax) or a list of them, checked."""
-    items = [value] if len(value) == 4 and all(isinstance(v, (int, float)) for v in value) else list(value)
-    boxes = []
-    for item in items:
-        try:
-            xmin, ymin, xmax, ymax = (float(v) for v in item)
-        except (TypeError, ValueError):
-            raise InputError(f"An example box is four numbers xmin, ymin, xmax, ymax; got {item!r}.") from None
-        if not (xmin < xmax and ymin < ymax):
-            raise InputError(f"An example box needs xmin < xmax and ymin < ymax; got {item!r}.")
-        boxes.append((xmin, ymin, xmax, ymax))
-    if not boxes:
-        raise InputError("Give at least one example box.")
-    return boxes
-
-
-def embed_box(index: OpenIndex, embedder: Embedder, bbox: tuple[float, float, float, float]) -> np.ndarray:
-    """Unit vector of the raster's content inside ``bbox`` (raster CRS), read and embedded now."""
-    from .area import area_geometry
-    from .regions import to_pixels
-
-    info = index.raster
-    if fingerprint_file(info.path) != info.fingerprint:
-        raise InputError(f"{info.path} changed since it was indexed; build the index again.")
-    geom = to_pixels(area_geometry(bbox), info.affine)
-    c0, r0, c1, r1 = geom.bounds
-    c0, r0 = max(0, int(np.floor(c0))), max(0, int(np.floor(r0)))
-    c1, r1 = min(info.width, int(np.ceil(c1))), min(info.height, int(np.ceil(r1)))
-    if c1 <= c0 or r1 <= r0:
-        raise InputError("The example box does not overlap the raster; check that it is in the raster's CRS.")
-    window = Window(c0, r0, c1 - c0, r1 - r0)
-    factor = max(window.width, window.height) / embedder.input_size
-    shape = (max(1, round(window.height / factor)), max(1, round(window.width / factor)))
-    with open_dataset(info.path) as ds:
-        rgb, _ = read_chunk(ds, info, window, shape)
-    return embedder.encode_images(square(rgb)[None])[0]

@@ -1,13 +1,13 @@
-"""Merging hit tiles into regions, and geometry between pixel space and the raster's CRS.
+"""Hit tiles as result regions, and geometry between pixel space and the raster's CRS.
 
-Hits whose footprints share pixels are grouped (transitively); a region's polygon is the union of its
-members' footprints, its score the best member score. Grouping and union happen in pixel space, and the
-result is mapped to the CRS with the raster's affine transform (so rotated rasters work too).
+Hits are gathered into places (see :mod:`.places`: each place is a best tile and the hits overlapping it, so
+a region stays local); a region's polygon is the union of its members' footprints, its score the best
+member's. Grouping and union happen in pixel space, and the result is mapped to the CRS with the raster's
+affine transform (so rotated rasters work too).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,7 +17,9 @@ from affine import Affine
 from shapely.affinity import affine_transform
 from shapely.geometry import box, mapping
 
+from . import geodesy
 from .grid import Window
+from .places import gather_places
 
 
 @dataclass(frozen=True)
@@ -57,37 +59,6 @@ class Region:
         }
 
 
-def group_overlapping(windows: Sequence[Window]) -> list[list[int]]:
-    """Indices of ``windows`` grouped so that windows sharing pixels (transitively) are together.
-
-    A sweep over windows sorted by column keeps the pair checks to those whose columns overlap.
-    Groups are returned in order of their smallest index; members in increasing order.
-    """
-    parent = list(range(len(windows)))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    order = sorted(range(len(windows)), key=lambda i: windows[i].col_off)
-    active: list[int] = []
-    for i in order:
-        w = windows[i]
-        active = [j for j in active if windows[j].col_end > w.col_off]
-        for j in active:
-            if windows[j].overlaps(w):
-                ri, rj = find(i), find(j)
-                if ri != rj:
-                    parent[max(ri, rj)] = min(ri, rj)
-        active.append(i)
-    groups: dict[int, list[int]] = {}
-    for i in range(len(windows)):
-        groups.setdefault(find(i), []).append(i)
-    return sorted(groups.values(), key=lambda g: g[0])
-
-
 def pixel_polygon(windows: Sequence[Window]) -> shapely.Geometry:
     """Union of the windows as a polygon in pixel coordinates (x = column, y = row)."""
     return shapely.union_all([box(w.col_off, w.row_off, w.col_end, w.row_end) for w in windows])
@@ -105,38 +76,47 @@ def to_pixels(geometry: shapely.Geometry, transform: Affine) -> shapely.Geometry
 
 
 def ground_area(
-    geometry: shapely.Geometry, georeferenced: bool, is_geographic: bool, linear_units_factor: float
+    geometry: shapely.Geometry, georeferenced: bool, crs_wkt: str, linear_units_factor: float
 ) -> tuple[float, str]:
-    """(area, units): square metres, or square pixels for a raster without georeference.
-
-    In a geographic CRS the area is converted at the polygon's latitude (accurate to well under 1% at
-    region sizes).
-    """
+    """(area, units): square metres measured on the CRS's ellipsoid (see ``geodesy``), or square pixels
+    for a raster without georeference."""
     if not georeferenced:
         return float(geometry.area), "px2"
-    if is_geographic:
-        lat = math.radians(geometry.centroid.y)
-        metres_lat = 111_132.954 - 559.822 * math.cos(2 * lat)
-        metres_lon = 111_319.488 * math.cos(lat)
-        return float(geometry.area * metres_lat * metres_lon), "m2"
-    return float(geometry.area * linear_units_factor**2), "m2"
+    return geodesy.ground_area(geometry, crs_wkt, linear_units_factor), "m2"
 
 
 def merge_hits(
     hits: Sequence[Hit],
     transform: Affine,
     georeferenced: bool = True,
-    is_geographic: bool = False,
+    crs_wkt: str = "",
     linear_units_factor: float = 1.0,
     merge: bool = True,
+    k: int | None = None,
 ) -> list[Region]:
-    """Regions from hits (merged where footprints overlap unless ``merge`` is false), best first."""
-    groups = group_overlapping([h.window for h in hits]) if merge else [[i] for i in range(len(hits))]
+    """At most ``k`` regions from ranked hits (best first): places of overlapping hits (see :mod:`.places`),
+    or one region per hit when ``merge`` is false."""
+    if merge:
+        groups = gather_places([h.window for h in hits], k).places
+    else:
+        groups = [[i] for i in range(len(hits) if k is None else min(k, len(hits)))]
+    return build_regions(hits, groups, transform, georeferenced, crs_wkt, linear_units_factor)
+
+
+def build_regions(
+    hits: Sequence[Hit],
+    groups: Sequence[Sequence[int]],
+    transform: Affine,
+    georeferenced: bool = True,
+    crs_wkt: str = "",
+    linear_units_factor: float = 1.0,
+) -> list[Region]:
+    """One region per group of hits (positions in ``hits``), best first, ranked from 1."""
     regions = []
     for group in groups:
         members = sorted((hits[i] for i in group), key=lambda h: -h.score)
         geometry = to_crs(pixel_polygon([h.window for h in members]), transform)
-        area, units = ground_area(geometry, georeferenced, is_geographic, linear_units_factor)
+        area, units = ground_area(geometry, georeferenced, crs_wkt, linear_units_factor)
         regions.append(
             Region(
                 rank=0,

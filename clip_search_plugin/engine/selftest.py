@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-PACKAGES = ("numpy", "torch", "torchvision", "open_clip", "faiss", "rasterio", "shapely", "pyogrio")
+PACKAGES = ("numpy", "torch", "torchvision", "open_clip", "faiss", "rasterio", "shapely", "pyproj", "pyogrio")
 FIX = "install the engine's packages into this environment (CLIP Search settings: Set up engine)"
 
 

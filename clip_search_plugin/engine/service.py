@@ -15,15 +15,9 @@ from .embedder import Embedder, load_embedder
 from .errors import InputError
 from .index import OpenIndex, locate_index, open_index
 from .models import pick_device, resolve_identity
-from .pipeline import (
-    IsCancelled,
-    Progress,
-    build_index,
-    index_model_spec,
-    search,
-    search_similar,
-)
+from .pipeline import IsCancelled, Progress, build_index
 from .raster_io import describe_raster
+from .searching import index_model_spec, search, search_similar
 from .settings import IndexSettings, ModelSpec, TilingSettings
 from .templates import AERIAL_TEMPLATES, parse_templates
 
@@ -146,6 +140,7 @@ class Service:
             "seconds": round(result.seconds, 3),
             "model": result.model,
             "random_weights": result.random_weights,
+            "resumed_tiles": result.resumed,
         }
 
     def _search_args(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -164,6 +159,7 @@ class Service:
         if not isinstance(query, str):
             raise InputError("Give the text to search for ('query' parameter).")
         embedder = self.embedder(index_model_spec(index))
+        progress(1, 2)  # the model and the index are loaded (seconds, the first time): the search itself is quick
         result = search(
             index,
             embedder,
@@ -181,12 +177,14 @@ class Service:
         index = self.open(params.get("index"))
         bbox = params.get("bbox")
         embedder = self.embedder(index_model_spec(index)) if bbox is not None else None
+        progress(1, 2)
         result = search_similar(
             index,
             embedder,
             tile_ids=params.get("tile_ids"),
             bbox=bbox,
             exclude_examples=bool(params.get("exclude_examples", True)),
+            label=_text(params, "label"),
             **self._search_args(params),
         )
         return result.to_dict()

@@ -14,7 +14,6 @@ from clip_search_plugin.engine.grid import (
     Window,
     build_grid,
     ground_size_to_pixels,
-    metres_per_pixel,
     stride_for,
     tile_starts,
 )
@@ -93,13 +92,15 @@ def test_overlap_outside_range_is_refused(bad: float) -> None:
         stride_for(224, bad)
 
 
-def test_metres_conversion_projected_and_geographic() -> None:
-    assert ground_size_to_pixels(60.0, metres_per_pixel(0.3, -0.3, False, 1.0, 0.0)) == 200
-    # US survey feet CRS: one unit is 0.3048006 m
-    assert metres_per_pixel(1.0, -1.0, False, 0.3048006, 0.0) == pytest.approx(0.3048006)
-    # one arc-second near the equator is about 30.8 m (mean of both axes), near 60 degrees about 23.2 m
-    assert metres_per_pixel(1 / 3600, -1 / 3600, True, 1.0, 0.0) == pytest.approx(30.8, abs=0.1)
-    assert metres_per_pixel(1 / 3600, -1 / 3600, True, 1.0, 60.0) == pytest.approx(23.2, abs=0.2)
+def test_ground_size_to_pixels_rounds_and_refuses_nonsense() -> None:
+    # the ground size of a pixel is measured on the ellipsoid: tests/engine/test_geodesy.py
+    assert ground_size_to_pixels(60.0, 0.3) == 200
+    assert ground_size_to_pixels(50.0, 0.9558) == 52
+    assert ground_size_to_pixels(0.1, 30.0) == 1
+    with pytest.raises(InputError, match="positive"):
+        ground_size_to_pixels(0.0, 0.3)
+    with pytest.raises(InputError, match="pixel size is zero"):
+        ground_size_to_pixels(60.0, 0.0)
 
 
 def test_window_overlap_excludes_touching_edges() -> None:

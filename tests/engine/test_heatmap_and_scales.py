@@ -28,13 +28,17 @@ def colour_index(tmp_path: Path) -> object:
     return open_index(build_index(raster, settings, tmp_path / "ix", embedder=ColourEmbedder()).path)
 
 
-def brute_force_best(index: object, scores: np.ndarray, cell: int, rows: int, cols: int) -> np.ndarray:
-    """The best score of the tiles overlapping each cell, tile by tile and cell by cell."""
+def brute_force_best(index: object, scores: np.ndarray, cell: float, rows: int, cols: int,
+                     cell_h: float | None = None) -> np.ndarray:
+    """The best score of the tiles overlapping each cell (``cell`` wide, ``cell_h`` high), tile by tile and
+    cell by cell."""
+    cell_w, cell_h = cell, cell if cell_h is None else cell_h
     best = np.full((rows, cols), np.nan, dtype=np.float32)
     for (c, r, w, h, _), score in zip(index.tiles, scores, strict=True):  # type: ignore[attr-defined]
         for row in range(rows):
             for col in range(cols):
-                overlaps = c < (col + 1) * cell and col * cell < c + w and r < (row + 1) * cell and row * cell < r + h
+                overlaps = (c < (col + 1) * cell_w and col * cell_w < c + w
+                            and r < (row + 1) * cell_h and row * cell_h < r + h)
                 if overlaps and not score <= best[row, col]:
                     best[row, col] = score
     return best
@@ -129,3 +133,23 @@ def test_a_feature_at_two_sizes_is_found_at_both_with_several_scales(scales: tup
     else:
         assert len(large) == 1 and len(found.regions) == 2
         assert sorted(sorted({h.scale_index for h in r.members}) for r in found.regions) == [[0], [1]]  # base, 4x
+
+
+def test_the_heatmap_covers_exactly_the_raster_when_cells_do_not_divide_it(tmp_path: Path) -> None:
+    """A raster whose size is no multiple of the cell: the heatmap ends on its right and bottom edges
+    (cells a little smaller than a quarter tile), instead of running up to a cell past them."""
+    transform, crs = CASES["utm"]
+    pixels = np.concatenate([colour_scene(), colour_scene()[:, :, :150]], axis=2)[:, :230, :]  # 918 x 230 px
+    raster = write_geotiff(tmp_path / "odd.tif", np.ascontiguousarray(pixels), transform, crs)
+    settings = IndexSettings(tiling=TilingSettings(tile_size=128, overlap=0.5))
+    index = open_index(build_index(raster, settings, tmp_path / "ix", embedder=ColourEmbedder()).path)
+    path = tmp_path / "heat.tif"
+    search(index, ColourEmbedder(), "red", top_k=5, templates=None, heatmap=str(path))
+    with rasterio.open(raster) as source, rasterio.open(path) as ds:
+        np.testing.assert_allclose(ds.bounds, source.bounds, rtol=0, atol=1e-6)
+        assert (ds.width, ds.height) == (-(-918 // 32), -(-230 // 32))  # cells of 31.7 x 28.75 px
+        cosine = ds.read(2)
+    scores = index.vectors.reconstruct_n(0, index.count) @ ColourEmbedder().encode_text(["red"])[0]
+    rows, cols = cosine.shape
+    expected = brute_force_best(index, scores, 918 / cols, rows, cols, 230 / rows)
+    np.testing.assert_allclose(cosine, expected, rtol=1e-5, atol=1e-6)

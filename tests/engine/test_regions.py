@@ -1,58 +1,38 @@
-"""Region merging: grouping against a brute-force reference, union geometry, CRS mapping."""
+"""Result regions: places of overlapping hits, union geometry, CRS mapping."""
 
 from __future__ import annotations
 
 import pytest
 import shapely
 from affine import Affine
-from hypothesis import given
-from hypothesis import strategies as st
+from rasterio.crs import CRS
 from shapely.geometry import box, shape
 
 from clip_search_plugin.engine.grid import Window
-from clip_search_plugin.engine.regions import Hit, group_overlapping, merge_hits
-
-windows = st.builds(Window, st.integers(0, 200), st.integers(0, 200), st.integers(1, 60), st.integers(1, 60))
+from clip_search_plugin.engine.regions import Hit, merge_hits
 
 
-def brute_force_groups(ws: list[Window]) -> list[list[int]]:
-    """Connected components of the overlap graph, by repeated flooding."""
-    seen: set[int] = set()
-    groups = []
-    for start in range(len(ws)):
-        if start in seen:
-            continue
-        group, todo = {start}, [start]
-        while todo:
-            i = todo.pop()
-            for j in range(len(ws)):
-                if j not in group and ws[i].overlaps(ws[j]):
-                    group.add(j)
-                    todo.append(j)
-        seen |= group
-        groups.append(sorted(group))
-    return groups
-
-
-@given(st.lists(windows, max_size=40))
-def test_grouping_matches_brute_force(ws: list[Window]) -> None:
-    assert group_overlapping(ws) == brute_force_groups(ws)
-
-
-def test_chain_of_overlaps_merges_and_touching_does_not() -> None:
-    hits = [
+def test_a_region_is_a_best_tile_and_the_hits_overlapping_it_and_touching_does_not_count() -> None:
+    hits = [  # ranked best first, as a search gives them
+        Hit(3, 0.95, Window(22, 0, 10, 10), 0),
         Hit(0, 0.9, Window(0, 0, 10, 10), 0),
-        Hit(1, 0.5, Window(5, 0, 10, 10), 0),
-        Hit(2, 0.7, Window(12, 0, 10, 10), 0),  # overlaps 1 only: joins via the chain
-        Hit(3, 0.95, Window(22, 0, 10, 10), 0),  # touches 2's edge: separate region
+        Hit(2, 0.7, Window(12, 0, 10, 10), 0),  # touches 3's edge and overlaps neither seed: a place of its own
+        Hit(1, 0.5, Window(5, 0, 10, 10), 0),  # overlaps 0 (a seed): joins it, although it also overlaps 2
     ]
     regions = merge_hits(hits, Affine.identity())
-    assert [r.score for r in regions] == [0.95, 0.9]
-    assert [len(r.members) for r in regions] == [1, 3]
-    assert [r.rank for r in regions] == [1, 2]
-    merged = shape(regions[1].geometry)
-    assert merged.equals(box(0, 0, 22, 10))
-    assert [h.tile_id for h in regions[1].members] == [0, 2, 1]  # best first
+    assert [r.score for r in regions] == [0.95, 0.9, 0.7]
+    assert [[h.tile_id for h in r.members] for r in regions] == [[3], [0, 1], [2]]  # best first
+    assert [r.rank for r in regions] == [1, 2, 3]
+    assert shape(regions[1].geometry).equals(box(0, 0, 15, 10))
+
+
+def test_k_limits_the_regions_and_the_members_are_those_ranked_above_the_next_place() -> None:
+    hits = [Hit(0, 0.9, Window(0, 0, 10, 10), 0), Hit(1, 0.8, Window(50, 0, 10, 10), 0),
+            Hit(2, 0.7, Window(5, 0, 10, 10), 0), Hit(3, 0.6, Window(100, 0, 10, 10), 0),
+            Hit(4, 0.5, Window(55, 0, 10, 10), 0)]
+    regions = merge_hits(hits, Affine.identity(), k=2)
+    assert [[h.tile_id for h in r.members] for r in regions] == [[0, 2], [1]]  # 4 ranks below place 3's seed
+    assert len(merge_hits(hits, Affine.identity(), merge=False, k=2)) == 2
 
 
 def test_region_geometry_is_mapped_to_the_crs_and_area_in_square_metres() -> None:
@@ -79,8 +59,9 @@ def test_no_merge_keeps_one_region_per_hit() -> None:
     assert len(merge_hits(hits, Affine.identity())) == 1
 
 
-def test_geographic_area_is_converted_at_latitude() -> None:
+def test_geographic_area_is_measured_on_the_ellipsoid() -> None:
     t = Affine(0.001, 0, 10, 0, -0.001, 60.001)
-    (region,) = merge_hits([Hit(0, 0.3, Window(0, 0, 1, 1), 0)], t, is_geographic=True)
-    # 0.001 deg x 0.001 deg at 60 N: about 55.8 m x 111.4 m
-    assert region.area == pytest.approx(55.8 * 111.4, rel=0.01)
+    wgs84 = CRS.from_epsg(4326).to_wkt()
+    (region,) = merge_hits([Hit(0, 0.3, Window(0, 0, 1, 1), 0)], t, crs_wkt=wgs84)
+    # 0.001 deg x 0.001 deg at 60 N: about 55.8 m x 111.4 m (exact figures: tests/engine/test_geodesy.py)
+    assert region.area == pytest.approx(55.8 * 111.4, rel=0.01) and region.area_units == "m2"
