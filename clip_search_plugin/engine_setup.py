@@ -11,207 +11,68 @@ too (see README ▸ Engine set-up).
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import platform
-import queue
 import re
 import shutil
 import subprocess
 import sys
-import threading
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from .setup_log import (
+    gigabytes,
+    tail,
+)
+from .torch_builds import (  # noqa: F401 - part of what set-up means, used as engine_setup.X
+    BUILD_CHOICES,
+    BUILD_WORDS,
+    CU126_CAPABILITIES,
+    CU130_MIN_CAPABILITY,
+    MIN_DRIVER,
+    NO_WINDOW,
+    PYPI_TORCH,
+    QUERY_FIELDS,
+    REST_WEIGHT,
+    SIZES_FOR,
+    TORCH_INDEX,
+    TORCH_WEIGHT,
+    Build,
+    Gpu,
+    GpuReport,
+    Weight,
+    _run,
+    choose_build,
+    clean_env,
+    detect_gpus,
+    find_nvidia_smi,
+    parse_cuda_version,
+    parse_gpu_query,
+    torch_offer,
+    version_tuple,
+)
+
 PLUGIN_DIR = Path(__file__).resolve().parent
 REQUIREMENTS = PLUGIN_DIR / "requirements"
-TORCH_INDEX = "https://download.pytorch.org/whl/{build}"
 TORCH_PACKAGES = ("torch", "torchvision")
 MIN_PYTHON = (3, 10)
-QUERY_FIELDS = ("name", "driver_version", "memory.total", "compute_cap")
 ENV_PREFIX = "engine-"
 REQUIREMENTS_FILE, CONSTRAINTS_FILE = "clip-search-requirements.txt", "clip-search-constraints.txt"
 RECORD = "clip-search-engine.json"  # what a set-up installed, written into the environment it made
-NO_WINDOW = getattr(subprocess, "CREATE_NO_WINDOW", 0)
 ENGINE_PATH = {"PYTHONPATH": str(PLUGIN_DIR.parent)}  # how an environment's Python finds the engine's code
 NO_MATCH = re.compile(r"no matching distribution found for ([^\s]+)", re.IGNORECASE)
 RECENT_ERRORS: deque[str] = deque(maxlen=10)  # the last errors the plugin showed, for Copy diagnostics
-# the oldest driver each CUDA build runs on (CUDA minor-version compatibility), by system
-MIN_DRIVER = {
-    "cu126": {"Linux": (525, 60, 13), "Windows": (528, 33)},
-    "cu130": {"Linux": (580, 65, 6), "Windows": (580, 88)},
-}
-CU126_CAPABILITIES = ((5, 0), (9, 0))  # cu126 wheels carry kernels for Maxwell … Hopper
-CU130_MIN_CAPABILITY = (7, 5)  # cu130 wheels start at Turing; they add Blackwell
-
-
 class SetupError(Exception):
     """The set-up failed; the message says what to do."""
 
 
 class SetupCancelled(SetupError):
     pass
-
-
-def version_tuple(text: str | None) -> tuple[int, ...]:
-    return tuple(int(n) for n in re.findall(r"\d+", text or ""))
-
-
-def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment for a child Python: none of QGIS's Python settings (they would make it load QGIS's
-    standard library or packages), no user site-packages, UTF-8 output, and pip never prompting."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("PYTHONHOME", "PYTHONPATH", "PYTHONSTARTUP", "VIRTUAL_ENV", "PYTHONEXECUTABLE",
-                        "__PYVENV_LAUNCHER__")}
-    env.update(PYTHONNOUSERSITE="1", PYTHONIOENCODING="utf-8", PIP_NO_INPUT="1", PIP_DISABLE_PIP_VERSION_CHECK="1")
-    env.update(extra or {})
-    return env
-
-
-def _run(argv: Sequence[str], timeout: float, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(list(argv), capture_output=True, text=True, encoding="utf-8", errors="replace",
-                          timeout=timeout, env=env or clean_env(), creationflags=NO_WINDOW, check=False)
-
-
-# --- GPUs -----------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Gpu:
-    name: str
-    driver: str
-    memory_mib: int | None = None
-    compute_capability: tuple[int, int] | None = None
-
-    def describe(self) -> str:
-        cap = f", compute capability {self.compute_capability[0]}.{self.compute_capability[1]}" \
-            if self.compute_capability else ""
-        memory = f", {self.memory_mib / 1024:.0f} GiB" if self.memory_mib else ""
-        return f"{self.name}{memory}{cap}"
-
-
-@dataclass(frozen=True)
-class GpuReport:
-    gpus: tuple[Gpu, ...] = ()
-    cuda: str | None = None  # the newest CUDA the driver supports (nvidia-smi's header)
-    problem: str = ""  # why no GPU is listed
-
-    @property
-    def driver(self) -> str | None:
-        return self.gpus[0].driver if self.gpus else None
-
-    def describe(self) -> str:
-        if not self.gpus:
-            return f"No NVIDIA GPU: {self.problem or 'none found'}."
-        cuda = f", CUDA {self.cuda}" if self.cuda else ""
-        return "; ".join(g.describe() for g in self.gpus) + f" (driver {self.driver}{cuda})"
-
-
-def parse_gpu_query(text: str) -> list[Gpu]:
-    """GPUs from ``nvidia-smi --query-gpu=name,driver_version,memory.total[,compute_cap]
-    --format=csv,noheader,nounits`` (one line per GPU; units tolerated)."""
-    gpus = []
-    for line in text.splitlines():
-        parts = [p.strip() for p in line.split(",")]
-        if len(parts) < 2 or not re.fullmatch(r"\d+(\.\d+)+", parts[1]):
-            continue  # a message, not a GPU line
-        memory = re.match(r"\d+", parts[2]) if len(parts) > 2 else None
-        cap = re.fullmatch(r"(\d+)\.(\d+)", parts[3]) if len(parts) > 3 else None
-        gpus.append(Gpu(parts[0], parts[1], int(memory.group()) if memory else None,
-                        (int(cap.group(1)), int(cap.group(2))) if cap else None))
-    return gpus
-
-
-def parse_cuda_version(text: str) -> str | None:
-    """The "CUDA Version: X.Y" of plain ``nvidia-smi``'s header (what the driver supports, not a toolkit)."""
-    found = re.search(r"CUDA Version:\s*(\d+\.\d+)", text)
-    return found.group(1) if found else None
-
-
-def find_nvidia_smi(system: str | None = None) -> str | None:
-    found = shutil.which("nvidia-smi")
-    if found or (system or platform.system()) != "Windows":
-        return found
-    root = os.environ.get("SystemRoot", r"C:\Windows")
-    for candidate in (os.path.join(root, "System32", "nvidia-smi.exe"),
-                      r"C:\Program Files\NVIDIA Corporation\NVSMI\nvidia-smi.exe"):
-        if os.path.isfile(candidate):
-            return candidate
-    return None
-
-
-def detect_gpus(smi: str | None = None, timeout: float = 15.0) -> GpuReport:
-    """The NVIDIA GPUs and driver, asked of ``nvidia-smi``. Drivers before R510 do not know the
-    ``compute_cap`` field (exit code 2): asked again without it. Any other failure means no usable GPU."""
-    smi = smi or find_nvidia_smi()
-    if not smi:
-        return GpuReport(problem="no NVIDIA driver found (nvidia-smi is not installed)")
-    fields = list(QUERY_FIELDS)
-    try:
-        while True:
-            done = _run([smi, f"--query-gpu={','.join(fields)}", "--format=csv,noheader,nounits"], timeout)
-            said = (done.stdout + done.stderr).strip()
-            if done.returncode != 0 and "compute_cap" in fields and "compute_cap" in said:
-                fields.remove("compute_cap")
-                continue
-            break
-        if done.returncode != 0:
-            first = said.splitlines()[0] if said else f"exit code {done.returncode}"
-            return GpuReport(problem=f"nvidia-smi failed: {first}")
-        gpus = parse_gpu_query(done.stdout)
-        header = _run([smi], timeout)
-    except (OSError, subprocess.SubprocessError) as exc:
-        return GpuReport(problem=f"nvidia-smi could not run ({exc})")
-    return GpuReport(tuple(gpus), parse_cuda_version(header.stdout), "" if gpus else "nvidia-smi lists no GPU")
-
-
-# --- the torch build ------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Build:
-    name: str  # "cpu", "cu126", "cu130", or "default": the package index's own build (macOS)
-    reason: str
-
-    @property
-    def index_url(self) -> str | None:
-        return None if self.name == "default" else TORCH_INDEX.format(build=self.name)
-
-    @property
-    def gpu(self) -> bool:
-        return self.name.startswith("cu")
-
-    def describe(self) -> str:
-        kind = {"cpu": "CPU build", "default": "PyPI build"}.get(self.name, f"CUDA {self.name[2:4]}.{self.name[4:]}"
-                                                                 " build")
-        return f"torch {kind}: {self.reason}"
-
-
-BUILD_CHOICES = {"cpu": "CPU", "cu126": "CUDA 12.6 (NVIDIA driver 525.60 or newer)",
-                 "cu130": "CUDA 13.0 (NVIDIA driver 580.65 or newer)"}
-
-
-def choose_build(report: GpuReport, system: str | None = None) -> Build:
-    """The torch build for this computer: the newest CUDA build its driver and first GPU (the one the engine
-    uses) can run, else the CPU build, with the reason in words."""
-    system = system or platform.system()
-    if system == "Darwin":
-        return Build("default", "macOS: PyPI's torch runs on the CPU and on the Apple GPU (MPS)")
-    if not report.gpus:
-        return Build("cpu", "no usable NVIDIA GPU; the engine runs on the CPU")
-    gpu, key = report.gpus[0], ("Windows" if system == "Windows" else "Linux")
-    driver, cap = version_tuple(gpu.driver), gpu.compute_capability
-    if cap is not None and cap < CU126_CAPABILITIES[0]:
-        return Build("cpu", f"{gpu.name} (compute capability {cap[0]}.{cap[1]}) is older than any current torch "
-                            "supports; the engine runs on the CPU")
-    if driver >= MIN_DRIVER["cu130"][key] and (cap is None or cap >= CU130_MIN_CAPABILITY):
-        return Build("cu130", f"{gpu.describe()} with driver {gpu.driver}")
-    if driver >= MIN_DRIVER["cu126"][key] and (cap is None or cap <= CU126_CAPABILITIES[1]):
-        return Build("cu126", f"{gpu.describe()} with driver {gpu.driver}")
-    needed = ".".join(map(str, MIN_DRIVER["cu130" if cap and cap > CU126_CAPABILITIES[1] else "cu126"][key]))
-    return Build("cpu", f"{gpu.name} needs NVIDIA driver {needed} or newer (this one is {gpu.driver}); with a "
-                        "newer driver, run Set up engine again to use the GPU. Meanwhile the engine runs on the CPU")
 
 
 def requirements_file(system: str | None = None) -> Path:
@@ -371,11 +232,48 @@ class SetupPlan:
     requirements: Path = field(default_factory=requirements_file)
     wheelhouse: str = ""  # a folder of wheels: install from it alone, without the network
     pip_args: tuple[str, ...] = ()  # e.g. ("--proxy", "http://proxy:3128")
+    system: str = field(default_factory=platform.system)
 
     @cached_property
     def packages(self) -> tuple[list[str], list[str]]:
         """(torch and torchvision pins, everything else) of the version set."""
         return split_requirements(self.requirements)
+
+    @property
+    def torch_words(self) -> str:
+        """The version set's torch in words: "torch 2.15.0 and torchvision 0.29.2"."""
+        return " and ".join(re.sub(r"\s*==\s*", " ", line) for line in self.packages[0]) or "torch"
+
+    @property
+    def can_fall_back(self) -> bool:
+        return bool(self.packages[0] and self.build.index_url and not self.wheelhouse)
+
+    def describe(self) -> str:
+        """What Set up engine will install, from where, what it weighs, what a fallback would install, and why."""
+        kind, weight = torch_offer(self.build.name, self.system)
+        total = weight + REST_WEIGHT
+        if self.wheelhouse:
+            return (f"{self.torch_words}, {kind}, and the rest of the engine's packages from the package folder "
+                    f"{self.wheelhouse}, nothing downloaded: about {gigabytes(total.disk_mb)} on disk.\n"
+                    f"Why: {self.build.reason}.")
+        source = f"from the PyTorch index {self.build.index_url}" if self.build.index_url else "from PyPI"
+        lines = [f"{self.torch_words}, {kind}, {source}: {weight.describe()}.",
+                 f"Then open_clip, Faiss, rasterio and the rest from PyPI: {REST_WEIGHT.describe()}; in all "
+                 f"{total.describe()}."]
+        if self.can_fall_back:
+            fallback, heavier = torch_offer("pypi", self.system)
+            lines.append(f"Should that index lack {self.torch_words} for this Python: {fallback} instead, "
+                         f"{heavier.describe()} ({gigabytes((heavier + REST_WEIGHT).disk_mb)} in all).")
+        return "\n".join([*lines, f"Why: {self.build.reason}."])
+
+    def fallback_note(self, missing: str, python: str) -> str:
+        """What a set-up that falls back to PyPI's torch installs instead, and what it weighs."""
+        kind, weight = torch_offer(self.build.name, self.system)
+        fallback, heavier = torch_offer("pypi", self.system)
+        return (f"The PyTorch {self.build.name} index ({self.build.index_url}) has no {missing} for Python "
+                f"{python} on {self.system}. Installing {fallback} instead: {heavier.describe()} "
+                f"({gigabytes((heavier + REST_WEIGHT).disk_mb)} in all), where the {kind} was "
+                f"{weight.describe()}.")
 
     def write_inputs(self, folder: Path) -> None:
         """The files the second pip step reads, into the new environment (a record of what it asked for)."""
@@ -392,172 +290,34 @@ class SetupPlan:
         torch_source = offline or (["--index-url", self.build.index_url] if self.build.index_url else [])
         steps = [Step("Creating the virtual environment", [self.base, "-m", "venv", str(folder)], 0.05)]
         if torch_lines:
-            label = f"Installing {' and '.join(TORCH_PACKAGES)} ({self.build.name})"
-            from_pypi = Step(f"{label}: PyPI's build", [*pip, *torch_lines], 0.6) if torch_source != offline else None
-            steps.append(Step(label, [*pip, *torch_source, *torch_lines], 0.6, fallback=from_pypi))
-        steps.append(Step("Installing open_clip, Faiss, rasterio and numpy",
+            kind = torch_offer(self.build.name, self.system)[0]
+            source = (f"the package folder {self.wheelhouse}" if self.wheelhouse else self.build.index_url or "PyPI")
+            fallback = Step(f"Installing {self.torch_words}, {torch_offer('pypi', self.system)[0]}, from PyPI "
+                            "instead", [*pip, *torch_lines], 0.6) if self.can_fall_back else None
+            steps.append(Step(f"Installing {self.torch_words}, {kind}, from {source}",
+                              [*pip, *torch_source, *torch_lines], 0.6, fallback=fallback))
+        steps.append(Step("Installing open_clip, Faiss, rasterio and the rest, with torch held",
                           [*pip, *offline, "-r", str(folder / REQUIREMENTS_FILE),
                            "-c", str(folder / CONSTRAINTS_FILE)], 0.3))
         steps.append(Step("Checking the engine (self-test)", engine_selftest_command(python), 0.05, ENGINE_PATH))
         return steps
 
 
-@dataclass
-class SetupResult:
-    python: str
-    report: dict[str, Any]
-
-
-class Installer:
-    """Runs a :class:`SetupPlan`: each pip line goes to ``on_line``, the overall fraction done to
-    ``on_progress``; ``is_cancelled`` is polled several times a second."""
-
-    def __init__(self, plan: SetupPlan, on_line: Callable[[str], None] = lambda _line: None,
-                 on_progress: Callable[[float], None] = lambda _done: None,
-                 is_cancelled: Callable[[], bool] = lambda: False) -> None:
-        self.plan, self.on_line, self.on_progress, self.is_cancelled = plan, on_line, on_progress, is_cancelled
-        self.done = 0.0
-
-    def run(self) -> SetupResult:
-        base = inspect_python(self.plan.base)
-        if not base.usable:
-            raise SetupError(f"{base.describe()}. Choose another Python to make the engine's environment with.")
-        if self.plan.wheelhouse and not Path(self.plan.wheelhouse).is_dir():
-            raise SetupError(f"The package folder {self.plan.wheelhouse} does not exist; choose the folder of wheels.")
-        self.plan.root.mkdir(parents=True, exist_ok=True)
-        folder = self.plan.root / f"{ENV_PREFIX}{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
-        folder = folder if not folder.exists() else folder.with_name(folder.name + f"-{os.getpid()}")
-        self.on_line(f"Making the engine's environment in {folder} with {base.describe()}")
-        self.on_line(self.plan.build.describe())
-        try:
-            return self._run_steps(folder)
-        except BaseException:
-            shutil.rmtree(folder, ignore_errors=True)  # nothing half-made is left, and nothing else is touched
-            raise
-
-    def _run_steps(self, folder: Path) -> SetupResult:
-        steps = self.plan.steps(folder)
-        output = ""
-        for number, step in enumerate(steps):
-            if number == 1:  # the environment exists: the files the pip steps read go into it
-                self.plan.write_inputs(folder)
-            self.on_line(f"== {step.label}")
-            start = self.done
-            code, output = self._stream(step, start)
-            if code != 0 and step.fallback is not None and NO_MATCH.search(output):
-                self.on_line(f"The {self.plan.build.name} index has no such version for this Python and system; "
-                             "taking PyPI's build of torch instead (the self-test shows whether it uses the GPU).")
-                step = step.fallback
-                self.on_line(f"== {step.label}")
-                code, output = self._stream(step, start)
-            if code != 0 and step is not steps[-1]:
-                raise SetupError(explain_failure(step, code, output, self.plan))
-            self.done = start + step.share
-            self.on_progress(min(self.done, 1.0))
-        report = read_report(output)
-        if report is None:
-            raise SetupError(f"The engine's self-test did not answer: {output.strip()[-400:]}")
-        if not report.get("ok"):
-            from .engine.selftest import failures
-
-            from_report = "; ".join(failures(report))
-            advice = " Choose the CPU build under Torch build and set up again." if self.plan.build.gpu else ""
-            raise SetupError(f"The new environment does not run the engine ({from_report}).{advice}")
-        device = report["checks"]["device"].get("device", "cpu")
-        if self.plan.build.gpu and not str(device).startswith("cuda"):
-            self.on_line(f"Note: the {self.plan.build.name} build of torch sees no usable GPU here, so the engine "
-                         "runs on the CPU. Check the NVIDIA driver, or set up again with the CPU build (a smaller "
-                         "download).")
-        record = {"created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "base": self.plan.base,
-                  "build": self.plan.build.name, "reason": self.plan.build.reason,
-                  "wheelhouse": self.plan.wheelhouse, "selftest": report}
-        (folder / RECORD).write_text(json.dumps(record, indent=1), encoding="utf-8")
-        self.on_line("The engine's environment is ready.")
-        return SetupResult(str(env_python(folder)), report)
-
-    def _stream(self, step: Step, start: float) -> tuple[int, str]:
-        """Run one step, passing its output on line by line; stopped when cancelled. (exit code, output)."""
-        try:
-            process = subprocess.Popen(step.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                       encoding="utf-8", errors="replace", env=clean_env(step.env),
-                                       creationflags=NO_WINDOW)
-        except OSError as exc:
-            raise SetupError(f"{step.label} could not start: {exc}.") from exc
-        lines: queue.Queue[str | None] = queue.Queue()
-
-        def read() -> None:
-            assert process.stdout is not None
-            for line in process.stdout:
-                lines.put(line.rstrip("\n"))
-            lines.put(None)
-
-        threading.Thread(target=read, daemon=True, name="clip-search-setup-output").start()
-        kept: list[str] = []
-        while True:
-            if self.is_cancelled():
-                process.terminate()
-                try:
-                    process.wait(10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
-                if process.stdout is not None:
-                    process.stdout.close()
-                raise SetupCancelled("Set-up cancelled; the unfinished environment was removed.")
-            try:
-                line = lines.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            if line is None:
-                break
-            kept.append(line)
-            self.on_line(line)
-            if re.match(r"\s*(Collecting|Downloading|Using cached|Processing|Installing collected)", line):
-                self.done += (start + step.share - self.done) * 0.08  # pip does not say how much is left
-                self.on_progress(self.done)
-        code = process.wait()
-        if process.stdout is not None:
-            process.stdout.close()
-        return code, "\n".join(kept)
-
-
-def explain_failure(step: Step, code: int, output: str, plan: SetupPlan) -> str:
-    """What went wrong in words, with what to do (pip's own lines are in the log)."""
-    text = output.lower()
-    missing = NO_MATCH.search(output)
-    if "ensurepip is not available" in text or ("ensurepip" in text and step.argv[1:3] == ["-m", "venv"]):
-        return ("This Python cannot make virtual environments: install its venv package (on Debian or Ubuntu: "
-                "sudo apt install python3-venv), or choose another Python.")
-    if "no space left on device" in text:
-        return f"Not enough disk space in {plan.root}: the engine needs about 6 GB. Free some space and try again."
-    if missing and plan.wheelhouse:
-        return (f"The package folder {plan.wheelhouse} has no {missing.group(1)} for this Python and system; "
-                "add its wheel (pip download) and try again.")
-    if any(s in text for s in ("certificate_verify_failed", "ssl:", "sslerror")):
-        return ("pip could not verify the package index's certificate (often a company proxy): set the proxy in "
-                "QGIS ▸ Settings ▸ Options ▸ Network, or install from a folder of wheels.")
-    if any(s in text for s in ("proxyerror", "failed to establish a new connection", "temporary failure in name",
-                               "network is unreachable", "connection refused", "read timed out")):
-        return ("pip could not reach the package index: check the internet connection or the proxy (QGIS ▸ "
-                "Settings ▸ Options ▸ Network), or install from a folder of wheels.")
-    if missing:
-        return (f"pip found no {missing.group(1)} for this Python and system: choose another Python "
-                f"({MIN_PYTHON[0]}.{MIN_PYTHON[1]} or newer, 64-bit), or the CPU build.")
-    tail = " | ".join(output.strip().splitlines()[-3:])
-    return f"{step.label} failed (exit code {code}): {tail}"
-
-
 def diagnostics(host: dict[str, str], engine_python: str, gpus: GpuReport, report: dict[str, Any] | None,
-                errors: Sequence[str]) -> str:
+                errors: Sequence[str], log: Path | None = None) -> str:
     """Plain text for a bug report: the host (QGIS, Python, system), the GPU and driver, the engine's
-    environment and its self-test, and the last errors."""
+    environment and its self-test, the last errors, and the end of the set-up's log (``log``, else the log
+    of the set-up that made the engine in use)."""
     lines = ["CLIP Search diagnostics", ""]
     lines += [f"{key}: {value}" for key, value in host.items()]
     lines += [f"OS: {platform.platform()}", f"GPU: {gpus.describe()}", f"Engine Python: {engine_python or '(none)'}"]
     record = Path(engine_python).parent.parent / RECORD if engine_python else None
     if record is not None and record.is_file():
         made = json.loads(record.read_text(encoding="utf-8"))
-        lines.append(f"Set up: {made.get('created')} with {made.get('base')}, build {made.get('build')}")
+        lines.append(f"Set up: {made.get('created')} with {made.get('base')}, build {made.get('build')}"
+                     + (f", installed {made['torch']}" if made.get("torch") else "")
+                     + (" (PyPI's torch, taken instead)" if made.get("fallback") else ""))
+        log = log or (Path(made["log"]) if made.get("log") else None)
     if report is not None:
         checks = report.get("checks", {})
         device = checks.get("device", {})
@@ -571,5 +331,7 @@ def diagnostics(host: dict[str, str], engine_python: str, gpus: GpuReport, repor
                   for name, c in checks.items()]
     lines.append("Last errors:" if errors else "Last errors: none")
     lines += [f"  {e}" for e in errors]
+    if log is not None:
+        lines.append(f"Set-up log: {log}" + ("" if log.is_file() else " (no longer there)"))
+        lines += [f"  {line}" for line in tail(log, 30)]
     return "\n".join(lines) + "\n"
-

@@ -32,27 +32,30 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from . import engine_setup as setup
+from . import setup_install as install
 
 
 class SetupTask(QgsTask):
-    """Runs the installer in QGIS's task manager; lines of its log come out through ``line``."""
+    """Runs the installer in QGIS's task manager; lines of its log come out through ``line``, what it installs
+    instead of the planned torch (when the PyTorch index lacks it) through ``fellBack``."""
 
     line = pyqtSignal(str)
+    fellBack = pyqtSignal(str)
     done = pyqtSignal(object)  # a SetupResult, or the SetupError that stopped it
 
     def __init__(self, plan: setup.SetupPlan) -> None:
         super().__init__("Setting up the CLIP Search engine", QgsTask.CanCancel)
         self.plan = plan
-        self.outcome: setup.SetupResult | setup.SetupError | None = None
+        self.outcome: install.SetupResult | setup.SetupError | None = None
+        self.installer = install.Installer(plan, self.line.emit, lambda done: self.setProgress(done * 100),
+                                         self.isCanceled, self.fellBack.emit)
 
     def run(self) -> bool:
-        installer = setup.Installer(self.plan, self.line.emit, lambda done: self.setProgress(done * 100),
-                                    self.isCanceled)
         try:
-            self.outcome = installer.run()
+            self.outcome = self.installer.run()
         except setup.SetupError as exc:
             self.outcome = exc
-        return isinstance(self.outcome, setup.SetupResult)
+        return isinstance(self.outcome, install.SetupResult)
 
     def finished(self, _ok: bool) -> None:
         self.done.emit(self.outcome or setup.SetupCancelled("Set-up cancelled."))
@@ -72,6 +75,7 @@ class SetupDialog(QDialog):
         self.build = setup.choose_build(self.gpus)
         self.report: dict[str, Any] | None = None
         self.task: SetupTask | None = None
+        self.last_log: Path | None = None  # the full output of the last set-up started here
 
         intro = QLabel("CLIP Search runs its model in a Python environment of its own (torch, open_clip, Faiss, "
                        "rasterio), never in QGIS's Python. <b>Set up engine</b> makes one for this computer, with "
@@ -80,7 +84,8 @@ class SetupDialog(QDialog):
         self.engineLabel = QLabel(f"{engine_python or '(none)'}: checking…")
         self.computerLabel = QLabel("Checking for NVIDIA GPUs…")
         self.planLabel = QLabel("")
-        for label in (self.engineLabel, self.computerLabel, self.planLabel):
+        self.logFileLabel = QLabel("")
+        for label in (self.engineLabel, self.computerLabel, self.planLabel, self.logFileLabel):
             label.setWordWrap(True)
             label.setTextInteractionFlags(Qt.TextSelectableByMouse)
             label.setSizePolicy(QSizePolicy.Preferred, QSizePolicy.Minimum)  # wrapped lines get their height
@@ -114,6 +119,8 @@ class SetupDialog(QDialog):
         form.addRow("Make it with", pythonRow)
         form.addRow("In folder", self.folderWidget)
         form.addRow("Packages from", self.wheelsWidget)
+        self.buildCombo.currentIndexChanged.connect(self.show_plan)
+        self.wheelsWidget.fileChanged.connect(self.show_plan)
         self.progressBar = QProgressBar()
         self.progressBar.setRange(0, 100)
         self.logView = QPlainTextEdit()
@@ -138,6 +145,7 @@ class SetupDialog(QDialog):
         layout.addLayout(form)
         layout.addWidget(self.progressBar)
         layout.addWidget(self.logView, 1)
+        layout.addWidget(self.logFileLabel)
         layout.addWidget(self.buttons)
         self.resize(820, 620)
         self._found.connect(self._show_found, Qt.QueuedConnection)
@@ -163,14 +171,13 @@ class SetupDialog(QDialog):
         self.gpus, self.report = gpus, report
         self.computerLabel.setText(gpus.describe())
         self.build = setup.choose_build(gpus)
-        size = "about 6 GB" if self.build.gpu else "about 1 GB"
-        self.planLabel.setText(f"{self.build.describe()}. Download and disk: {size}.")
         chosen = self.pythonCombo.currentText()
         self.pythonCombo.clear()
         for python in sorted(pythons, key=lambda p: not p.usable):
             self.pythonCombo.addItem(python.describe(), python.path)
         if chosen:
             self.pythonCombo.setEditText(chosen)
+        self.show_plan()
         if report is None:
             self.engineLabel.setText("No engine environment yet: click Set up engine.")
         else:
@@ -194,6 +201,14 @@ class SetupDialog(QDialog):
                                wheelhouse=self.wheelsWidget.filePath().strip(),
                                pip_args=("--proxy", proxy) if proxy else ())
 
+    def show_plan(self) -> None:
+        """What Set up engine will install with the dialog's choices, from where, and its size."""
+        if self.task is None:
+            self.planLabel.setText(self.plan().describe())
+
+    def show_fallback(self, note: str) -> None:
+        self.planLabel.setText(note)  # what is installed instead of the plan, and its size
+
     def browse_python(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "The Python to make the engine's environment with",
                                               str(Path(self.chosen_python() or sys.executable).parent))
@@ -202,10 +217,14 @@ class SetupDialog(QDialog):
 
     def start(self) -> None:
         plan = self.plan()
+        self.planLabel.setText(plan.describe())
         self.logView.clear()
         self.progressBar.setValue(0)
         self.task = SetupTask(plan)
+        self.last_log = self.task.installer.log_path
+        self.logFileLabel.setText(f"Full output of every step: {self.last_log}")
         self.task.line.connect(self.logView.appendPlainText, Qt.QueuedConnection)
+        self.task.fellBack.connect(self.show_fallback, Qt.QueuedConnection)
         self.task.progressChanged.connect(lambda value: self.progressBar.setValue(int(value)))
         self.task.done.connect(self._finished)
         self.setupButton.setEnabled(False)
@@ -220,7 +239,7 @@ class SetupDialog(QDialog):
         self.task = None
         self.cancelButton.setEnabled(False)
         self.setupButton.setEnabled(True)
-        if isinstance(outcome, setup.SetupResult):
+        if isinstance(outcome, install.SetupResult):
             self.progressBar.setValue(100)
             self.engine_python, self.report = outcome.python, outcome.report
             self.engineLabel.setText(f"{setup_summary(outcome.report)}\n{outcome.python}")
@@ -234,7 +253,8 @@ class SetupDialog(QDialog):
     def copy_diagnostics(self) -> str:
         host = {"QGIS": Qgis.QGIS_VERSION, "Qt": QT_VERSION_STR, "QGIS Python": sys.version.split()[0],
                 "QGIS Python path": sys.executable}
-        text = setup.diagnostics(host, self.engine_python, self.gpus, self.report, list(setup.RECENT_ERRORS))
+        text = setup.diagnostics(host, self.engine_python, self.gpus, self.report, list(setup.RECENT_ERRORS),
+                                 self.last_log)
         QApplication.clipboard().setText(text)
         self.logView.appendPlainText("Diagnostics copied to the clipboard: paste them into your bug report.")
         return text

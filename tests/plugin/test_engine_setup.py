@@ -5,18 +5,28 @@ installing from a local package folder with no network, and the real engine's se
 from __future__ import annotations
 
 import base64
+import contextlib
+import functools
 import hashlib
+import http.server
+import json
 import os
+import re
+import shutil
 import stat
 import subprocess
 import sys
 import sysconfig
+import threading
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from clip_search_plugin import engine_setup as setup
+from clip_search_plugin import setup_install as install
+from clip_search_plugin import torch_builds
 from clip_search_plugin.engine_setup import Build, Gpu, GpuReport
 
 from .conftest import ENGINE_PYTHON
@@ -122,13 +132,20 @@ def test_failures_are_explained_with_what_to_do(tmp_path: Path) -> None:
     pip = setup.Step("Installing torch", [sys.executable, "-m", "pip"], 0.5)
     debian = ("The virtual environment was not created successfully because ensurepip is not\navailable.  On "
               "Debian/Ubuntu systems, you need to install the python3-venv\npackage")
-    assert "sudo apt install python3-venv" in setup.explain_failure(venv, 1, debian, plan)
+    assert "sudo apt install python3-venv" in install.explain_failure(venv, 1, debian, plan)
     missing = "ERROR: No matching distribution found for torch==2.15.0"
-    assert "has no torch==2.15.0" in setup.explain_failure(pip, 1, missing, plan)
+    assert "has no torch==2.15.0" in install.explain_failure(pip, 1, missing, plan)
     online = setup.SetupPlan(sys.executable, Build("cu126", ""), root=tmp_path)
-    assert "proxy" in setup.explain_failure(pip, 1, "ProxyError('Cannot connect to proxy.')", online)
-    assert "certificate" in setup.explain_failure(pip, 1, "SSLError(CERTIFICATE_VERIFY_FAILED)", online)
-    assert "disk space" in setup.explain_failure(pip, 1, "OSError: [Errno 28] No space left on device", online)
+    assert "proxy" in install.explain_failure(pip, 1, "ProxyError('Cannot connect to proxy.')", online)
+    assert "certificate" in install.explain_failure(pip, 1, "SSLError(CERTIFICATE_VERIFY_FAILED)", online)
+    full = "OSError: [Errno 28] No space left on device"
+    assert "disk space in" in install.explain_failure(pip, 1, full, online) and "about 5.9 GB" in \
+        install.explain_failure(pip, 1, full, online)
+    cpu = setup.SetupPlan(sys.executable, Build("cpu", ""), root=tmp_path, system="Linux")
+    assert "the engine needs about 1.3 GB" in install.explain_failure(pip, 1, full, cpu)
+    [_, torch_step, *_] = cpu.steps(tmp_path / "new")
+    assert torch_step.fallback is not None  # PyPI's build, should the CPU index lack the pin: its size is said
+    assert "the engine needs about 5.9 GB" in install.explain_failure(torch_step.fallback, 1, full, cpu)
 
 
 # --- installing, for real --------------------------------------------------------------------------------
@@ -191,8 +208,9 @@ def test_set_up_from_a_package_folder_makes_a_working_engine(tmp_path: Path) -> 
     progress: list[float] = []
     env = dict(os.environ)
     os.environ["PIP_INDEX_URL"] = "http://127.0.0.1:9/simple"  # any use of the network fails at once
+    installer = install.Installer(plan, lines.append, progress.append)
     try:
-        result = setup.Installer(plan, lines.append, progress.append).run()
+        result = installer.run()
     finally:
         os.environ.clear()
         os.environ.update(env)
@@ -206,8 +224,26 @@ def test_set_up_from_a_package_folder_makes_a_working_engine(tmp_path: Path) -> 
     probe = subprocess.run([str(python), "-c", "import clip_search_probe; print(clip_search_probe.WORKS)"],
                            capture_output=True, text=True)
     assert probe.stdout.strip() == "True"
-    assert any(line.startswith("== Installing torch and torchvision (cu126)") for line in lines)
-    assert any("Successfully installed" in line and "torch-2.15.0" in line for line in lines), lines[-20:]
+    # the log reads as steps, with short lines of what pip did; pip's own output is in the log file
+    assert [line for line in lines if line.startswith("Step ")] == [
+        "Step 1 of 4: Creating the virtual environment",
+        f"Step 2 of 4: Installing torch 2.15.0 and torchvision 0.29.2, CUDA 12.6 build, from the package folder "
+        f"{wheels}",
+        "Step 3 of 4: Installing open_clip, Faiss, rasterio and the rest, with torch held",
+        "Step 4 of 4: Checking the engine (self-test)"], lines
+    assert "  using torch-2.15.0-py3-none-any.whl" in lines and "  done: installed torch 2.15.0, torchvision 0.29.2" \
+        in lines and "  done: installed clip-search-probe 1.0" in lines, lines
+    assert "  encode: ok" in lines and any(line.startswith("  device: cpu (") for line in lines)
+    assert not any(line.startswith(("Successfully", "Processing", "Looking in", "{", "}", ' "')) for line in lines)
+    raw = installer.log_path.read_text()
+    assert installer.log_path.parent == root / "logs"
+    assert f"  The full output of every step goes to {installer.log_path}" in lines
+    assert "Successfully installed torch-2.15.0 torchvision-0.29.2" in raw and '"encode": {' in raw
+    record = json.loads((python.parent.parent / setup.RECORD).read_text())
+    assert record["log"] == str(installer.log_path) and record["torch"].startswith("torch 2.15.0") and not record[
+        "fallback"]
+    assert lines[-1].startswith("The engine's environment is ready: torch 2.15.0") and str(python.parent.parent) in \
+        lines[-1]
     assert progress == sorted(progress) and progress[-1] == pytest.approx(1.0)
     assert any("cu126 build of torch sees no usable GPU" in line for line in lines)  # this computer has none
     assert setup.made_environments(root) == [python.parent.parent]
@@ -223,15 +259,19 @@ def test_a_failed_or_cancelled_set_up_leaves_nothing_and_keeps_the_engine_in_use
     versions.write_text(versions.read_text() + "not-in-the-folder==1.0\n")
     plan = setup.SetupPlan(base_python(), Build("cpu", "test"), root=root, requirements=versions,
                            wheelhouse=str(wheels))
-    with pytest.raises(setup.SetupError, match=f"The package folder {wheels} has no not-in-the-folder==1.0"):
-        setup.Installer(plan).run()
-    assert sorted(p.name for p in root.iterdir()) == [earlier.name]
+    failed = install.Installer(plan)
+    with pytest.raises(setup.SetupError, match=f"The package folder {wheels} has no not-in-the-folder==1.0") as error:
+        failed.run()
+    assert sorted(p.name for p in root.iterdir()) == [earlier.name, "logs"]
+    # the failed set-up's full output outlives its environment, for a bug report
+    assert str(error.value).endswith(f"The full output is in {failed.log_path}.")
+    assert "No matching distribution found for not-in-the-folder==1.0" in failed.log_path.read_text()
 
     lines: list[str] = []
     with pytest.raises(setup.SetupCancelled):
-        setup.Installer(plan, lines.append, is_cancelled=lambda: any(line.startswith("== Installing") for line in lines)
+        install.Installer(plan, lines.append, is_cancelled=lambda: any(line.startswith("Step 2 of") for line in lines)
                         ).run()
-    assert sorted(p.name for p in root.iterdir()) == [earlier.name]
+    assert sorted(p.name for p in root.iterdir()) == [earlier.name, "logs"]
     assert setup.made_environments(root) == [earlier]
 
 
@@ -302,27 +342,56 @@ def test_an_environment_set_up_earlier_is_found_and_online_installs_never_mix_in
     assert check.argv[-2:] == ["selftest", "--json"] and venv.argv[1:3] == ["-m", "venv"]
 
 
-def simple_index(folder: Path, wheels: dict[str, Path]) -> str:
-    """A package index in a folder (PEP 503 pages), as pip reads one at a file: address."""
+@contextlib.contextmanager
+def served_index(folder: Path, wheels: dict[str, Path]) -> Iterator[str]:
+    """A package index (PEP 503 pages and the wheels) served over HTTP on this computer, as PyPI serves one:
+    pip downloads from it, saying each file's size."""
+    (folder / "files").mkdir(parents=True)
     for project, wheel in wheels.items():
-        (folder / project).mkdir(parents=True)
-        (folder / project / "index.html").write_text(f'<a href="{wheel.as_uri()}">{wheel.name}</a>\n')
-    (folder / "index.html").write_text("".join(f'<a href="{p}/">{p}</a>\n' for p in wheels))
-    return folder.as_uri()
+        shutil.copy(wheel, folder / "files" / wheel.name)
+        (folder / "simple" / project).mkdir(parents=True)
+        (folder / "simple" / project / "index.html").write_text(f'<a href="../../files/{wheel.name}">{wheel.name}</a>')
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+        handler.log_message = lambda *_args: None  # type: ignore[attr-defined]
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            yield f"http://127.0.0.1:{server.server_address[1]}/simple"
+        finally:
+            server.shutdown()
 
 
-def test_a_pytorch_index_without_the_pinned_version_falls_back_to_pypis_build(
+def test_a_pytorch_index_without_the_pinned_version_falls_back_to_pypis_build_and_says_so(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     wheels, versions = package_folder(tmp_path)
     found = {w.name.split("-")[0].replace("_", "-"): w for w in wheels.glob("*.whl")}
     (tmp_path / "pytorch" / "cpu").mkdir(parents=True)  # this build's index has no torch 2.15.0
     (tmp_path / "pytorch" / "cpu" / "index.html").write_text("")
-    monkeypatch.setattr(setup, "TORCH_INDEX", (tmp_path / "pytorch").as_uri() + "/{build}")
-    monkeypatch.setenv("PIP_INDEX_URL", simple_index(tmp_path / "pypi", found))  # "PyPI", here
-    plan = setup.SetupPlan(base_python(), Build("cpu", "test"), root=tmp_path / "engines", requirements=versions)
+    monkeypatch.setattr(torch_builds, "TORCH_INDEX", (tmp_path / "pytorch").as_uri() + "/{build}")
+    plan = setup.SetupPlan(base_python(), Build("cpu", "test"), root=tmp_path / "engines", requirements=versions,
+                           system="Linux")
+    # the plan says what the fallback would install and its size, beside the planned build's
+    assert plan.describe().splitlines()[2] == (
+        "Should that index lack torch 2.15.0 and torchvision 0.29.2 for this Python: PyPI's CUDA 13.2 build (it "
+        "also runs on the CPU) instead, about 3.0 GB to download, 5.5 GB on disk (5.9 GB in all).")
     lines: list[str] = []
-    result = setup.Installer(plan, lines.append).run()
+    notes: list[str] = []
+    with served_index(tmp_path / "pypi", found) as pypi:
+        monkeypatch.setenv("PIP_INDEX_URL", pypi)  # "PyPI", here
+        result = install.Installer(plan, lines.append, on_fallback=notes.append).run()
     assert result.report["ok"]
-    assert any("no matching distribution found for torch==2.15.0" in line.lower() for line in lines)
-    assert any(line.startswith("The cpu index has no such version") for line in lines)
-    assert any(line.startswith("== Installing torch and torchvision (cpu): PyPI's build") for line in lines)
+    note = (f"The PyTorch cpu index ({(tmp_path / 'pytorch').as_uri()}/cpu) has no torch==2.15.0 for Python "
+            f"{sys.version_info[0]}.{sys.version_info[1]} on Linux. Installing PyPI's CUDA 13.2 build (it also runs "
+            "on the CPU) instead: about 3.0 GB to download, 5.5 GB on disk (5.9 GB in all), where the CPU build "
+            "was about 0.2 GB to download, 0.9 GB on disk.")
+    assert notes == [note] and note in lines
+    assert "  pip: ERROR: No matching distribution found for torch==2.15.0" in lines
+    assert ("Step 2 of 4, again: Installing torch 2.15.0 and torchvision 0.29.2, PyPI's CUDA 13.2 build (it also "
+            "runs on the CPU), from PyPI instead") in lines
+    assert any(re.fullmatch(r"  downloading torch-2\.15\.0-py3-none-any\.whl \(\d[\d.]* kB\)", line) for line in lines)
+    assert any(re.fullmatch(r"  done: installed torch 2\.15\.0, torchvision 0\.29\.2; \d+ kB downloaded", line)
+               for line in lines), lines
+    assert lines[-1].startswith("The engine's environment is ready: torch 2.15.0") and \
+        "from PyPI instead of the CPU build" in lines[-1]
+    record = json.loads((Path(result.python).parent.parent / setup.RECORD).read_text())
+    assert record["fallback"] == note
