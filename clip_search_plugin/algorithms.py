@@ -1,9 +1,9 @@
-"""Processing algorithms: Build CLIP index, Search CLIP index, Find similar, Score heatmap, Evaluate search
-quality.
+"""Processing algorithms: Search CLIP index and Find similar, and what all of the plugin's algorithms share (Build
+CLIP index is in ``algorithms_build``, Score heatmap and Evaluate search quality in ``algorithms_scoring``).
 
-They send the same engine requests as the dock (``index``, ``locate``, ``search``, ``similar``, ``evaluate``), each run
-through an engine process of its own, so they work in the Processing dialog, Model Builder, batch mode,
-Python scripts and ``qgis_process`` (where there is no ``iface``).
+They send the same engine requests as the dock (``index``, ``locate``, ``info``, ``search``, ``similar``,
+``evaluate``), all of one run through one engine process of its own, so they work in the Processing dialog, Model
+Builder, batch mode, Python scripts and ``qgis_process`` (where there is no ``iface``).
 """
 
 from __future__ import annotations
@@ -22,19 +22,13 @@ from qgis.core import (
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
-    QgsProcessingOutputFile,
-    QgsProcessingOutputFolder,
-    QgsProcessingOutputNumber,
     QgsProcessingParameterBoolean,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFeatureSink,
     QgsProcessingParameterFeatureSource,
-    QgsProcessingParameterField,
     QgsProcessingParameterFile,
-    QgsProcessingParameterFolderDestination,
     QgsProcessingParameterNumber,
-    QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterString,
     QgsRasterLayer,
@@ -43,49 +37,13 @@ from qgis.core import (
 from qgis.PyQt.QtGui import QIcon
 
 from . import layers
-from .engine.models import DEFAULT_PRESET, PRESETS
-from .engine_client import EngineClient, EngineUnavailable, raster_changed, searchable
-from .plugin_settings import PluginSettings, parse_scales
+from .engine_client import raster_changed, searchable
+from .plugin_settings import PluginSettings
+from .processing_run import EngineRun, ResultsStyle, load_as
 
 ICON = str(Path(__file__).with_name("icon.svg"))
 DEVICES = ["auto", "cpu", "cuda", "mps"]
 UNITS = ["px", "m"]
-Event = dict[str, Any]
-
-
-def run_engine(
-    settings: PluginSettings, requests: list[tuple[str, dict[str, Any]]], feedback: QgsProcessingFeedback | None,
-    device: str | None = None,
-) -> list[dict[str, Any]]:
-    """Send ``requests`` in order to an engine process of this run's own; their results, or raise
-    QgsProcessingException with the engine's message. Progress and log lines go to ``feedback``;
-    cancelling in Processing cancels the running request and ends the process."""
-    client = EngineClient(settings.engine_python, device or settings.device, extra_env=settings.engine_env())
-    try:
-        client.start()
-    except EngineUnavailable as exc:
-        raise QgsProcessingException(str(exc)) from exc
-    results = []
-    try:
-        for number, (method, params) in enumerate(requests):
-
-            def report(event: Event, number: int = number) -> None:
-                if feedback is None:
-                    return
-                if event.get("event") == "progress" and event.get("total"):
-                    feedback.setProgress(100.0 * (number + event["done"] / event["total"]) / len(requests))
-                elif event.get("event") == "log":
-                    feedback.pushDebugInfo(str(event.get("message", "")))
-
-            answer = client.run(method, params, feedback.isCanceled if feedback is not None else None, report)
-            if answer["event"] == "error":
-                raise QgsProcessingException(answer["error"]["message"])
-            results.append(answer["result"])
-            if feedback is not None:
-                feedback.setProgress(100.0 * (number + 1) / len(requests))
-    finally:
-        client.stop()
-    return results
 
 
 def raster_file(layer: QgsRasterLayer | None) -> str | None:
@@ -105,7 +63,7 @@ def help_text(summary: str, parameters: tuple[tuple[str, str], ...]) -> str:
 
 
 class ClipSearchAlgorithm(QgsProcessingAlgorithm):
-    """What the three algorithms share: group, icon, help, the index parameters and the results sink."""
+    """What the algorithms share: group, icon, help, the index parameters and lookup, the results sink."""
 
     PARAM_HELP: tuple[tuple[str, str], ...] = ()
     SUMMARY = ""
@@ -142,28 +100,35 @@ class ClipSearchAlgorithm(QgsProcessingAlgorithm):
         self.add(QgsProcessingParameterFile(
             "INDEX", "Index folder", behavior=QgsProcessingParameterFile.Folder, optional=True))
 
-    def index_folder(
+    def lookup_steps(self, parameters: dict[str, Any], context: QgsProcessingContext) -> int:
+        """Engine requests open_index makes: the raster's index is located first, an index folder only opened."""
+        return 1 if self.parameterAsFile(parameters, "INDEX", context) else 2
+
+    def open_index(
         self, parameters: dict[str, Any], context: QgsProcessingContext, settings: PluginSettings,
-        feedback: QgsProcessingFeedback,
-    ) -> str:
+        feedback: QgsProcessingFeedback, engine: EngineRun,
+    ) -> dict[str, Any]:
+        """The index's description (``info``: path, CRS, model, random weights), found from the raster layer
+        with the plugin's settings or given as a folder, and opened in ``engine`` (it stays open for the run)."""
         folder = self.parameterAsFile(parameters, "INDEX", context)
-        if folder:
-            return str(folder)
-        raster = raster_file(self.parameterAsRasterLayer(parameters, "RASTER", context))
-        if raster is None:
-            raise QgsProcessingException("Give a raster layer that has been indexed, or an index folder.")
-        params = {"raster": raster, "model": settings.model_params(), "tiling": settings.tiling_params()}
-        (status,) = run_engine(settings, [("locate", params)], None)
-        if searchable(status):
-            feedback.pushInfo(f"Index: {status['path']} ({status['manifest'].get('model')})")
-            return str(status["path"])
-        if raster_changed(status):
-            raise QgsProcessingException(
-                f"{raster} changed since it was indexed; run Build CLIP index on it again."
-            )
-        raise QgsProcessingException(
-            f"{raster} has no CLIP index yet; run Build CLIP index on it first (or give its index folder)."
-        )
+        if not folder:
+            raster = raster_file(self.parameterAsRasterLayer(parameters, "RASTER", context))
+            if raster is None:
+                raise QgsProcessingException("Give a raster layer that has been indexed, or an index folder.")
+            params = {"raster": raster, "model": settings.model_params(), "tiling": settings.tiling_params()}
+            status = engine.call("locate", params)
+            if raster_changed(status):
+                raise QgsProcessingException(
+                    f"{raster} changed since it was indexed; run Build CLIP index on it again."
+                )
+            if not searchable(status):
+                raise QgsProcessingException(
+                    f"{raster} has no CLIP index yet; run Build CLIP index on it first (or give its index folder)."
+                )
+            folder = str(status["path"])
+        info = engine.call("info", {"index": str(folder)})
+        feedback.pushInfo(f"Index: {info['path']} ({info.get('model')})")
+        return info
 
     # --- prompt templates ----------------------------------------------------------------------------------
     def add_prompt_parameter(self) -> None:
@@ -176,7 +141,7 @@ class ClipSearchAlgorithm(QgsProcessingAlgorithm):
 
     # --- results as features ---------------------------------------------------------------------------
     def add_results_parameters(self) -> None:
-        top_k = QgsProcessingParameterNumber("TOP_K", "Number of best tiles", QgsProcessingParameterNumber.Integer,
+        top_k = QgsProcessingParameterNumber("TOP_K", "Number of results", QgsProcessingParameterNumber.Integer,
                                              20, minValue=1, maxValue=100_000)
         self.add(top_k)
         self.add(QgsProcessingParameterNumber(
@@ -195,8 +160,12 @@ class ClipSearchAlgorithm(QgsProcessingAlgorithm):
 
     def write_results(
         self, parameters: dict[str, Any], context: QgsProcessingContext, results: list[dict[str, Any]],
-        crs: QgsCoordinateReferenceSystem,
+        info: dict[str, Any], title: str, query: str | None = None,
     ) -> dict[str, Any]:
+        """Write the regions with the dock's fields (``query``, when given, in place of each result's) in the CRS
+        of the index ``info`` describes; loaded when the run ends, the layer is named after ``title`` and styled
+        as the dock's."""
+        crs = index_crs(info)
         fields = QgsFields()
         for field in layers.result_fields():
             fields.append(field)
@@ -207,8 +176,9 @@ class ClipSearchAlgorithm(QgsProcessingAlgorithm):
             for region in result["regions"]:
                 feature = QgsFeature(fields)
                 feature.setGeometry(layers.polygon_geometry(region["geometry"]))
-                feature.setAttributes(layers.region_attributes(region, result["query"]))
+                feature.setAttributes(layers.region_attributes(region, query or result["query"]))
                 sink.addFeature(feature, QgsFeatureSink.FastInsert)
+        load_as(context, dest, layers.layer_name(title, bool(info.get("random_weights"))), ResultsStyle())
         return {"OUTPUT": dest}
 
 
@@ -223,110 +193,27 @@ INDEX_HELP = (
     ("Index folder", "an index folder written by Build CLIP index (used instead of the raster layer)."),
 )
 RESULTS_HELP = (
-    ("Number of best tiles", "how many best tiles to take (per query) before merging (default 20)."),
+    ("Number of results", "how many results (places) per query, best first (default 20); fewer when the index "
+     "(or the area, or the minimum score) leaves fewer separate places."),
     ("Minimum score", "optional: leave out tiles whose cosine similarity is below this."),
-    ("Merge overlapping tiles into regions", "off: one polygon per tile."),
+    ("Merge overlapping tiles into regions", "on: a result is a best tile and the matching tiles overlapping it; "
+     "off: one polygon per tile."),
     ("Results", "the polygon layer to write (any format QGIS writes, or a temporary layer)."),
 )
 
 
-def results_crs(results: list[dict[str, Any]]) -> QgsCoordinateReferenceSystem:
-    wkt = next((r.get("crs_wkt") for r in results if r.get("crs_wkt")), None)
+def index_crs(info: dict[str, Any]) -> QgsCoordinateReferenceSystem:
+    """The CRS of an index's raster (none for a raster without georeference)."""
+    wkt = info.get("crs_wkt")
     return QgsCoordinateReferenceSystem.fromWkt(wkt) if wkt else QgsCoordinateReferenceSystem()
-
-
-class BuildIndexAlgorithm(ClipSearchAlgorithm):
-    SUMMARY = (
-        "Cuts a raster into overlapping tiles, embeds each with a CLIP model and stores the vectors in an "
-        "index folder, ready for Search CLIP index and Find similar. The model runs in the CLIP Search engine "
-        "environment (set in the plugin's settings), on the GPU when there is one."
-    )
-    PARAM_HELP = (
-        ("Raster layer", "the raster to index: any file GDAL reads (GeoTIFF, JPEG2000, VRT…)."),
-        ("Model", "a preset (" + ", ".join(PRESETS) + "), an open_clip architecture such as ViT-B-32, "
-         "or hf-hub:ORG/NAME."),
-        ("Weights", "optional: a weights tag of the architecture, or 'none' for random weights (tests only). "
-         "Empty: the preset's weights."),
-        ("Checkpoint file", "optional: a local open_clip checkpoint (.pt, .pth, .safetensors); it overrides "
-         "Weights. Loaded safely: no code in it runs."),
-        ("Tile size", "edge of the base tile, in the units below (default 224 pixels)."),
-        ("Tile units", "pixels of the raster, or metres on the ground."),
-        ("Overlap", "fraction of a tile shared with its neighbour (0 to 0.9, default 0.5)."),
-        ("Scales", "multiples of the tile size, separated by spaces, e.g. '1 2 4' to find small and large "
-         "things in one index."),
-        ("Device", "auto (GPU when available), cpu, cuda or mps."),
-        ("Index folder", "optional: where to write the index. Empty: the CLIP Search index folder (settings), "
-         "where the dock finds it too."),
-    )
-
-    def name(self) -> str:
-        return "buildindex"
-
-    def displayName(self) -> str:
-        return "Build CLIP index"
-
-    def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:
-        settings = PluginSettings.load()
-        self.add(QgsProcessingParameterRasterLayer("INPUT", "Raster layer"))
-        self.add(QgsProcessingParameterString("MODEL", "Model", defaultValue=settings.model or DEFAULT_PRESET))
-        self.add(QgsProcessingParameterString("WEIGHTS", "Weights", optional=True), advanced=True)
-        self.add(QgsProcessingParameterFile(
-            "CHECKPOINT", "Checkpoint file", optional=True,
-            fileFilter="Checkpoints (*.pt *.pth *.bin *.safetensors);;All files (*)"), advanced=True)
-        self.add(QgsProcessingParameterNumber(
-            "TILE_SIZE", "Tile size", QgsProcessingParameterNumber.Double, 224.0, minValue=1.0))
-        self.add(QgsProcessingParameterEnum("TILE_UNITS", "Tile units", ["pixels", "metres"], defaultValue=0))
-        self.add(QgsProcessingParameterNumber(
-            "OVERLAP", "Overlap", QgsProcessingParameterNumber.Double, 0.5, minValue=0.0, maxValue=0.9))
-        self.add(QgsProcessingParameterString("SCALES", "Scales", defaultValue="1"))
-        self.add(QgsProcessingParameterEnum("DEVICE", "Device", DEVICES, defaultValue=0), advanced=True)
-        self.add(QgsProcessingParameterFolderDestination(
-            "OUTPUT", "Index folder", optional=True, createByDefault=False))
-        self.addOutput(QgsProcessingOutputFolder("INDEX", "Built index folder"))
-        self.addOutput(QgsProcessingOutputNumber("TILES", "Tiles indexed"))
-
-    def processAlgorithm(
-        self, parameters: dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback
-    ) -> dict[str, Any]:
-        settings = PluginSettings.load()
-        raster = raster_file(self.parameterAsRasterLayer(parameters, "INPUT", context))
-        scales_text = self.parameterAsString(parameters, "SCALES", context)
-        try:
-            scales = parse_scales(scales_text) or [1.0]
-        except ValueError:
-            raise QgsProcessingException(
-                f"Scales must be numbers separated by spaces, e.g. 1 2 4; got {scales_text!r}."
-            ) from None
-        checkpoint = self.parameterAsFile(parameters, "CHECKPOINT", context)
-        weights = checkpoint or self.parameterAsString(parameters, "WEIGHTS", context) or None
-        device = DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)]
-        params: dict[str, Any] = {
-            "raster": raster,
-            "model": {"name": self.parameterAsString(parameters, "MODEL", context).strip(), "pretrained": weights},
-            "tiling": {
-                "tile_size": self.parameterAsDouble(parameters, "TILE_SIZE", context),
-                "tile_units": UNITS[self.parameterAsEnum(parameters, "TILE_UNITS", context)],
-                "overlap": self.parameterAsDouble(parameters, "OVERLAP", context),
-                "scales": scales,
-            },
-            "device": device,
-        }
-        output = self.parameterAsString(parameters, "OUTPUT", context)
-        if output:
-            params["output"] = output
-        feedback.pushInfo(f"Indexing {raster} with {params['model']['name']}…")
-        (result,) = run_engine(settings, [("index", params)], feedback, device)
-        feedback.pushInfo(
-            f"{result['tiles']} tiles in {result['seconds']:.1f} s with {result['model']}; index: {result['path']}"
-        )
-        return {"INDEX": result["path"], "TILES": result["tiles"]}
 
 
 class SearchIndexAlgorithm(ClipSearchAlgorithm):
     SUMMARY = (
         "Finds the places that match a text description in an indexed raster. Each query returns its best "
-        "tiles; overlapping tiles are merged into regions. The output has one polygon per region with its "
-        "rank, score (cosine similarity), query, tile count and area, in the raster's CRS."
+        "results: a result is a best tile and the matching tiles that overlap it. The output has one polygon "
+        "per result with its rank, score (cosine similarity), query, tile count and area (on the ground), in "
+        "the raster's CRS."
     )
     PARAM_HELP = (
         *INDEX_HELP,
@@ -361,17 +248,20 @@ class SearchIndexAlgorithm(ClipSearchAlgorithm):
         queries = [q for q in queries if q]
         if not queries:
             raise QgsProcessingException("Give at least one query, e.g. 'swimming pool' (one per line).")
-        index = self.index_folder(parameters, context, settings, feedback)
-        common = {"index": index, **self.search_params(parameters, context),
+        common = {**self.search_params(parameters, context),
                   "templates": self.templates_param(parameters, context, settings)}
         if parameters.get("MIN_RELATIVE") not in (None, ""):
             common["min_relative"] = self.parameterAsDouble(parameters, "MIN_RELATIVE", context)
-        results = run_engine(settings, [("search", {**common, "query": q}) for q in queries], feedback)
-        for result in results:
-            feedback.pushInfo(f"{result['query']!r}: {len(result['regions'])} region(s)")
-            if result.get("random_weights"):
-                feedback.pushWarning("This index uses random weights: scores and ranks are meaningless.")
-        return self.write_results(parameters, context, results, results_crs(results))
+        steps = 1 + self.lookup_steps(parameters, context) + len(queries)
+        with EngineRun(settings, feedback, steps) as engine:
+            info = self.open_index(parameters, context, settings, feedback, engine)
+            results = []
+            for query in queries:  # one request each: the progress bar moves query by query
+                results.append(engine.call("search", {**common, "index": info["path"], "query": query}))
+                feedback.pushInfo(f"{results[-1]['query']!r}: {len(results[-1]['regions'])} region(s)")
+        if info.get("random_weights"):
+            feedback.pushWarning("This index uses random weights: scores and ranks are meaningless.")
+        return self.write_results(parameters, context, results, info, "; ".join(queries))
 
 
 class FindSimilarAlgorithm(ClipSearchAlgorithm):
@@ -405,9 +295,23 @@ class FindSimilarAlgorithm(ClipSearchAlgorithm):
         source = self.parameterAsSource(parameters, "REFERENCE", context)
         if source is None:
             raise QgsProcessingException(self.invalidSourceError(parameters, "REFERENCE"))
-        index = self.index_folder(parameters, context, settings, feedback)
-        (info,) = run_engine(settings, [("info", {"index": index})], None)
-        crs = QgsCoordinateReferenceSystem.fromWkt(info["crs_wkt"]) if info.get("crs_wkt") else source.sourceCrs()
+        with EngineRun(settings, feedback, 2 + self.lookup_steps(parameters, context)) as engine:
+            info = self.open_index(parameters, context, settings, feedback, engine)
+            results = [engine.call("similar", self.similar_params(info, source, context, parameters))]
+        title = f"like {self.reference_name(parameters, context)}"
+        feedback.pushInfo(f"{len(results[0]['regions'])} region(s) {title}")
+        return self.write_results(parameters, context, results, info, title, title)
+
+    def reference_name(self, parameters: dict[str, Any], context: QgsProcessingContext) -> str:
+        """The reference layer's name (a file's: its name), for the output's name."""
+        layer = self.parameterAsVectorLayer(parameters, "REFERENCE", context)
+        return layer.name() if layer is not None and layer.name() else "the reference features"
+
+    def similar_params(
+        self, info: dict[str, Any], source: Any, context: QgsProcessingContext, parameters: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The ``similar`` request: the bounding boxes of the reference features in the index's CRS."""
+        crs = index_crs(info)
         transform = QgsCoordinateTransform(source.sourceCrs(), crs, context.transformContext())
         boxes = []
         for feature in source.getFeatures():
@@ -421,140 +325,4 @@ class FindSimilarAlgorithm(ClipSearchAlgorithm):
                 boxes.append([box.xMinimum(), box.yMinimum(), box.xMaximum(), box.yMaximum()])
         if not boxes:
             raise QgsProcessingException("The reference layer has no features with an area (or none are selected).")
-        params = {"index": index, "bbox": boxes, **self.search_params(parameters, context)}
-        results = run_engine(settings, [("similar", params)], feedback)
-        feedback.pushInfo(f"{len(results[0]['regions'])} region(s) similar to {len(boxes)} reference feature(s)")
-        return self.write_results(parameters, context, results, crs if crs.isValid() else results_crs(results))
-
-
-class ScoreHeatmapAlgorithm(ClipSearchAlgorithm):
-    SUMMARY = (
-        "Writes a raster of how well each place matches a text description: every tile of the index is scored "
-        "and each cell keeps the best score of the tiles covering it. Band 1 is the relative score (standard "
-        "deviations above the index's typical tile for the query: the same scale for every query), band 2 the "
-        "cosine score. Cells are a quarter of the smallest tile; places no tile covers are no data."
-    )
-    PARAM_HELP = (
-        *INDEX_HELP,
-        ("Query", "what to map, in plain language, e.g. 'swimming pool'."),
-        *PROMPT_HELP,
-        ("Heatmap", "the GeoTIFF to write (or a temporary file)."),
-    )
-
-    def name(self) -> str:
-        return "scoreheatmap"
-
-    def displayName(self) -> str:
-        return "Score heatmap"
-
-    def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:
-        self.add_index_parameters()
-        self.add(QgsProcessingParameterString("QUERY", "Query"))
-        self.add_prompt_parameter()
-        self.add(QgsProcessingParameterRasterDestination("OUTPUT", "Heatmap"))
-
-    def processAlgorithm(
-        self, parameters: dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback
-    ) -> dict[str, Any]:
-        settings = PluginSettings.load()
-        query = self.parameterAsString(parameters, "QUERY", context).strip()
-        if not query:
-            raise QgsProcessingException("Give the text to map, e.g. 'swimming pool'.")
-        output = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
-        if Path(output).suffix.lower() not in (".tif", ".tiff"):
-            raise QgsProcessingException(f"The heatmap is written as a GeoTIFF; choose a .tif file, not {output}.")
-        Path(output).parent.mkdir(parents=True, exist_ok=True)
-        index = self.index_folder(parameters, context, settings, feedback)
-        params = {"index": index, "query": query, "top_k": 1, "heatmap": output,
-                  "templates": self.templates_param(parameters, context, settings)}
-        (result,) = run_engine(settings, [("search", params)], feedback)
-        feedback.pushInfo(f"Heatmap of {result['query']!r}: index mean score {result['score_mean']:.4f}, "
-                          f"standard deviation {result['score_std']:.4f}")
-        if result.get("random_weights"):
-            feedback.pushWarning("This index uses random weights: the heatmap is meaningless.")
-        return {"OUTPUT": result["heatmap"]}
-
-
-TEMPLATE_SET_CHOICES = ["aerial", "raw"]
-
-
-class EvaluateAlgorithm(ClipSearchAlgorithm):
-    SUMMARY = (
-        "Measures search quality on your own imagery: searches an indexed raster for each labelled class and "
-        "scores the results against the label polygons. Per query and overall: precision and recall at k, "
-        "average precision (mAP over queries) and nDCG@k, next to a random baseline (the index's tiles in "
-        "random order). Writes results.csv (every query), results.md (means) and pr.png (precision-recall "
-        "curves) into the output folder. A result is a hit when at least half of it lies on a label of the "
-        "query's class and it finds a labelled object no better-ranked result found."
-    )
-    PARAM_HELP = (
-        *INDEX_HELP,
-        ("Label polygons", "a polygon layer with a class field, in any CRS (reprojected to the raster's)."),
-        ("Class field", "the field holding each polygon's class."),
-        ("Queries", "optional: one 'class = query' per line, e.g. 'pond = a small pond'; empty: each class "
-         "name is searched for as it is."),
-        ("Prompt sets", "compare searching with the aerial prompt templates and with the text as typed."),
-        ("Number of best tiles", "results per query before merging (at least the largest k)."),
-        ("Minimum overlap", "the share of a result's area that must lie on a label of the query's class."),
-        ("Output folder", "where results.csv, results.md and pr.png are written."),
-    )
-
-    def name(self) -> str:
-        return "evaluate"
-
-    def displayName(self) -> str:
-        return "Evaluate search quality"
-
-    def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:
-        self.add_index_parameters()
-        self.add(QgsProcessingParameterFeatureSource("LABELS", "Label polygons", [QgsProcessing.TypeVectorPolygon]))
-        self.add(QgsProcessingParameterField("CLASS_FIELD", "Class field", "class", "LABELS"))
-        self.add(QgsProcessingParameterString("QUERIES", "Queries", multiLine=True, optional=True))
-        self.add(QgsProcessingParameterEnum("TEMPLATE_SETS", "Prompt sets", ["aerial prompt templates",
-                                                                            "the query as typed"],
-                                            allowMultiple=True, defaultValue=[0, 1]))
-        self.add(QgsProcessingParameterNumber("TOP_K", "Number of best tiles", QgsProcessingParameterNumber.Integer,
-                                              20, minValue=1, maxValue=10_000))
-        self.add(QgsProcessingParameterNumber("MIN_OVERLAP", "Minimum overlap", QgsProcessingParameterNumber.Double,
-                                              0.5, minValue=0.01, maxValue=1.0), advanced=True)
-        self.add(QgsProcessingParameterFolderDestination("OUTPUT_FOLDER", "Output folder"))
-        self.addOutput(QgsProcessingOutputFile("CSV", "Results table (CSV)"))
-        self.addOutput(QgsProcessingOutputFile("MARKDOWN", "Summary (Markdown)"))
-        self.addOutput(QgsProcessingOutputFile("PLOT", "Precision-recall plot (PNG)"))
-        self.addOutput(QgsProcessingOutputNumber("MAP", "mAP of the first prompt set"))
-        self.addOutput(QgsProcessingOutputNumber("RANDOM_MAP", "mAP of the random baseline"))
-
-    def processAlgorithm(
-        self, parameters: dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback
-    ) -> dict[str, Any]:
-        settings = PluginSettings.load()
-        labels = self.parameterAsCompatibleSourceLayerPath(
-            parameters, "LABELS", context, ["gpkg", "shp", "geojson"], "gpkg", feedback)
-        if not labels:
-            raise QgsProcessingException(self.invalidSourceError(parameters, "LABELS"))
-        sets = [TEMPLATE_SET_CHOICES[i] for i in self.parameterAsEnums(parameters, "TEMPLATE_SETS", context)]
-        if not sets:
-            raise QgsProcessingException("Choose at least one prompt set.")
-        top_k = self.parameterAsInt(parameters, "TOP_K", context)
-        ks = sorted({k for k in (5, 10, 20) if k <= top_k} | {top_k})
-        output = self.parameterAsString(parameters, "OUTPUT_FOLDER", context)
-        Path(output).mkdir(parents=True, exist_ok=True)
-        index = self.index_folder(parameters, context, settings, feedback)
-        params = {
-            "index": index, "labels": labels, "output": output,
-            "class_field": self.parameterAsString(parameters, "CLASS_FIELD", context) or "class",
-            "queries": self.parameterAsString(parameters, "QUERIES", context).strip() or None,
-            "template_sets": sets, "top_k": top_k, "ks": ks,
-            "min_overlap": self.parameterAsDouble(parameters, "MIN_OVERLAP", context),
-        }
-        (result,) = run_engine(settings, [("evaluate", params)], feedback)
-        means = result["means"]
-        for mean in means:
-            feedback.pushInfo(f"{mean['templates']:>7} {mean['ranking']:>6}: mAP {mean['AP']:.3f}")
-        if result.get("random_weights"):
-            feedback.pushWarning("This index uses random weights: expect figures near the random baseline.")
-        first = next(m for m in means if m["ranking"] == "mean")
-        random = next(m for m in means if m["ranking"] == "random")
-        files = result["files"]
-        return {"OUTPUT_FOLDER": output, "CSV": files["csv"], "MARKDOWN": files["markdown"], "PLOT": files["plot"],
-                "MAP": first["AP"], "RANDOM_MAP": random["AP"]}
+        return {"index": info["path"], "bbox": boxes, **self.search_params(parameters, context)}

@@ -7,13 +7,9 @@ from pathlib import Path
 from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
-from .algorithms import (
-    BuildIndexAlgorithm,
-    EvaluateAlgorithm,
-    FindSimilarAlgorithm,
-    ScoreHeatmapAlgorithm,
-    SearchIndexAlgorithm,
-)
+from .algorithms import FindSimilarAlgorithm, SearchIndexAlgorithm
+from .algorithms_build import BuildIndexAlgorithm
+from .algorithms_scoring import EvaluateAlgorithm, ScoreHeatmapAlgorithm
 
 
 class ClipSearchProvider(QgsProcessingProvider):

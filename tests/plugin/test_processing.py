@@ -13,16 +13,23 @@ from qgis.core import (
     QgsCoordinateTransform,
     QgsFeature,
     QgsGeometry,
+    QgsGraduatedSymbolRenderer,
+    QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
     QgsProject,
     QgsRasterLayer,
     QgsRectangle,
+    QgsSettings,
+    QgsSingleBandPseudoColorRenderer,
     QgsVectorLayer,
 )
 
+from clip_search_plugin.processing_run import BUILD_WEIGHT
+
 from .conftest import shared_raster
 
+PREFER_FILE_NAME = "Processing/Configuration/PREFER_FILENAME_AS_LAYER_NAME"  # QGIS's "name outputs after files"
 RESULT_FIELDS = ["rank", "score", "relative", "query", "tile_count", "area", "area_units"]
 
 
@@ -38,6 +45,37 @@ def run(algorithm: str, parameters: dict[str, Any], feedback: QgsProcessingFeedb
     import processing  # QGIS's own Processing plugin
 
     return dict(processing.run(f"clipsearch:{algorithm}", parameters, feedback=feedback))
+
+
+def run_and_load(algorithm: str, parameters: dict[str, Any]) -> tuple[list[Any], list[float]]:
+    """Run as the Processing dialog and the Python console's runAndLoadResults do: the outputs are loaded into
+    the project when the run ends. The layers it added, and the progress it reported meanwhile."""
+    import processing
+
+    progress: list[float] = []
+    feedback = QgsProcessingFeedback()
+    feedback.progressChanged.connect(progress.append)
+    context = QgsProcessingContext()
+    context.setProject(QgsProject.instance())
+    before = set(QgsProject.instance().mapLayers())
+    processing.runAndLoadResults(f"clipsearch:{algorithm}", parameters, feedback=feedback, context=context)
+    added = [layer for lid, layer in QgsProject.instance().mapLayers().items() if lid not in before]
+    return added, progress
+
+
+def check_styled_like_the_dock(layer: QgsVectorLayer) -> None:
+    """A score-graded fill over the layer's scores and the rank as a label, as the dock's results layer."""
+    renderer = layer.renderer()
+    assert isinstance(renderer, QgsGraduatedSymbolRenderer) and renderer.classAttribute() == "score"
+    scores = [f["score"] for f in layer.getFeatures()]
+    assert scores and renderer.ranges()[0].lowerValue() == min(scores)
+    assert renderer.ranges()[-1].upperValue() == max(scores)
+    assert layer.labelsEnabled() and layer.labeling().settings().fieldName == "rank"
+
+
+def moved(progress: list[float]) -> bool:
+    """The progress bar moved during the run (not only 100 at the end) and ended full."""
+    return len(set(progress)) > 1 and progress[-1] == 100
 
 
 def check_results(path: str, raster: QgsRasterLayer) -> list[QgsFeature]:
@@ -77,7 +115,7 @@ def test_build_search_and_find_similar(provider: Any, engine_settings: Any, tmp_
     for query in ("a roof", "a road"):
         ranks = sorted(f["rank"] for f in features if f["query"] == query)
         assert ranks == list(range(1, len(ranks) + 1))
-        assert sum(f["tile_count"] for f in features if f["query"] == query) == 6
+        assert len(ranks) == 6  # the number of results asked for
 
     unmerged = run("searchindex", {"INDEX": built["INDEX"], "QUERIES": "a roof", "TOP_K": 6, "MERGE": False,
                                    "THRESHOLD": -1.0, "OUTPUT": str(tmp_path / "tiles.geojson")})
@@ -94,7 +132,7 @@ def test_build_search_and_find_similar(provider: Any, engine_settings: Any, tmp_
     similar = run("findsimilar", {"INDEX": built["INDEX"], "REFERENCE": reference, "TOP_K": 5,
                                   "OUTPUT": str(tmp_path / "similar.gpkg")})
     found = check_results(similar["OUTPUT"], raster)
-    assert found and all(f["query"].startswith("similar to box") for f in found)
+    assert found and {f["query"] for f in found} == {"like reference"}
     assert not any(f.geometry().intersects(QgsGeometry.fromRect(corner).buffer(-1e-3, 1)) for f in found)
 
 
@@ -182,7 +220,8 @@ def test_bad_input_is_refused_with_what_to_do(provider: Any, tmp_path: Path) -> 
 def test_cancelling_a_build_stores_no_index(provider: Any, engine_settings: Any, tmp_path: Path) -> None:
     path = str(shared_raster("drone_rgba_alpha.tif"))
     feedback = QgsProcessingFeedback()
-    feedback.progressChanged.connect(lambda percent: percent > 0 and feedback.cancel())
+    engine_started = 100.0 / (1 + BUILD_WEIGHT)  # the bar's share of starting the engine; beyond it, tiles
+    feedback.progressChanged.connect(lambda percent: percent > engine_started and feedback.cancel())
     with pytest.raises(QgsProcessingException, match=r"[Cc]ancelled"):
         run("buildindex", {"INPUT": path, "MODEL": "tiny-random", "TILE_SIZE": 20, "DEVICE": 1,
                            "OUTPUT": str(tmp_path / "index")}, feedback)
@@ -253,3 +292,54 @@ def test_a_model_builds_then_searches(provider: Any, engine_settings: Any, tmp_p
     assert ok
     features = check_results(results["search:results"], in_project(QgsRasterLayer(str(path), "drone")))
     assert features and {f["query"] for f in features} == {"a roof"}
+
+
+def test_loaded_outputs_look_and_read_like_the_docks(provider: Any, engine_settings: Any, tmp_path: Path) -> None:
+    """Outputs loaded when a run ends are named after what was searched and styled as the dock styles its
+    results, and the progress bar moves during builds and searches, query by query."""
+    path = shared_raster("drone_rgba_alpha.tif")
+    in_project(QgsRasterLayer(str(path), "drone"))
+    _, progress = run_and_load("buildindex", {"INPUT": str(path), "MODEL": "tiny-random", "TILE_SIZE": 96,
+                                                  "DEVICE": 1, "OUTPUT": str(tmp_path / "index")})
+    assert moved(progress) and 0 < min(progress) < 50, progress
+    index = str(tmp_path / "index")
+
+    (layer,), progress = run_and_load("searchindex", {"INDEX": index, "QUERIES": "swimming pool", "TOP_K": 6,
+                                                      "OUTPUT": "TEMPORARY_OUTPUT"})
+    assert layer.name() == "CLIP: swimming pool [random weights]"
+    check_styled_like_the_dock(layer)
+    assert moved(progress), progress  # one query: the engine started, the index opened, the search done
+
+    reference = in_project(QgsVectorLayer("Polygon?crs=EPSG:32750", "reference", "memory"))
+    example = QgsFeature()
+    example.setGeometry(QgsGeometry.fromRect(QgsRectangle(layer.extent().center(), layer.extent().center())
+                                             .buffered(20)))
+    reference.dataProvider().addFeatures([example])
+    (similar,), progress = run_and_load("findsimilar", {"INDEX": index, "REFERENCE": reference, "TOP_K": 5,
+                                                        "OUTPUT": "TEMPORARY_OUTPUT"})
+    assert similar.name() == "CLIP: like reference [random weights]"
+    assert {f["query"] for f in similar.getFeatures()} == {"like reference"}
+    check_styled_like_the_dock(similar)
+    assert moved(progress), progress
+
+    # into a file: the dock's fields, styled the same; named after the queries unless QGIS is set to name
+    # outputs after their files (QGIS 3.22 does not apply that setting to outputs named by the algorithm)
+    settings = QgsSettings()
+    settings.setValue(PREFER_FILE_NAME, False)
+    queries = ["swimming pool", "a road", "a roof"]
+    try:
+        (written,), progress = run_and_load("searchindex", {
+            "INDEX": index, "QUERIES": "\n".join(queries), "TOP_K": 6, "OUTPUT": str(tmp_path / "found.gpkg")})
+    finally:
+        settings.remove(PREFER_FILE_NAME)
+    assert written.source().startswith(str(tmp_path / "found.gpkg"))
+    assert written.name() == "CLIP: swimming pool; a road; a roof [random weights]"
+    assert [f.name() for f in written.fields() if f.name() != "fid"] == RESULT_FIELDS
+    check_styled_like_the_dock(written)
+    assert len({round(p) for p in progress if 0 < p < 100}) >= len(queries), progress  # a step per query
+
+    (heatmap,), progress = run_and_load("scoreheatmap", {"INDEX": index, "QUERY": "a roof",
+                                                         "OUTPUT": "TEMPORARY_OUTPUT"})
+    assert heatmap.name() == "heatmap: a roof"
+    assert isinstance(heatmap.renderer(), QgsSingleBandPseudoColorRenderer) and heatmap.renderer().band() == 1
+    assert moved(progress), progress

@@ -59,7 +59,7 @@ def test_algorithms_run_through_qgis_process(qgis_process: tuple[str, dict[str, 
 
     out = tmp_path / "found.gpkg"
     searched = call(qgis_process, "run", "clipsearch:searchindex", "--", f"RASTER={raster}",
-                    "QUERIES=solar panels", "TOP_K=5", f"OUTPUT={out}")
+                    "QUERIES=solar panels", "TOP_K=2", f"OUTPUT={out}")
     assert searched.returncode == 0, searched.stdout[-2000:] + searched.stderr[-2000:]
     layer = QgsVectorLayer(str(out), "found", "ogr")
     assert layer.isValid() and layer.featureCount() > 0
@@ -70,7 +70,9 @@ def test_algorithms_run_through_qgis_process(qgis_process: tuple[str, dict[str, 
     similar = call(qgis_process, "run", "clipsearch:findsimilar", "--", f"INDEX={index}",
                    f"REFERENCE={out}", "TOP_K=5", f"OUTPUT={similar_out}")
     assert similar.returncode == 0, similar.stdout[-2000:] + similar.stderr[-2000:]
-    assert QgsVectorLayer(str(similar_out), "similar", "ogr").featureCount() > 0
+    similar_layer = QgsVectorLayer(str(similar_out), "similar", "ogr")
+    assert similar_layer.featureCount() > 0
+    assert {f["query"] for f in similar_layer.getFeatures()} == {"like found"}  # named after the reference layer
 
     refused = call(qgis_process, "run", "clipsearch:searchindex", "--", "QUERIES=a car", "OUTPUT=TEMPORARY_OUTPUT")
     assert refused.returncode != 0
