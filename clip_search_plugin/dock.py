@@ -7,7 +7,7 @@ from typing import Any
 
 from qgis.core import QgsMapLayerProxyModel, QgsRasterLayer
 from qgis.PyQt import uic
-from qgis.PyQt.QtCore import Qt, pyqtSignal
+from qgis.PyQt.QtCore import QModelIndex, Qt, pyqtSignal
 from qgis.PyQt.QtWidgets import QDockWidget, QHeaderView, QTableWidgetItem, QWidget
 
 FORM, _ = uic.loadUiType(str(Path(__file__).with_name("dock.ui")))
@@ -31,6 +31,9 @@ class ClipSearchDock(QDockWidget, FORM):  # type: ignore[misc, valid-type]
     markChanged = pyqtSignal(int, int)  # rank, +1 relevant / -1 not relevant / 0 unmarked
     refineRequested = pyqtSignal()
     setupRequested = pyqtSignal()
+    chooseWeightsRequested = pyqtSignal()
+    copyAddressRequested = pyqtSignal()
+    randomWeightsRequested = pyqtSignal()
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -39,9 +42,9 @@ class ClipSearchDock(QDockWidget, FORM):  # type: ignore[misc, valid-type]
         self.layerCombo.setFilters(QgsMapLayerProxyModel.RasterLayer)
         self.polygonLayerCombo.setFilters(QgsMapLayerProxyModel.PolygonLayer)
         header = self.resultsTable.horizontalHeader()
-        for column in range(5):
+        for column in range(6):  # every column as wide as its contents: the Area column is never cut off
             header.setSectionResizeMode(column, QHeaderView.ResizeToContents)
-        header.setSectionResizeMode(5, QHeaderView.Stretch)
+        header.setStretchLastSection(True)
         self._rows: list[int] = []
         self.layerCombo.layerChanged.connect(lambda layer: self.layerChanged.emit(self.raster_layer()))
         self.indexButton.clicked.connect(lambda: self.indexRequested.emit(self.indexAreaCombo.currentIndex()))
@@ -61,9 +64,12 @@ class ClipSearchDock(QDockWidget, FORM):  # type: ignore[misc, valid-type]
         self.relevantButton.clicked.connect(lambda: self._toggle_mark(1))
         self.irrelevantButton.clicked.connect(lambda: self._toggle_mark(-1))
         self.refineButton.clicked.connect(self.refineRequested)
+        self.chooseWeightsButton.clicked.connect(self.chooseWeightsRequested)
+        self.copyAddressButton.clicked.connect(self.copyAddressRequested)
+        self.randomWeightsButton.clicked.connect(self.randomWeightsRequested)
         self._marks: dict[int, int] = {}
         self._area_changed(self.indexAreaCombo.currentIndex())
-        self.show_results([], "")
+        self.show_results([])
 
     # --- what the user asked for -------------------------------------------------------------------
     def raster_layer(self) -> QgsRasterLayer | None:
@@ -126,6 +132,18 @@ class ClipSearchDock(QDockWidget, FORM):  # type: ignore[misc, valid-type]
         self.statusLabel.setText(text)
         self.setupEngineButton.setVisible(engine_missing)
 
+    def show_weights_problem(self, text: str, address: bool) -> None:
+        """What is missing for the model to load, with what the user can do about it (no command lines)."""
+        self.weightsLabel.setText(text)
+        self.copyAddressButton.setVisible(address)
+        self.weightsFrame.setVisible(True)
+
+    def hide_weights_problem(self) -> None:
+        self.weightsFrame.setVisible(False)
+
+    def set_query(self, text: str) -> None:
+        self.queryEdit.setText(text)
+
     def set_indexing(self, running: bool) -> None:
         self.indexButton.setEnabled(not running)
         self.cancelButton.setEnabled(running)
@@ -140,23 +158,25 @@ class ClipSearchDock(QDockWidget, FORM):  # type: ignore[misc, valid-type]
         self.searchButton.setEnabled(not running)
         self.searchButton.setText("Searching…" if running else "Search")
 
-    def show_results(self, regions: list[dict[str, Any]], area_units: str) -> None:
+    def show_results(self, regions: list[dict[str, Any]]) -> None:
+        """Fill the table with ``regions``; no row is chosen afterwards (a new list starts unchosen)."""
         table = self.resultsTable
         table.blockSignals(True)
         table.clearSelection()
+        table.setCurrentIndex(QModelIndex())
         table.setRowCount(len(regions))
         self._rows = [int(r["rank"]) for r in regions]
+        decimals = score_decimals([float(r["score"]) for r in regions])
         for row, region in enumerate(regions):
-            area = float(region["area"])
-            area_text = f"{area / 10_000:.2f} ha" if region["area_units"] == "m2" else f"{area:,.0f} px²"
             relative = region.get("relative")
-            values = (str(region["rank"]), f"{region['score']:.3f}", "" if relative is None else f"{relative:.1f}",
-                      str(region["tile_count"]), area_text)
+            values = (str(region["rank"]), f"{region['score']:.{decimals}f}",
+                      "" if relative is None else f"{relative:.1f}", str(region["tile_count"]), area_text(region))
             for column, value in enumerate(values):
                 item = QTableWidgetItem(value)
                 item.setTextAlignment(int(Qt.AlignRight | Qt.AlignVCenter))
                 table.setItem(row, column, item)
         table.blockSignals(False)
+        table.resizeColumnsToContents()
         table.scrollToTop()
         has = bool(regions)
         self.zoomAllButton.setEnabled(has)
@@ -185,3 +205,25 @@ class ClipSearchDock(QDockWidget, FORM):  # type: ignore[misc, valid-type]
             self.resultsTable.blockSignals(False)
             for button in (self.moreLikeButton, self.relevantButton, self.irrelevantButton):
                 button.setEnabled(True)
+
+
+def score_decimals(scores: list[float], least: int = 3, most: int = 6) -> int:
+    """Decimals that tell the scores apart (models with weak contrast give scores that differ only in the
+    fourth or fifth decimal): the fewest from ``least`` at which distinct scores still read differently."""
+    distinct = len(set(scores))
+    for decimals in range(least, most + 1):
+        if len({f"{s:.{decimals}f}" for s in scores}) == distinct:
+            return decimals
+    return most
+
+
+def area_text(region: dict[str, Any]) -> str:
+    """A region's area for people: m² below a hectare, hectares below 100 km², else km²; px² without georeference."""
+    area = float(region["area"])
+    if region["area_units"] != "m2":
+        return f"{area:,.0f} px²"
+    if area < 10_000:
+        return f"{area:,.0f} m²"
+    if area < 100_000_000:
+        return f"{area / 10_000:,.2f} ha"
+    return f"{area / 1_000_000:,.1f} km²"

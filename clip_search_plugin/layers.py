@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from qgis.core import (
     QgsColorRampShader,
     QgsCoordinateReferenceSystem,
-    QgsCoordinateTransform,
     QgsFeature,
     QgsField,
     QgsFillSymbol,
@@ -19,7 +19,6 @@ from qgis.core import (
     QgsRasterBandStats,
     QgsRasterLayer,
     QgsRasterShader,
-    QgsRectangle,
     QgsRendererRange,
     QgsSingleBandPseudoColorRenderer,
     QgsTextFormat,
@@ -27,7 +26,6 @@ from qgis.core import (
     QgsVectorLayer,
     QgsVectorLayerSimpleLabeling,
 )
-from qgis.gui import QgsMapCanvas
 from qgis.PyQt.QtCore import QVariant
 from qgis.PyQt.QtGui import QColor
 
@@ -84,9 +82,16 @@ def region_attributes(region: dict[str, Any], query: str) -> list[Any]:
     ]
 
 
-def layer_name(query: str, random_weights: bool) -> str:
-    short = query if len(query) <= 40 else query[:39] + "…"
+def layer_name(title: str, random_weights: bool) -> str:
+    """A results layer's name: what was searched, shortened, and a warning when the model is a random one."""
+    short = title if len(title) <= 40 else title[:39] + "…"
     return f"CLIP: {short}" + (" [random weights]" if random_weights else "")
+
+
+def file_stem(name: str) -> str:
+    """A file name (without extension) from a layer name: letters, digits, spaces, dashes and underscores."""
+    kept = "".join(c if c.isalnum() or c in " -_" else " " for c in name)
+    return "_".join(kept.split())[:80] or "clip_search_results"
 
 
 def build_results_layer(
@@ -95,12 +100,18 @@ def build_results_layer(
     crs: QgsCoordinateReferenceSystem,
     raster_id: str,
     random_weights: bool = False,
+    title: str | None = None,
 ) -> QgsVectorLayer:
-    """A memory polygon layer of the regions, styled, tagged with the raster it belongs to."""
-    uri = "Polygon?crs=" + crs.authid() if crs.isValid() and crs.authid() else "Polygon"
-    layer = QgsVectorLayer(uri, layer_name(query, random_weights), "memory")
-    if crs.isValid() and not crs.authid():
-        layer.setCrs(crs)
+    """A memory polygon layer of the regions, styled, tagged with the raster it belongs to, named after
+    ``title`` (default: the query).
+
+    Its CRS is exactly the raster's as QGIS holds it, also when QGIS has none for it (a raster without
+    georeference): such a raster is drawn untransformed, and so are its results, right on top of it. (A memory
+    layer made without a CRS would get EPSG:4326 and land elsewhere.)"""
+    options = QgsVectorLayer.LayerOptions()
+    options.skipCrsValidation = True  # never ask the user for a CRS: the raster's is set below
+    layer = QgsVectorLayer("Polygon", layer_name(title or query, random_weights), "memory", options)
+    layer.setCrs(crs)
     provider = layer.dataProvider()
     provider.addAttributes(result_fields())
     layer.updateFields()
@@ -184,12 +195,27 @@ HEATMAP_PROPERTY = "clip_search/heatmap_of"
 HEATMAP_LEVELS = (1.0, 2.0, 3.0)  # relative score: standard deviations above the index's mean
 
 
-def heatmap_layer(path: str, query: str, raster_id: str) -> QgsRasterLayer:
-    """The engine's heatmap GeoTIFF as a layer: band 1 (relative score) in a colour ramp from one standard
-    deviation above the index's mean (not drawn below: about five places in six) to 3 or the best score."""
-    layer = QgsRasterLayer(path, f"heatmap: {query}"[:120], "gdal")
+def heatmap_name(title: str) -> str:
+    return f"heatmap: {title}"[:120]
+
+
+def heatmap_layer(path: str, title: str, raster_id: str) -> QgsRasterLayer:
+    """The engine's heatmap GeoTIFF as a styled layer (see :func:`style_heatmap`), tagged with its raster."""
+    layer = QgsRasterLayer(path, heatmap_name(title), "gdal")
+    style_heatmap(layer)
+    layer.setCustomProperty(HEATMAP_PROPERTY, raster_id)
+    layer.setCustomProperty(QUERY_PROPERTY, title)
+    return layer
+
+
+def style_heatmap(layer: QgsRasterLayer) -> None:
+    """Band 1 (relative score) in a colour ramp from one standard deviation above the index's mean (not drawn
+    below: about five places in six) to 3 or the best score."""
+    if not layer.isValid():
+        return
     stats = layer.dataProvider().bandStatistics(1, QgsRasterBandStats.Max)
-    top = max(HEATMAP_LEVELS[-1], float(stats.maximumValue)) if layer.isValid() else HEATMAP_LEVELS[-1]
+    best = float(stats.maximumValue)
+    top = max(HEATMAP_LEVELS[-1], best) if math.isfinite(best) else HEATMAP_LEVELS[-1]
     shader = QgsColorRampShader(HEATMAP_LEVELS[0], top)
     shader.setColorRampType(QgsColorRampShader.Interpolated)
     # pale and see-through at one standard deviation, opaque red at the top: the imagery stays readable
@@ -208,9 +234,7 @@ def heatmap_layer(path: str, query: str, raster_id: str) -> QgsRasterLayer:
     renderer.setClassificationMin(HEATMAP_LEVELS[0])
     renderer.setClassificationMax(top)
     layer.setRenderer(renderer)
-    layer.setCustomProperty(HEATMAP_PROPERTY, raster_id)
-    layer.setCustomProperty(QUERY_PROPERTY, query)
-    return layer
+    layer.triggerRepaint()
 
 
 def is_heatmap(layer: Any) -> bool:
@@ -220,30 +244,6 @@ def is_heatmap(layer: Any) -> bool:
 def add_heatmap_layer(project: QgsProject, layer: QgsRasterLayer, replace: bool) -> QgsRasterLayer:
     """Add a heatmap layer, first removing the raster's earlier heatmaps when ``replace``."""
     return add_owned_layer(project, layer, HEATMAP_PROPERTY, replace)
-
-
-def layer_extent_in_canvas(canvas: QgsMapCanvas, layer: QgsVectorLayer, fids: list[int] | None = None) -> QgsRectangle:
-    """Extent of the features (all when ``fids`` is None), in the canvas's CRS, with a small margin."""
-    if fids is None:
-        extent = layer.extent()
-    else:
-        extent = QgsRectangle()
-        extent.setMinimal()
-        for feature in layer.getFeatures(fids):
-            extent.combineExtentWith(feature.geometry().boundingBox())
-    if layer.crs().isValid() and canvas.mapSettings().destinationCrs().isValid():
-        transform = QgsCoordinateTransform(layer.crs(), canvas.mapSettings().destinationCrs(), QgsProject.instance())
-        extent = transform.transformBoundingBox(extent)
-    if not extent.isEmpty():
-        extent.scale(1.15)
-    return extent
-
-
-def zoom_to(canvas: QgsMapCanvas, layer: QgsVectorLayer, fids: list[int] | None = None) -> None:
-    extent = layer_extent_in_canvas(canvas, layer, fids)
-    if not extent.isNull() and not extent.isEmpty():
-        canvas.setExtent(extent)
-        canvas.refresh()
 
 
 def feature_id_of_rank(layer: QgsVectorLayer, rank: int) -> int | None:

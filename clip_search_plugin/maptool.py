@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from qgis.core import QgsCoordinateTransform, QgsFeatureRequest, QgsProject, QgsRectangle, QgsVectorLayer
+from qgis.core import QgsCoordinateTransform, QgsFeatureRequest, QgsGeometry, QgsProject, QgsRectangle, QgsVectorLayer
 from qgis.gui import QgsMapCanvas, QgsMapMouseEvent, QgsMapToolPan
 from qgis.PyQt.QtCore import QPoint, pyqtSignal
 
@@ -48,7 +48,9 @@ class ResultPickTool(QgsMapToolPan):
             box = transform.transformBoundingBox(around) if layer.crs().isValid() else around
             hits = [f for f in layer.getFeatures(QgsFeatureRequest().setFilterRect(box))
                     if f.geometry().intersects(box)]
-            if hits:
-                best = min(hits, key=lambda f: int(f["rank"]))
+            if hits:  # the results under the cursor first; near it (within the click tolerance) otherwise
+                point_there = transform.transform(point) if layer.crs().isValid() else point
+                under = [f for f in hits if f.geometry().contains(QgsGeometry.fromPointXY(point_there))]
+                best = min(under or hits, key=lambda f: int(f["rank"]))
                 return layer.id(), int(best.id())
         return None

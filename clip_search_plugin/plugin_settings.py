@@ -8,7 +8,7 @@ from typing import Any
 from qgis.core import QgsSettings
 
 from .engine.errors import InputError
-from .engine.models import DEFAULT_PRESET
+from .engine.presets import DEFAULT_PRESET
 from .engine.templates import parse_templates
 from .engine_client import default_engine_python
 

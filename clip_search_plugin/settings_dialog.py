@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from qgis.gui import QgsFileWidget
 from qgis.PyQt.QtCore import Qt, pyqtSignal
@@ -18,11 +19,12 @@ from qgis.PyQt.QtWidgets import (
     QLineEdit,
     QPlainTextEdit,
     QPushButton,
+    QSizePolicy,
     QWidget,
 )
 
 from .engine.errors import InputError
-from .engine.models import PRESETS
+from .engine.presets import PRESETS
 from .engine.templates import AERIAL_TEMPLATES, parse_templates
 from .engine_client import EngineUnavailable, check_engine_python
 from .plugin_settings import PluginSettings, parse_scales
@@ -54,6 +56,8 @@ class SettingsDialog(QDialog):
         self.model_details = QLabel()
         self.model_details.setWordWrap(True)
         self.model_details.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        # never squeezed below the height its wrapped lines need (the dialog grows instead)
+        self.model_details.setSizePolicy(QSizePolicy.Preferred, QSizePolicy.Minimum)
         self.model.currentTextChanged.connect(self._show_model_details)
         self._show_model_details(settings.model)
         self.pretrained = file_widget(
@@ -92,6 +96,7 @@ class SettingsDialog(QDialog):
         self.problem.setWordWrap(True)
         self.problem.setStyleSheet("color: #b00020;")
         self.problem.setVisible(False)
+        self.problem.setSizePolicy(QSizePolicy.Preferred, QSizePolicy.Minimum)
         self.replace_results = QCheckBox("Replace the previous results of a raster")
         self.replace_results.setChecked(settings.replace_results)
         self.templates = QPlainTextEdit(settings.templates)
@@ -130,8 +135,27 @@ class SettingsDialog(QDialog):
         if preset is None:
             self.model_details.setText("An open_clip architecture (e.g. ViT-B-32) or hf-hub:ORG/NAME; give its "
                                        "weights below as a tag or a checkpoint file.")
+        else:
+            self.model_details.setText(preset.details())
+        self._fit()
+
+    def showEvent(self, event: Any) -> None:
+        super().showEvent(event)
+        self._fit()
+
+    def resizeEvent(self, event: Any) -> None:
+        super().resizeEvent(event)
+        self._fit()  # narrower: the wrapped lines need more height
+
+    def _fit(self) -> None:
+        """Grow the dialog when the text it shows needs more height than it has (never shrink it)."""
+        layout = self.layout()
+        if layout is None:
             return
-        self.model_details.setText(preset.details())
+        layout.activate()
+        needed = layout.totalHeightForWidth(self.width()) if layout.hasHeightForWidth() else self.sizeHint().height()
+        if needed > self.height():
+            self.resize(self.width(), needed)
 
     def problems(self) -> list[str]:
         """What must be fixed before these settings can be used (empty when they are fine)."""
@@ -167,6 +191,8 @@ class SettingsDialog(QDialog):
         self.problem.setVisible(bool(found))
         if not found:
             super().accept()
+        else:
+            self._fit()
 
     def chosen(self) -> PluginSettings:
         return replace(

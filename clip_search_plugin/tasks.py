@@ -36,6 +36,7 @@ class IndexTask(QgsTask):
         self.result: dict[str, Any] | None = None
         self.error: str | None = None
         self.error_kind: str | None = None
+        self.error_details: dict[str, Any] = {}  # what else the engine said of the error (e.g. missing weights)
         self.engine_pid: int | None = None
 
     def run(self) -> bool:
@@ -60,7 +61,9 @@ class IndexTask(QgsTask):
         if answer["event"] == "result":
             self.result = answer["result"]
             return True
-        self.error, self.error_kind = answer["error"]["message"], answer["error"]["kind"]
+        error = answer["error"]
+        self.error, self.error_kind = error["message"], error["kind"]
+        self.error_details = {k: v for k, v in error.items() if k not in ("kind", "message")}
         return False
 
     def _progress(self, event: dict[str, Any]) -> None:
@@ -69,6 +72,6 @@ class IndexTask(QgsTask):
 
     def finished(self, result: bool) -> None:
         if not result and self.error is None and self.isCanceled():
-            self.error = "Cancelled; no index was stored. Index layer resumes where it stopped."
+            self.error = "Stopped; what was embedded so far is saved, and Index layer resumes from there."
             self.error_kind = "cancelled"
         self.on_done(self)

@@ -3,30 +3,94 @@
 Optional, for looking at the desktop on a machine with no screen and for tests:
 - CLIP_SEARCH_DEMO_QUERY=TEXT: click Index layer, then search for TEXT once the index is ready;
 - CLIP_SEARCH_DEMO_HEATMAP=1: tick Heatmap before that search;
+- CLIP_SEARCH_DEMO_CHOOSE=1: after that search, choose the first result (outlined, the map zoomed to it);
+- CLIP_SEARCH_DEMO_STOP=1: before that, start indexing with small tiles, Cancel it part-way, then click Index
+  layer again (which resumes it);
 - CLIP_SEARCH_SCREENSHOT=PATH: save a screenshot of the main window after CLIP_SEARCH_SCREENSHOT_AFTER
   seconds (default 12), or as soon as the demo search has shown its results;
 - CLIP_SEARCH_DOCK_SCREENSHOT=PATH: save a picture of the dock alone at the same moment;
-- CLIP_SEARCH_REPORT=PATH: write what QGIS loaded (active plugins, dock state) as JSON at that moment;
+- CLIP_SEARCH_REPORT=PATH: write what QGIS loaded (active plugins, dock state), every message the message bar
+  showed, what it shows at that moment, and any Python error, as JSON at that moment;
 - CLIP_SEARCH_QUIT=1: close QGIS afterwards.
 """
 
 import json
 import os
+import sys
+import time
+from dataclasses import replace
 
 from qgis.core import QgsProject
 from qgis.PyQt.QtCore import QTimer
 from qgis.utils import active_plugins, iface, plugins
 
 DONE = {"finished": False}
+SEEN: dict[str, list[float]] = {}  # every message the message bar showed ("title: text") -> [shown, gone] (s)
+ERRORS: list[str] = []  # Python errors raised in QGIS (each also opens QGIS's error dialog)
+
+
+def record_errors() -> None:
+    shown = sys.excepthook
+
+    def record(kind: type, value: BaseException, tb: object) -> None:
+        ERRORS.append(f"{kind.__name__}: {value}")
+        shown(kind, value, tb)
+
+    sys.excepthook = record
+
+
+def bar_messages() -> list[str]:
+    return [f"{item.title()}: {item.text()}" for item in iface.messageBar().items()]
+
+
+def watch_bar() -> None:
+    """Note when each message comes onto the message bar and when it leaves it."""
+    bar = iface.messageBar()
+
+    def changed(*_widget: object) -> None:
+        now, shown = time.monotonic(), set(bar_messages())
+        for message in shown:
+            SEEN.setdefault(message, [now, -1.0])
+        for message, times in SEEN.items():
+            if message not in shown and times[1] < 0:
+                times[1] = now
+
+    bar.widgetAdded.connect(changed)
+    bar.widgetRemoved.connect(changed)
 
 
 def open_dock() -> None:
     plugin = plugins.get("clip_search_plugin")
     if plugin is not None and plugin.action is not None and not plugin.action.isChecked():
         plugin.action.trigger()
-    if plugin is not None and os.environ.get("CLIP_SEARCH_DEMO_QUERY"):
+    if plugin is None or not os.environ.get("CLIP_SEARCH_DEMO_QUERY"):
+        return
+    if os.environ.get("CLIP_SEARCH_DEMO_STOP") == "1":
+        controller = plugin.controller
+        controller.apply_settings(replace(controller.settings, tile_size=24.0))  # a build that takes a while
         plugin.dock.indexButton.click()
-        QTimer.singleShot(1000, lambda: search_when_indexed(plugin))
+        QTimer.singleShot(500, lambda: stop_part_way(plugin))
+        return
+    plugin.dock.indexButton.click()
+    QTimer.singleShot(1000, lambda: search_when_indexed(plugin))
+
+
+def stop_part_way(plugin: object) -> None:
+    """Cancel the build once it is a quarter done; click Index layer again a few seconds after it stopped."""
+    dock = plugin.dock  # type: ignore[attr-defined]
+    if dock.progressBar.value() < 25:
+        QTimer.singleShot(200, lambda: stop_part_way(plugin))
+        return
+    dock.cancelButton.click()
+    QTimer.singleShot(500, lambda: resume_when_stopped(plugin))
+
+
+def resume_when_stopped(plugin: object) -> None:
+    if plugin.controller.tasks:  # type: ignore[attr-defined]
+        QTimer.singleShot(200, lambda: resume_when_stopped(plugin))
+        return
+    dock = plugin.dock  # type: ignore[attr-defined]
+    QTimer.singleShot(4000, lambda: (dock.indexButton.click(), search_when_indexed(plugin)))  # after QGIS's notice
 
 
 def search_when_indexed(plugin: object) -> None:
@@ -44,6 +108,8 @@ def search_when_indexed(plugin: object) -> None:
 def finish_when_shown(dock: object, polls: int) -> None:
     """Finish once the results table has rows (the first search also loads the model)."""
     if dock.resultsTable.rowCount() > 0 or polls <= 0:  # type: ignore[attr-defined]
+        if os.environ.get("CLIP_SEARCH_DEMO_CHOOSE") == "1" and dock.resultsTable.rowCount():  # type: ignore[attr-defined]
+            dock.resultsTable.selectRow(0)  # type: ignore[attr-defined]
         QTimer.singleShot(1500, finish)  # let the canvas draw the results layer
     else:
         QTimer.singleShot(500, lambda: finish_when_shown(dock, polls - 1))
@@ -64,6 +130,9 @@ def finish() -> None:
                 "status": dock.statusLabel.text() if dock is not None else "",
                 "raster_layers": [lyr.name() for lyr in QgsProject.instance().mapLayers().values()],
                 "results_rows": dock.resultsTable.rowCount() if dock is not None else 0,
+                "messages_seen": SEEN,
+                "messages_now": bar_messages(),
+                "python_errors": ERRORS,
             }, f)
     path = os.environ.get("CLIP_SEARCH_SCREENSHOT")
     if path:
@@ -77,5 +146,7 @@ def finish() -> None:
         iface.actionExit().trigger()
 
 
+record_errors()
+watch_bar()
 QTimer.singleShot(1500, open_dock)
 QTimer.singleShot(int(float(os.environ.get("CLIP_SEARCH_SCREENSHOT_AFTER", "12")) * 1000), finish)

@@ -10,8 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from qgis.core import QgsApplication, QgsProject, QgsRasterLayer
-from qgis.PyQt.QtWidgets import QAction, QDockWidget, QMenu
+from qgis.core import Qgis, QgsApplication, QgsProject, QgsRasterLayer
+from qgis.gui import QgsMessageBar
+from qgis.PyQt.QtCore import QPoint, Qt
+from qgis.PyQt.QtTest import QTest
+from qgis.PyQt.QtWidgets import QAction, QDockWidget, QMenu, QVBoxLayout, QWidget
 
 REPO = Path(__file__).resolve().parents[2]
 RASTERS = REPO.parent / "shared" / "data" / "rasters"
@@ -38,13 +41,49 @@ def wait_until(condition: Callable[[], Any], timeout: float = 120.0, what: str =
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+class RecordingMessageBar(QgsMessageBar):
+    """QGIS's real message bar above the map (a message pushed over another hides it, closing the newer one
+    shows the older again), remembering every message pushed, as pytest-qgis's stand-in bar does."""
+
+    def __init__(self, parent: QWidget) -> None:
+        super().__init__(parent)
+        self.messages: dict[Any, list[str]] = {level: [] for level in (Qgis.Info, Qgis.Warning, Qgis.Critical,
+                                                                       Qgis.Success)}
+        self.widgetAdded.connect(self._record)
+
+    def _record(self, _widget: Any) -> None:
+        # the signal's argument may arrive as a plain QWidget; the item just pushed is the bar's current one
+        item = self.currentItem()
+        if item is not None:
+            self.messages[item.level()].append(f"{item.title()}:{item.text()}")
+
+    def get_messages(self, level: Any) -> list[str]:
+        return self.messages[level]
+
+    def shown(self) -> list[str]:
+        """The messages on the bar now, the one in view first (the others wait beneath it)."""
+        items = list(self.items())
+        current = self.currentItem()
+        ordered = ([current] if current in items else []) + [i for i in reversed(items) if i is not current]
+        return [f"{item.title()}:{item.text()}" for item in ordered]
+
+
 def complete_iface(iface: Any) -> Any:
     """pytest-qgis's stand-in interface lacks a few QGIS calls the plugin makes; add them for real:
-    the raster menu is a real QMenu on the main window, and docks really dock into it."""
+    the raster menu is a real QMenu on the main window, docks really dock into it, and the message bar is
+    QGIS's own above the map."""
     window = iface.mainWindow()
     if getattr(iface, "_raster_menu", None) is None:
         iface._raster_menu = window.menuBar().addMenu("&Raster")
-        window.setCentralWidget(iface.mapCanvas())
+        centre = QWidget(window)
+        column = QVBoxLayout(centre)
+        column.setContentsMargins(0, 0, 0, 0)
+        column.setSpacing(0)
+        iface._message_bar = RecordingMessageBar(centre)
+        column.addWidget(iface._message_bar)
+        column.addWidget(iface.mapCanvas(), 1)
+        window.setCentralWidget(centre)
+        iface.messageBar = lambda: iface._message_bar
         window.show()
 
         def add_to_raster_menu(name: str, action: QAction) -> None:
@@ -76,7 +115,12 @@ def complete_iface(iface: Any) -> Any:
 
 @pytest.fixture
 def iface(qgis_iface: Any, qgis_new_project: None) -> Iterator[Any]:
-    yield complete_iface(qgis_iface)
+    completed = complete_iface(qgis_iface)
+    bar = completed.messageBar()
+    bar.clearWidgets()  # each test starts with an empty message bar and no messages recorded
+    for messages in bar.messages.values():
+        messages.clear()
+    yield completed
     QgsProject.instance().removeAllMapLayers()
 
 
@@ -146,3 +190,42 @@ def engine_children() -> list[int]:
         if ppid == os.getpid() and state != "Z" and b"clip_search_plugin.engine" in cmdline:
             found.append(int(stat.parent.name))
     return found
+
+
+def indexed(plugin: Any, layer: QgsRasterLayer, timeout: float = 180) -> dict[str, Any]:
+    """Click Index layer and wait until the task has finished and the index is ready."""
+    controller = plugin.controller
+    plugin.dock.indexButton.click()
+    wait_until(lambda: layer.id() not in controller.tasks, timeout, "the index task to finish")
+    return wait_until(lambda: controller.status.get(layer.id(), {}).get("status") == "ready"
+                      and controller.status[layer.id()], 30, "the index status to be ready")
+
+
+def result_ids() -> set[str]:
+    """The ids of the project's results layers now."""
+    from clip_search_plugin import layers
+
+    return {lyr.id() for lyr in layers.results_layers(QgsProject.instance())}
+
+
+def new_results(before: set[str], what: str = "a results layer") -> Any:
+    """Wait for a results layer that was not among ``before``."""
+    from clip_search_plugin import layers
+
+    return wait_until(lambda: next((lyr for lyr in layers.results_layers(QgsProject.instance())
+                                    if lyr.id() not in before), None), 60, what)
+
+
+def search(plugin: Any, query: str) -> Any:
+    """Type a query, press Enter, and wait for its results layer."""
+    before = result_ids()
+    plugin.dock.queryEdit.setText(query)
+    QTest.keyClick(plugin.dock.queryEdit, Qt.Key_Return)
+    return new_results(before)
+
+
+def click_map(canvas: Any, point: Any) -> None:
+    """A plain left click on the map at ``point`` (map units)."""
+    pixel = canvas.getCoordinateTransform().transform(point)
+    QTest.mouseClick(canvas.viewport(), Qt.LeftButton, Qt.NoModifier, QPoint(round(pixel.x()), round(pixel.y())))
+    QTest.qWait(50)
