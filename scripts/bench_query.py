@@ -35,9 +35,8 @@ sys.path.insert(0, str(REPO))
 from clip_search_plugin.engine.embedder import Embedder, load_embedder, normalise_rows  # noqa: E402
 from clip_search_plugin.engine.index import OpenIndex  # noqa: E402
 from clip_search_plugin.engine.raster_io import RasterInfo  # noqa: E402
-from clip_search_plugin.engine.regions import Hit, build_regions  # noqa: E402
 from clip_search_plugin.engine.search import embed_query  # noqa: E402
-from clip_search_plugin.engine.searching import index_top_hits, score_distribution, top_places  # noqa: E402
+from clip_search_plugin.engine.searching import index_top_hits, place_regions, score_distribution, top_places  # noqa: E402
 from clip_search_plugin.engine.settings import ModelSpec, TilingSettings  # noqa: E402
 
 UTM_33N = 'PROJCS["WGS 84 / UTM zone 33N",GEOGCS["WGS 84",DATUM["WGS_1984",SPHEROID["WGS 84",6378137,298.257223563]],PRIMEM["Greenwich",0],UNIT["degree",0.0174532925199433]],PROJECTION["Transverse_Mercator"],PARAMETER["latitude_of_origin",0],PARAMETER["central_meridian",15],PARAMETER["scale_factor",0.9996],PARAMETER["false_easting",500000],PARAMETER["false_northing",0],UNIT["metre",1],AUTHORITY["EPSG","32633"]]'  # noqa: E501 - the synthetic index's CRS: areas are measured on its ellipsoid, as for a real raster
@@ -80,13 +79,6 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.array(values), q))
 
 
-def regions_of(index: OpenIndex, found: list[tuple[int, float]], places: list[list[int]]) -> list[Any]:
-    """The regions of the places, with their areas on the ground, as the engine's search makes them."""
-    hits = [Hit(i, s, index.window(i), index.scale_index(i)) for i, s in found]
-    r = index.raster
-    return build_regions(hits, places, r.affine, r.georeferenced, r.crs_wkt, r.linear_units_factor)
-
-
 def time_queries(index: OpenIndex, embedder: Embedder, queries: list[str], top_k: int) -> dict[str, list[float]]:
     """Timings of each part for each query; every query is new to the embedder (its text cache is emptied)."""
     cache = getattr(embedder, "_text_cache", None)
@@ -99,9 +91,9 @@ def time_queries(index: OpenIndex, embedder: Embedder, queries: list[str], top_k
         t1 = time.perf_counter()
         score_distribution(index, vector)
         t2 = time.perf_counter()
-        found, places, _ = top_places(index, vector, top_k, None, None, True)
+        top = top_places(index, vector, top_k, None, None, True)
         t3 = time.perf_counter()
-        regions_of(index, found, places)
+        place_regions(index, top)
         t4 = time.perf_counter()
         if number == 0:
             continue
@@ -118,7 +110,7 @@ def time_queries_repeated(index: OpenIndex, embedder: Embedder, queries: list[st
         t0 = time.perf_counter()
         vector = embed_query(embedder, query)
         score_distribution(index, vector)
-        regions_of(index, *top_places(index, vector, top_k, None, None, True)[:2])
+        place_regions(index, top_places(index, vector, top_k, None, None, True))
         totals.append((time.perf_counter() - t0) * 1000)
     return totals
 

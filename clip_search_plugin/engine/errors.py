@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
+
 
 class ClipSearchError(Exception):
-    """Root of every error the engine reports to a user."""
+    """Root of every error the engine reports to a user. ``details``: facts beside the message that a GUI
+    words for itself (sent with the error by the engine process), e.g. which weights are missing."""
 
     kind = "error"
+    details: Mapping[str, Any] = MappingProxyType({})
 
 
 class InputError(ClipSearchError):

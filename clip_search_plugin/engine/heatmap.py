@@ -96,8 +96,8 @@ def write_heatmap(index: OpenIndex, vector: np.ndarray, path: str | os.PathLike[
     cosine = best_score_grid(index, scores, cell)
     relative = (cosine - mean) / std
     info = index.raster
-    _, _, cell_h, cell_w = grid_shape(index, cell)
-    transform = info.affine @ Affine.scale(cell_w, cell_h)  # the grid ends exactly on the raster's edges
+    rows, cols = cosine.shape  # cells of the raster's size over their number: the grid ends on its edges
+    transform = info.affine @ Affine.scale(info.width / cols, info.height / rows)
     crs = CRS.from_wkt(info.crs_wkt) if info.crs_wkt else None
     fd, scratch = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}-", suffix=".tif")
     os.close(fd)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -97,10 +97,17 @@ def _regions(index: OpenIndex, found: list[tuple[int, float]], merge: bool,
 FETCH_PER_PLACE = 32
 
 
+class TopPlaces(NamedTuple):
+    found: list[tuple[int, float]]  # the ranked hits fetched (tile id, score)
+    places: list[list[int]]  # the places: positions in ``found``, each place best first
+    fewer: bool  # fewer places exist than were asked for
+    searched: int  # the tiles searched (in the area, not left out)
+
+
 def top_places(
     index: OpenIndex, vector: np.ndarray, top_k: int, threshold: float | None, allowed: np.ndarray | None, merge: bool
-) -> tuple[list[tuple[int, float]], list[list[int]], bool]:
-    """(ranked hits, the ``top_k`` places they form, whether fewer places exist than asked for).
+) -> TopPlaces:
+    """The ``top_k`` places of the ranked tiles, and what a user is told about them.
 
     Places are gathered as :mod:`.places` says from the best ``32 * top_k`` tiles; more are fetched (four times
     as many each round) until the ``top_k`` places are settled, i.e. a hit that would start one more place has
@@ -108,18 +115,31 @@ def top_places(
     check_search_limits(top_k, threshold)
     available = index.count if allowed is None else int(np.count_nonzero(allowed))
     if available == 0:
-        return [], [], True
+        return TopPlaces([], [], True, 0)
     # one exact search costs a scan of every vector whatever k is, so the first round takes enough tiles for the
     # places nearly always (a place and the tiles it suppresses are rarely more than 32 at any scale)
     fetch = top_k if not merge else min(available, max(FETCH_PER_PLACE * top_k, 256))
     while True:
         found = index_top_hits(index, vector, fetch, threshold, allowed)
         if not merge:
-            return found, [[i] for i in range(len(found))], len(found) < top_k
+            return TopPlaces(found, [[i] for i in range(len(found))], len(found) < top_k, available)
         gathering = gather_places([index.window(i) for i, _ in found], top_k)
         if gathering.complete or len(found) < fetch or fetch >= available:
-            return found, gathering.places, not gathering.complete and len(gathering.places) < top_k
+            fewer = not gathering.complete and len(gathering.places) < top_k
+            return TopPlaces(found, gathering.places, fewer, available)
         fetch = min(available, fetch * 4)
+
+
+def place_regions(index: OpenIndex, top: TopPlaces) -> tuple[list[Region], list[Hit]]:
+    """The regions of the places, with their areas on the ground, and the hits shown in them, best first (only
+    those are made into hits: the rest of what was fetched is not shown)."""
+    shown = sorted({i for place in top.places for i in place})
+    position = {i: n for n, i in enumerate(shown)}
+    hits = [Hit(tile, score, index.window(tile), index.scale_index(tile))
+            for tile, score in (top.found[i] for i in shown)]
+    groups = [[position[i] for i in place] for place in top.places]
+    r = index.raster
+    return build_regions(hits, groups, r.affine, r.georeferenced, r.crs_wkt, r.linear_units_factor), hits
 
 
 def search_vector(
@@ -151,16 +171,13 @@ def search_vector(
         relative_floor = mean + float(min_relative) * std
         threshold = relative_floor if threshold is None else max(threshold, relative_floor)
         threshold = min(threshold, 1.0)
-    found, places, fewer = top_places(index, vector, top_k, threshold, allowed, merge)
-    ranked = [Hit(i, s, index.window(i), index.scale_index(i)) for i, s in found]
-    r = index.raster
-    regions = build_regions(ranked, places, r.affine, r.georeferenced, r.crs_wkt, r.linear_units_factor)
-    hits = [ranked[i] for i in sorted({i for place in places for i in place})]  # the tiles shown, best first
+    top = top_places(index, vector, top_k, threshold, allowed, merge)
+    regions, hits = place_regions(index, top)
     for region in regions:
         region.relative = (region.score - mean) / std
-    searched = index.count if allowed is None else int(np.count_nonzero(allowed))
-    extra: dict[str, Any] = {"score_mean": mean, "score_std": std, "requested": top_k, "fewer": fewer,
-                             "searched_tiles": searched, "below_threshold": fewer and len(found) < searched}
+    extra: dict[str, Any] = {"score_mean": mean, "score_std": std, "requested": top_k, "fewer": top.fewer,
+                             "searched_tiles": top.searched,
+                             "below_threshold": top.fewer and len(top.found) < top.searched}
     if heatmap:
         extra["heatmap"] = write_heatmap(index, vector, heatmap, mean, std)
     return SearchResult(label, regions, hits, index.identity.label(), index.identity.random_weights,
@@ -268,8 +285,7 @@ def search_similar(
             raise InputError(f"Tile ids must be between 0 and {index.count - 1}; got {list(tile_ids)}.")
         ids = np.asarray(tile_ids, dtype=np.int64)
         vector = normalise_rows(index.vectors.reconstruct_batch(ids).mean(axis=0, keepdims=True))[0]
-        exclude = tiles_overlapping(index.tiles, index.tiles[ids]) & exclude_examples
-        exclude[ids] = exclude_examples
+        exclude = tiles_overlapping(index.tiles, index.tiles[ids]) if exclude_examples else None  # ids included
         label = label or f"similar to tile(s) {', '.join(str(int(i)) for i in ids)}"
     else:
         if embedder is None:
@@ -278,16 +294,11 @@ def search_similar(
         assert bbox is not None
         boxes = example_boxes(bbox)
         vector = normalise_rows(np.mean([embed_box(index, embedder, b) for b in boxes], axis=0, keepdims=True))[0]
-        exclude = np.zeros(index.count, dtype=bool)
-        for box in boxes:
-            exclude |= tiles_in_area(index.tiles, box, index.raster.affine)
-        exclude &= exclude_examples
-        if label:
-            pass
-        elif len(boxes) == 1:
-            label = "similar to box " + ", ".join(f"{v:.6g}" for v in boxes[0])
-        else:
-            label = f"similar to {len(boxes)} example boxes"
+        exclude = None
+        if exclude_examples:
+            exclude = np.logical_or.reduce([tiles_in_area(index.tiles, box, index.raster.affine) for box in boxes])
+        named = "box " + ", ".join(f"{v:.6g}" for v in boxes[0]) if len(boxes) == 1 else f"{len(boxes)} example boxes"
+        label = label or f"similar to {named}"
     return search_vector(index, vector, label, top_k, threshold, area, merge, exclude, min_relative, heatmap)
 
 

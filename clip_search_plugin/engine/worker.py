@@ -106,8 +106,7 @@ class Worker:
             result = self.service.handle(request["method"], request.get("params") or {}, progress, is_cancelled)
             self.emit({"id": rid, "event": "result", "result": result})
         except ClipSearchError as exc:
-            details = getattr(exc, "details", None) or {}  # facts a GUI words itself (e.g. missing weights)
-            self.emit({"id": rid, "event": "error", "error": {**details, "kind": exc.kind, "message": str(exc)}})
+            self.emit({"id": rid, "event": "error", "error": {**exc.details, "kind": exc.kind, "message": str(exc)}})
         except Exception as exc:  # noqa: BLE001 - the engine must answer, whatever went wrong
             log.error("request %s failed:\n%s", rid, traceback.format_exc())
             self.emit(
