@@ -212,19 +212,23 @@ class Controller(QObject):
         if layer is None:
             self.dock.set_status("Choose a raster layer.", self._engine_missing())
             return
-        path = layers.raster_path(layer)
-        if path is None:
+        if layers.raster_path(layer) is None:
             self.dock.set_status(
                 f"{layer.name()} is a {layer.providerType()} layer; CLIP Search indexes "
                 "raster files (GeoTIFF and other GDAL formats) for now."
             )
             return
-        layer_id = layer.id()
-        self.dock.set_indexing(layer_id in self.tasks)
+        self.dock.set_indexing(layer.id() in self.tasks)
         if self.weights.shown_for_model(self.settings):
             return  # the dock keeps saying what is missing until it is fixed
         self.dock.set_status("Checking the index…")
-        params = {"raster": path, "model": self.settings.model_params(), "tiling": self.settings.tiling_params()}
+        self._locate(layer, then)
+
+    def _locate(self, layer: QgsRasterLayer, then: Callable[[Event], None] | None = None) -> None:
+        """Ask the engine for the raster's index status; the dock shows it when the raster is its current one."""
+        params = {"raster": layers.raster_path(layer), "model": self.settings.model_params(),
+                  "tiling": self.settings.tiling_params()}
+        layer_id = layer.id()
         self.call_engine("locate", params, lambda event: self._show_status(layer_id, event, then))
 
     def _engine_missing(self) -> bool:
@@ -334,26 +338,25 @@ class Controller(QObject):
             if self.is_current(layer_id):
                 self.dock.set_status(status_text(self.status[layer_id]))
         elif task.error_kind == "cancelled" and isinstance(layer, QgsRasterLayer):
-            tell = lambda status: self.messages.show(f"{name}: {stopped_text(status.get('partial_tiles') or 0)}",  # noqa: E731
-                                                     Qgis.Info, 8)
-            self.refresh_status(layer, tell) if self.is_current(layer_id) else self._locate_quietly(layer, tell)
+            def tell(status: Event) -> None:  # with the count of tiles saved, as the dock's status says it
+                self.messages.show(f"{name}: {stopped_text(status.get('partial_tiles') or 0)}", Qgis.Info, 8)
+
+            if self.is_current(layer_id):
+                self.refresh_status(layer, tell)
+            else:
+                self._locate(layer, tell)
         elif task.error_kind == "cancelled":
             self.messages.show(f"Indexing {name} stopped: its layer was removed. What was embedded is saved; "
                                "indexing the raster again resumes from there.", Qgis.Info, 8)
         else:
-            again = lambda: self.start_index(self.dock.indexAreaCombo.currentIndex()) if self.is_current(  # noqa: E731
-                layer_id) else None
+            def again() -> None:  # once missing weights are there: the same build, if its raster is still shown
+                if self.is_current(layer_id):
+                    self.start_index(self.dock.indexAreaCombo.currentIndex())
+
             self.report_error({"kind": task.error_kind, "message": task.error or "Indexing failed.",
                                **task.error_details}, again)
             if isinstance(layer, QgsRasterLayer) and self.is_current(layer_id):
                 self.refresh_status(layer)
-
-    def _locate_quietly(self, layer: QgsRasterLayer, then: Callable[[Event], None]) -> None:
-        """Ask for a raster's status without showing it (the dock shows another raster)."""
-        params = {"raster": layers.raster_path(layer), "model": self.settings.model_params(),
-                  "tiling": self.settings.tiling_params()}
-        layer_id = layer.id()
-        self.call_engine("locate", params, lambda event: self._show_status(layer_id, event, then))
 
     def use_weights(self, pretrained: str) -> None:
         """Make ``pretrained`` (a weights file, or "none" for random weights) the model's weights, at once."""

@@ -176,7 +176,6 @@ class ClipSearchDock(QDockWidget, FORM):  # type: ignore[misc, valid-type]
                 item.setTextAlignment(int(Qt.AlignRight | Qt.AlignVCenter))
                 table.setItem(row, column, item)
         table.blockSignals(False)
-        table.resizeColumnsToContents()
         table.scrollToTop()
         has = bool(regions)
         self.zoomAllButton.setEnabled(has)

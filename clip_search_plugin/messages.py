@@ -29,38 +29,32 @@ class Messages:
     """Shows the plugin's messages on ``iface``'s message bar; each replaces the plugin's previous one."""
 
     def __init__(self, iface: Any) -> None:
-        self.iface = iface
+        self.bar = iface.messageBar() if iface is not None else None
         self._items: list[Any] = []
         self._quiet: set[str] = set()  # descriptions of our tasks whose QGIS notices are taken off the bar
-        bar = iface.messageBar() if iface is not None else None
-        self._bar = bar if bar is not None and hasattr(bar, "widgetAdded") else None
-        if self._bar is not None:
-            self._bar.widgetAdded.connect(self._added)
+        if self.bar is not None:
+            self.bar.widgetAdded.connect(self._added)
 
     def show(self, text: str, level: Any = Qgis.Warning, duration: int = 8) -> None:
         if level in (Qgis.Warning, Qgis.Critical):
             engine_setup.RECENT_ERRORS.append(text)
-        if self.iface is None:
+        if self.bar is None:
             return
         self.clear()
-        bar = self.iface.messageBar()
-        if not hasattr(bar, "pushItem"):  # a stand-in bar without QGIS's item API
-            bar.pushMessage(TITLE, text, level=level, duration=duration)
-            return
         item = QgsMessageBarItem(TITLE, text, level, duration)
-        bar.pushItem(item)
+        self.bar.pushItem(item)
         self._items.append(item)
 
     def clear(self) -> None:
         """Take the plugin's messages off the bar (the user may have closed some already)."""
         items, self._items = self._items, []
-        if self.iface is None:
+        if self.bar is None or not items:
             return
-        bar = self.iface.messageBar()
+        shown = self.bar.items()
         for item in items:
             try:
-                if hasattr(bar, "items") and item in bar.items():
-                    bar.popWidget(item)
+                if item in shown:
+                    self.bar.popWidget(item)
             except RuntimeError:
                 pass  # closed by the user: QGIS deleted it
 
@@ -73,20 +67,19 @@ class Messages:
         QTimer.singleShot(0, self._drop_quietened)
 
     def _drop_quietened(self) -> None:
-        if self._bar is None or not self._quiet:
+        if self.bar is None or not self._quiet:
             return
         try:
-            for item in list(self._bar.items()):
+            for item in list(self.bar.items()):
                 if item.title() != TITLE and item.text() in self._quiet:
-                    self._bar.popWidget(item)
+                    self.bar.popWidget(item)
         except RuntimeError:
             pass  # the bar or an item is being deleted (QGIS closing)
 
     def stop(self) -> None:
         """Stop watching the bar (plugin unload); the plugin's messages are left for the user to read."""
-        if self._bar is not None:
+        if self.bar is not None:
             try:
-                self._bar.widgetAdded.disconnect(self._added)
+                self.bar.widgetAdded.disconnect(self._added)
             except TypeError:
-                pass
-            self._bar = None
+                pass  # already stopped

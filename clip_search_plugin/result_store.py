@@ -53,7 +53,3 @@ class ResultStore:
         self.records = {lid: r for lid, r in self.records.items()
                         if lid not in layer_ids and r.raster_id not in layer_ids}
         self.shown = {rid: lid for rid, lid in self.shown.items() if rid not in layer_ids and lid in self.records}
-
-    def keep_only(self, layer_ids: set[str]) -> None:
-        """Keep the records of these (still existing) layers only."""
-        self.forget({lid for lid in self.records if lid not in layer_ids})

@@ -92,8 +92,7 @@ class ResultsView(QObject):
                 layers.add_heatmap_layer(project, heatmap, replace)
             else:
                 self.messages.show(f"The heatmap {result['heatmap']} could not be opened.")
-        layers.add_results_layer(project, results_layer, replace)
-        self.store.keep_only(set(project.mapLayers()))
+        layers.add_results_layer(project, results_layer, replace)  # layers it replaces are forgotten as they go
         self.store.add(ResultRecord(results_layer.id(), raster.id(), result["regions"], title, search))
         results_layer.selectionChanged.connect(self._result_selection_changed)
         current = self.dock.raster_layer()

@@ -113,11 +113,8 @@ class Searches:
         index = self.searchable_index(layer) if layer is not None and region is not None else None
         if layer is None or record is None or region is None or index is None:
             return
-        title = f"like result {rank} of {record.title}"
-        params = {"index": index, "tile_ids": [m["tile_id"] for m in region["members"]], "label": title,
-                  **self.result_options(layer, self.dock.search_options())}
-        self.dock.set_query("")  # the query box no longer describes what is searched
-        self._send_search("similar", layer, params, title)
+        self._send_similar(layer, index, {"tile_ids": [m["tile_id"] for m in region["members"]]},
+                           f"like result {rank} of {record.title}")
 
     def search_example(self, extent: QgsRectangle) -> None:
         """Search by example: places that look like the rectangle just drawn on the map (canvas CRS)."""
@@ -137,10 +134,13 @@ class Searches:
         if not box.intersects(layer.extent()):
             self.messages.show("The rectangle is outside the raster; draw it around an example on the raster.")
             return
-        title = "like the drawn example"
-        params = {"index": index, "bbox": [box.xMinimum(), box.yMinimum(), box.xMaximum(), box.yMaximum()],
-                  "label": title, **self.result_options(layer, self.dock.search_options())}
-        self.dock.set_query("")
+        bbox = [box.xMinimum(), box.yMinimum(), box.xMaximum(), box.yMaximum()]
+        self._send_similar(layer, index, {"bbox": bbox}, "like the drawn example")
+
+    def _send_similar(self, layer: QgsRasterLayer, index: str, example: Event, title: str) -> None:
+        """Search for places like ``example`` (tile ids or a box), named ``title`` in the results."""
+        params = {"index": index, **example, "label": title, **self.result_options(layer, self.dock.search_options())}
+        self.dock.set_query("")  # the query box no longer describes what is searched
         self._send_search("similar", layer, params, title)
 
     def _show_results(self, raster_id: str, event: Event, title: str | None, base: Event | None) -> None:
