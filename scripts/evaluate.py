@@ -11,6 +11,12 @@ class names unless ``--queries`` gives a file of ``class<TAB>query`` lines. ``--
 ``aerial`` (the built-in aerial prompt ensemble), ``raw`` (the query alone) or a file with one template
 per line containing ``{}``. Writes DIR/results.csv (every query), DIR/results.md (means and random
 baselines) and DIR/pr.png (11-point precision-recall curves).
+
+    python scripts/evaluate.py --embeddings FILE.npz [FILE.npz ...] [--template-sets default basic-4 all]
+        [--methods ...] [--draws 20] [--tune-feedback] [--json OUT.json] [--markdown OUT.md]
+
+measures instead on published embeddings of labelled scenes, with no encoder and no raster: the engine's query
+path after the encoders, on the balanced and the rare protocol (see ``scripts/evaluate_embeddings.py``).
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import evaluate_embeddings
 
 from clip_search_plugin.engine.embedder import load_embedder
 from clip_search_plugin.engine.errors import ClipSearchError, InputError
@@ -64,8 +72,8 @@ def parse_model(text: str) -> ModelSpec:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("raster", type=Path)
-    parser.add_argument("--labels", type=Path, required=True)
+    parser.add_argument("raster", type=Path, nargs="?")
+    parser.add_argument("--labels", type=Path)
     parser.add_argument("--class-field", default="class")
     parser.add_argument("--queries", type=Path)
     parser.add_argument("--models", nargs="+", default=[DEFAULT_PRESET])
@@ -79,10 +87,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-overlap", type=float, default=0.5,
                         help="share of a result's area that must lie on a label of the query's class")
     parser.add_argument("--random-runs", type=int, default=20)
-    parser.add_argument("--output", type=Path, required=True)
+    parser.add_argument("--output", type=Path)
+    evaluate_embeddings.add_arguments(parser)
     args = parser.parse_args(argv)
+    if args.embeddings is None and (args.raster is None or args.labels is None or args.output is None):
+        parser.error("give a RASTER with --labels and --output, or --embeddings FILE.npz")
     try:
-        return run(args)
+        return evaluate_embeddings.run(args) if args.embeddings else run(args)
     except ClipSearchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,6 +1,6 @@
 """An approximate (IVF) index for large indexes, its probe count chosen by measured recall.
 
-Exact search reads every vector for every query: about 140 ms for 1M tiles on a 2-core CPU, growing
+Exact search reads every vector for every query: 140 to 280 ms for 1M tiles on a 2-core CPU, growing
 linearly. From :data:`APPROXIMATE_FROM` tiles the vectors are also stored as a Faiss inverted-file index
 (IVF, inner product, a direct map so that stored vectors can still be read back by id): k-means cells,
 of which a query scans only the ``nprobe`` nearest. ``nprobe`` is the smallest power of two whose
@@ -16,7 +16,9 @@ from typing import Any
 
 import numpy as np
 
-APPROXIMATE_FROM = 2_000_000  # tiles; exact search on a 2-core CPU passes 250 ms at about this size
+# tiles; with the text encoder's 100-150 ms on a 2-core CPU, a query passes 250 ms with exact search from about
+# 300,000 tiles on the slower of the machines measured (see BENCHMARKS.md)
+APPROXIMATE_FROM = 250_000
 TARGET_RECALL = 0.99
 RECALL_K = 100
 TRAIN_PER_CELL = 64

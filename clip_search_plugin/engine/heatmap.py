@@ -18,6 +18,7 @@ from affine import Affine
 
 from .errors import InputError
 from .index import OpenIndex
+from .neighbours import smoothed_all
 
 SCORE_BLOCK = 65_536
 CELLS_PER_TILE = 4
@@ -77,7 +78,8 @@ def best_score_grid(index: OpenIndex, scores: np.ndarray, cell: int) -> np.ndarr
     return grid
 
 
-def write_heatmap(index: OpenIndex, vector: np.ndarray, path: str | os.PathLike[str], mean: float, std: float) -> str:
+def write_heatmap(index: OpenIndex, vector: np.ndarray, path: str | os.PathLike[str], mean: float, std: float,
+                  rerank: bool = False) -> str:
     """Write the heatmap of ``vector`` over ``index`` as a two-band float32 GeoTIFF at ``path``.
 
     The file is written beside its target under a temporary name and renamed into place, so a reader
@@ -93,6 +95,8 @@ def write_heatmap(index: OpenIndex, vector: np.ndarray, path: str | os.PathLike[
         raise InputError(f"The folder {target.parent} does not exist; create it or choose another heatmap path.")
     cell = cell_size(index)
     scores = tile_scores(index, vector)
+    if rerank:  # the scores the search ranks by: each tile's with its look-alikes' (see .neighbours)
+        scores = smoothed_all(scores, index.look_alikes())
     cosine = best_score_grid(index, scores, cell)
     relative = (cosine - mean) / std
     info = index.raster
@@ -110,7 +114,7 @@ def write_heatmap(index: OpenIndex, vector: np.ndarray, path: str | os.PathLike[
             dst.write(relative.astype(np.float32), 1)
             dst.write(cosine, 2)
             dst.set_band_description(1, "relative score (standard deviations above the index mean)")
-            dst.set_band_description(2, "cosine score")
+            dst.set_band_description(2, "cosine score, with look-alikes" if rerank else "cosine score")
         os.replace(scratch, target)
     except BaseException:
         Path(scratch).unlink(missing_ok=True)

@@ -5,6 +5,8 @@
 - ``vectors.faiss``: a Faiss exact inner-product index over L2-normalised vectors (inner product = cosine).
 - ``tiles.npy``: int32 (N, 5) table of (column offset, row offset, width, height, scale index) per tile
   id. Footprints are derived from it with the transform; no pickle anywhere.
+- ``neighbours.npy``: int32 (N, 10) table of each tile's look-alikes for re-ranking (see :mod:`.neighbours`);
+  an index written before it existed has none, and its look-alikes are found when first needed.
 
 A new index is written into a hidden temporary folder beside the target and renamed into place, so a
 reader sees a whole index or none, and a failed or cancelled build leaves any previous index untouched.
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
 import shutil
 import uuid
@@ -35,7 +38,10 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 VECTORS = "vectors.faiss"
 TILES = "tiles.npy"
+NEIGHBOURS_FILE = "neighbours.npy"
 TILE_COLUMNS = 5
+
+log = logging.getLogger(__name__)
 
 
 def default_cache_root() -> Path:
@@ -118,6 +124,26 @@ class OpenIndex:
     vectors: Any  # faiss.Index
     _sample: np.ndarray | None = field(default=None, init=False, repr=False)
     device_matrix: Any = field(default=None, init=False, repr=False)  # the vectors on a GPU, when searched there
+    neighbours: np.ndarray | None = None  # each tile's look-alikes (see .neighbours), None until found
+
+    def look_alikes(self) -> np.ndarray:
+        """The look-alike table: the stored one, or found now (once per open index) for an older index."""
+        if self.neighbours is None:
+            from .neighbours import mutual_neighbours
+
+            log.info("finding the look-alikes of %d tiles (the index was built without them)", self.count)
+            self.neighbours = mutual_neighbours(self.vectors, self.tiles)
+        return self.neighbours
+
+    def read_vectors(self, ids: np.ndarray) -> np.ndarray:
+        """The stored vectors of tiles ``ids`` (from the GPU copy when there is one)."""
+        if self.device_matrix is not None:
+            import torch
+
+            rows = self.device_matrix[torch.from_numpy(np.asarray(ids, dtype=np.int64)).to(self.device_matrix.device)]
+            return np.asarray(rows.cpu().numpy(), dtype=np.float32)
+        vectors: np.ndarray = self.vectors.reconstruct_batch(np.asarray(ids, dtype=np.int64))
+        return vectors
 
     def to_device(self, device: str) -> None:
         """Keep a copy of the vectors on ``device`` (a torch device) and search there from now on."""
@@ -184,6 +210,7 @@ def write_index(
     manifest: dict[str, Any],
     vectors: Any,
     tiles: np.ndarray,
+    neighbours: np.ndarray | None = None,
 ) -> Path:
     """Write an index folder atomically at ``target`` (replacing an older index there)."""
 
@@ -195,8 +222,12 @@ def write_index(
         tmp.mkdir()
         _write_vectors(vectors, tmp / VECTORS)
         np.save(tmp / TILES, np.ascontiguousarray(tiles, dtype=np.int32), allow_pickle=False)
+        names = [VECTORS, TILES]
+        if neighbours is not None:
+            np.save(tmp / NEIGHBOURS_FILE, np.ascontiguousarray(neighbours, dtype=np.int32), allow_pickle=False)
+            names.append(NEIGHBOURS_FILE)
         files = {}
-        for name in (VECTORS, TILES):
+        for name in names:
             _fsync(tmp / name)
             files[name] = {"size": (tmp / name).stat().st_size, "sha256": file_sha256(tmp / name)}
         full = dict(
@@ -275,8 +306,10 @@ def open_index(path: str | Path, verify: bool = True) -> OpenIndex:
     path = Path(path).resolve()
     manifest = read_manifest(path)
     files: dict[str, Path] = {}
-    for name in (VECTORS, TILES):
+    for name in (VECTORS, TILES, NEIGHBOURS_FILE):
         entry = manifest["files"].get(name)
+        if name == NEIGHBOURS_FILE and entry is None:
+            continue
         try:
             file = files[name] = inside(path, name)
         except ValueError as exc:
@@ -291,6 +324,7 @@ def open_index(path: str | Path, verify: bool = True) -> OpenIndex:
         raster = RasterInfo.from_dict(manifest["raster"])
         identity = ModelIdentity.from_dict(manifest["model"])
         tiling = TilingSettings.from_dict(manifest["tiling"])
+        neighbours = np.load(files[NEIGHBOURS_FILE], allow_pickle=False) if NEIGHBOURS_FILE in files else None
     except (ValueError, KeyError, TypeError, RuntimeError) as exc:
         raise IndexFormatError(f"The index in {path} is damaged ({exc}); build the index again.") from exc
     count = manifest["tile_count"]
@@ -299,6 +333,8 @@ def open_index(path: str | Path, verify: bool = True) -> OpenIndex:
         or tiles.shape != (count, TILE_COLUMNS)
         or vectors.ntotal != count
         or vectors.d != manifest["dim"]
+        or (neighbours is not None and (neighbours.dtype != np.int32 or neighbours.ndim != 2
+                                        or len(neighbours) != count or int(neighbours.max(initial=-1)) >= count))
     ):
         raise IndexFormatError(f"The index in {path} is inconsistent (tile counts differ); build it again.")
     search = manifest.get("search") or {"kind": "exact"}
@@ -307,4 +343,4 @@ def open_index(path: str | Path, verify: bool = True) -> OpenIndex:
         raise IndexFormatError(f"The index in {path} is inconsistent (its search structure); build it again.")
     if approximate:
         vectors.nprobe = int(search["nprobe"])  # type: ignore[attr-defined]
-    return OpenIndex(path, manifest, raster, identity, tiling, tiles, vectors)
+    return OpenIndex(path, manifest, raster, identity, tiling, tiles, vectors, neighbours)

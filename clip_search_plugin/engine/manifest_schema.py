@@ -111,7 +111,7 @@ SCHEMA: Schema = {
             "type": "object",
             "required": ["vectors.faiss", "tiles.npy"],
             "additionalProperties": False,
-            "properties": {"vectors.faiss": _FILE, "tiles.npy": _FILE},
+            "properties": {"vectors.faiss": _FILE, "tiles.npy": _FILE, "neighbours.npy": _FILE},
         },
         "created": {"type": "string", "minLength": 1},
     },

@@ -25,6 +25,7 @@ from .errors import Cancelled, InputError
 from .geodesy import pixel_ground_size
 from .grid import Tile, build_grid, ground_size_to_pixels
 from .index import check_target, default_index_dir, open_index, write_index
+from .neighbours import mutual_neighbours
 from .raster_io import RasterInfo, bounded_block_cache, describe_raster, open_dataset, read_chunk
 from .search import embed_query
 from .searching import SearchResult, search, search_similar, square
@@ -323,7 +324,10 @@ def build_index(
     }
     if is_cancelled():
         raise Cancelled()
-    path = write_index(target, manifest, vectors, table)
+    look_alikes = _look_alikes(vectors, table)
+    if is_cancelled():
+        raise Cancelled()
+    path = write_index(target, manifest, vectors, table, look_alikes)
     checkpoint.discard()
     return IndexResult(
         path,
@@ -335,6 +339,14 @@ def build_index(
         embedder.identity.random_weights,
         resumed,
     )
+
+
+def _look_alikes(vectors: Any, table: np.ndarray) -> np.ndarray:
+    """Each tile's look-alikes for re-ranking (see :mod:`.neighbours`), timed in the log."""
+    started = time.perf_counter()
+    found = mutual_neighbours(vectors, table)
+    log.info("look-alikes of %d tiles found in %.1f s", len(table), time.perf_counter() - started)
+    return found
 
 
 def portable_spec(spec: ModelSpec) -> dict[str, Any]:

@@ -35,14 +35,22 @@ def embed_query(embedder: Embedder, text: str, templates: Sequence[str] | None =
     """Unit query vector for ``text``: the template ensemble, or the raw text when ``templates`` is empty."""
     cleaned = clean_query(text)
     prompts = [t.format(cleaned) for t in templates] if templates else [cleaned]
-    vectors = embedder.encode_text(prompts)
-    return normalise_rows(vectors.mean(axis=0, keepdims=True))[0]
+    return ensemble(embedder.encode_text(prompts))
+
+
+def ensemble(text_vectors: np.ndarray) -> np.ndarray:
+    """The query vector of a prompt ensemble: the mean of its prompts' unit text vectors, renormalised."""
+    return normalise_rows(np.asarray(text_vectors, dtype=np.float32).mean(axis=0, keepdims=True))[0]
 
 
 NEGATION = re.compile(r"\s+but\s+not\s+", re.IGNORECASE)
 NEGATIVE_WEIGHT = 0.5
-# Rocchio relevance feedback (the classic SMART weights): query, relevant examples, non-relevant ones
-ROCCHIO = (1.0, 0.75, 0.25)
+# Rocchio relevance feedback: weights of the query, the relevant examples' mean and the non-relevant ones' mean
+# (chosen by the simulated feedback of scripts/evaluate.py --embeddings; see BENCHMARKS.md)
+ROCCHIO = (1.0, 0.25, 0.1)
+# Search with look-alike re-ranking (see .neighbours) unless asked not to: it measures better on both
+# protocols for each of the five models of scripts/evaluate.py --embeddings (see BENCHMARKS.md)
+RERANK = True
 
 
 def split_negative(text: str) -> tuple[str, str | None]:
@@ -60,9 +68,10 @@ def with_negative(positive: np.ndarray, negative: np.ndarray, weight: float = NE
     return normalise_rows((positive - weight * negative)[None])[0]
 
 
-def rocchio(query: np.ndarray, relevant: np.ndarray | None, irrelevant: np.ndarray | None) -> np.ndarray:
+def rocchio(query: np.ndarray, relevant: np.ndarray | None, irrelevant: np.ndarray | None,
+            weights: tuple[float, float, float] = ROCCHIO) -> np.ndarray:
     """The query moved toward the mean of ``relevant`` vectors and away from the mean of ``irrelevant``."""
-    alpha, beta, gamma = ROCCHIO
+    alpha, beta, gamma = weights
     moved = alpha * query
     if relevant is not None and len(relevant):
         moved = moved + beta * relevant.mean(axis=0)

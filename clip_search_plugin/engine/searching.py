@@ -19,12 +19,14 @@ from .errors import InputError
 from .grid import Window
 from .heatmap import write_heatmap
 from .index import OpenIndex
+from .neighbours import smoothed
 from .places import gather_places
 from .raster_io import fingerprint_file, open_dataset, read_chunk
 from .regions import Hit, Region, build_regions, merge_hits
 from .search import (
     AERIAL_TEMPLATES,
     NEGATIVE_WEIGHT,
+    RERANK,
     check_search_limits,
     embed_query,
     matrix_top_hits,
@@ -105,7 +107,8 @@ class TopPlaces(NamedTuple):
 
 
 def top_places(
-    index: OpenIndex, vector: np.ndarray, top_k: int, threshold: float | None, allowed: np.ndarray | None, merge: bool
+    index: OpenIndex, vector: np.ndarray, top_k: int, threshold: float | None, allowed: np.ndarray | None, merge: bool,
+    rerank: bool = RERANK,
 ) -> TopPlaces:
     """The ``top_k`` places of the ranked tiles, and what a user is told about them.
 
@@ -120,7 +123,7 @@ def top_places(
     # places nearly always (a place and the tiles it suppresses are rarely more than 32 at any scale)
     fetch = top_k if not merge else min(available, max(FETCH_PER_PLACE * top_k, 256))
     while True:
-        found = index_top_hits(index, vector, fetch, threshold, allowed)
+        found = ranked_tiles(index, vector, fetch, threshold, allowed, rerank)
         if not merge:
             return TopPlaces(found, [[i] for i in range(len(found))], len(found) < top_k, available)
         gathering = gather_places([index.window(i) for i, _ in found], top_k)
@@ -153,8 +156,10 @@ def search_vector(
     exclude: np.ndarray | None = None,
     min_relative: float | None = None,
     heatmap: str | None = None,
+    rerank: bool = RERANK,
 ) -> SearchResult:
-    """Search ``index`` with a unit query vector; ``exclude`` is a boolean tile mask to leave out.
+    """Search ``index`` with a unit query vector; ``exclude`` is a boolean tile mask to leave out;
+    ``rerank``: tiles scored with their look-alikes (see :mod:`.neighbours`).
 
     Each region also gets a relative score: how many standard deviations its score lies above the mean
     score of the index's tiles for this query (estimated on a fixed sample of up to 20,000 tiles). Unlike
@@ -171,20 +176,35 @@ def search_vector(
         relative_floor = mean + float(min_relative) * std
         threshold = relative_floor if threshold is None else max(threshold, relative_floor)
         threshold = min(threshold, 1.0)
-    top = top_places(index, vector, top_k, threshold, allowed, merge)
+    top = top_places(index, vector, top_k, threshold, allowed, merge, rerank)
     regions, hits = place_regions(index, top)
     for region in regions:
         region.relative = (region.score - mean) / std
     extra: dict[str, Any] = {"score_mean": mean, "score_std": std, "requested": top_k, "fewer": top.fewer,
                              "searched_tiles": top.searched,
-                             "below_threshold": top.fewer and len(top.found) < top.searched}
+                             "below_threshold": top.fewer and len(top.found) < top.searched, "reranked": rerank}
     if heatmap:
-        extra["heatmap"] = write_heatmap(index, vector, heatmap, mean, std)
+        extra["heatmap"] = write_heatmap(index, vector, heatmap, mean, std, rerank)
     return SearchResult(label, regions, hits, index.identity.label(), index.identity.random_weights,
                         index.raster.crs_wkt, time.perf_counter() - started, extra)
 
 
 SAMPLE_TILES = 20_000
+RERANK_DEPTH = 256  # re-ranking re-scores at least this many of the best tiles by cosine
+
+
+def ranked_tiles(index: OpenIndex, vector: np.ndarray, depth: int, threshold: float | None = None,
+                 allowed: np.ndarray | None = None, rerank: bool = RERANK) -> list[tuple[int, float]]:
+    """The best ``depth`` tiles (tile id, score), best first: by cosine score, or with ``rerank`` the best
+    ``max(depth, RERANK_DEPTH)`` by cosine re-scored with their look-alikes (see :mod:`.neighbours`); the
+    threshold applies to the score the tiles are ranked by."""
+    if not rerank:
+        return index_top_hits(index, vector, depth, threshold, allowed)
+    candidates = index_top_hits(index, vector, max(depth, RERANK_DEPTH), None, allowed)
+    ranked = smoothed(candidates, vector, index.look_alikes(), index.read_vectors)
+    if threshold is not None:
+        ranked = [(i, s) for i, s in ranked if s >= threshold]
+    return ranked[:depth]
 
 
 def index_top_hits(
@@ -218,6 +238,7 @@ def search(
     irrelevant_ids: Sequence[int] | None = None,
     min_relative: float | None = None,
     heatmap: str | None = None,
+    rerank: bool = RERANK,
 ) -> SearchResult:
     """Text search: the ``top_k`` best places (regions of overlapping tiles around a best tile, see
     :mod:`.places`) among the tiles above ``threshold``, best first.
@@ -242,7 +263,7 @@ def search(
             exclude = np.zeros(index.count, dtype=bool)
             exclude[np.asarray(irrelevant_ids, dtype=np.int64)] = True
         label += f" (feedback: {len(relevant_ids or [])} relevant, {len(irrelevant_ids or [])} not)"
-    return search_vector(index, vector, label, top_k, threshold, area, merge, exclude, min_relative, heatmap)
+    return search_vector(index, vector, label, top_k, threshold, area, merge, exclude, min_relative, heatmap, rerank)
 
 
 def tile_vectors(index: OpenIndex, tile_ids: Sequence[int] | None) -> np.ndarray | None:
@@ -269,6 +290,7 @@ def search_similar(
     min_relative: float | None = None,
     heatmap: str | None = None,
     label: str | None = None,
+    rerank: bool = RERANK,
 ) -> SearchResult:
     """Search by example: tiles like ``tile_ids``, or like the window ``bbox`` (raster CRS) of the raster,
     or like several such windows (a list of boxes: their embeddings are averaged).
@@ -299,7 +321,7 @@ def search_similar(
             exclude = np.logical_or.reduce([tiles_in_area(index.tiles, box, index.raster.affine) for box in boxes])
         named = "box " + ", ".join(f"{v:.6g}" for v in boxes[0]) if len(boxes) == 1 else f"{len(boxes)} example boxes"
         label = label or f"similar to {named}"
-    return search_vector(index, vector, label, top_k, threshold, area, merge, exclude, min_relative, heatmap)
+    return search_vector(index, vector, label, top_k, threshold, area, merge, exclude, min_relative, heatmap, rerank)
 
 
 def example_boxes(value: Any) -> list[tuple[float, float, float, float]]:

@@ -17,6 +17,7 @@ from .index import OpenIndex, locate_index, open_index
 from .models import pick_device, resolve_identity
 from .pipeline import IsCancelled, Progress, build_index
 from .raster_io import describe_raster
+from .search import RERANK
 from .searching import index_model_spec, search, search_similar
 from .settings import IndexSettings, ModelSpec, TilingSettings
 from .templates import AERIAL_TEMPLATES, parse_templates
@@ -32,6 +33,15 @@ def _number(params: dict[str, Any], key: str, default: Any, kind: type) -> Any:
         return kind(value)
     except (TypeError, ValueError) as exc:
         raise InputError(f"{key} must be a {kind.__name__}; got {value!r}.") from exc
+
+
+def _flag(params: dict[str, Any], key: str, default: bool) -> bool:
+    value = params.get(key, default)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise InputError(f"{key} must be true or false; got {value!r}.")
+    return value
 
 
 def _text(params: dict[str, Any], key: str) -> str | None:
@@ -151,6 +161,7 @@ class Service:
             "merge": bool(params.get("merge", True)),
             "min_relative": _number(params, "min_relative", None, float),
             "heatmap": _text(params, "heatmap"),
+            "rerank": _flag(params, "rerank", RERANK),
         }
 
     def do_search(self, params: dict[str, Any], progress: Progress, is_cancelled: IsCancelled) -> dict[str, Any]:

@@ -6,24 +6,34 @@ import os
 
 from .errors import InputError
 
-# Templates for aerial and satellite imagery; the query vector is the mean of their normalised text
-# embeddings, renormalised (the prompt-ensemble method of the CLIP paper).
-AERIAL_TEMPLATES: tuple[str, ...] = (
-    "an aerial photo of {}.",
-    "an aerial image of {}.",
-    "a satellite image of {}.",
-    "a satellite photo of {}.",
-    "an overhead view of {}.",
-    "a top-down view of {}.",
-    "an orthophoto showing {}.",
-    "a remote sensing image of {}.",
-    "aerial imagery of {}.",
-    "a high-resolution aerial photograph of {}.",
-    "a drone photo of {}, seen from above.",
-    "{} seen from above.",
-    "{}, aerial view.",
-    "a bird's-eye view of {}.",
+# The default prompt ensemble: the query vector is the mean of the prompts' normalised text embeddings,
+# renormalised (the prompt-ensemble method of the CLIP paper). The five templates were chosen from the 106
+# published remote-sensing template keys by greedy forward selection on the mean of both protocols of
+# scripts/evaluate.py --embeddings over the five models of the shared embeddings; selection on one half of
+# the scenes held up on the other half (see BENCHMARKS.md). Few prompts keep the text side quick.
+DEFAULT_TEMPLATE_KEYS: tuple[str, ...] = (
+    "an_aerial_image_of_a_nice",
+    "a_good_remote_sensing_image_of_the",
+    "a_black_and_white_aerial_image_of_a",
+    "an_aerial_image_of_the_cool",
+    "a_good_remote_sensing_image_of_a",
 )
+
+
+def key_template(key: str) -> str:
+    """"a_satellite_image_of_a" -> "a satellite image of a {}" (published keys name the text before the class)."""
+    return " ".join(key.split("_")) + " {}"
+
+
+def template_key(template: str) -> str:
+    """"a satellite image of a {}" -> "a_satellite_image_of_a"; only templates that end with ``{}`` have keys."""
+    text = template.strip().rstrip(".").strip()
+    if not text.endswith("{}") or text.count("{}") != 1 or not text[:-2].strip():
+        raise InputError(f"The template {template!r} has no key: keyed templates are text followed by {{}}.")
+    return "_".join(text[:-2].split())
+
+
+AERIAL_TEMPLATES: tuple[str, ...] = tuple(key_template(k) for k in DEFAULT_TEMPLATE_KEYS)
 MAX_TEMPLATES = 200
 
 

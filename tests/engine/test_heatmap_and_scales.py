@@ -44,14 +44,18 @@ def brute_force_best(index: object, scores: np.ndarray, cell: float, rows: int, 
     return best
 
 
-def test_heatmap_holds_the_best_tile_score_per_cell(colour_index: object, tmp_path: Path) -> None:
+@pytest.mark.parametrize("rerank", [False, True])
+def test_heatmap_holds_the_best_tile_score_per_cell(colour_index: object, tmp_path: Path, rerank: bool) -> None:
     path = tmp_path / "heat.tif"
-    result = search(colour_index, ColourEmbedder(), "red", top_k=5, templates=None, heatmap=str(path))
+    result = search(colour_index, ColourEmbedder(), "red", top_k=5, templates=None, heatmap=str(path), rerank=rerank)
     assert result.extra["heatmap"] == str(path)
     index = colour_index
     vectors = index.vectors.reconstruct_n(0, index.count)  # type: ignore[attr-defined]
     query = ColourEmbedder().encode_text(["red"])[0]
     scores = vectors @ query
+    if rerank:  # the scores the search ranks by: each tile's mean with its look-alikes'
+        table = index.look_alikes()  # type: ignore[attr-defined]
+        scores = np.array([np.mean([scores[i], *(scores[j] for j in row if j >= 0)]) for i, row in enumerate(table)])
     with rasterio.open(path) as ds:
         assert ds.count == 2 and ds.dtypes == ("float32", "float32")
         assert ds.crs.to_epsg() == 32633
@@ -60,6 +64,7 @@ def test_heatmap_holds_the_best_tile_score_per_cell(colour_index: object, tmp_pa
         assert (ds.width, ds.height) == (768 // cell, 256 // cell)
         relative, cosine = ds.read(1), ds.read(2)
         assert "relative" in ds.descriptions[0] and "cosine" in ds.descriptions[1]
+        assert ("look-alikes" in ds.descriptions[1]) == rerank
     expected = brute_force_best(index, scores, cell, 256 // cell, 768 // cell)
     np.testing.assert_allclose(cosine, expected, rtol=1e-5, atol=1e-6)
     mean, std = result.extra["score_mean"], result.extra["score_std"]
@@ -144,7 +149,7 @@ def test_the_heatmap_covers_exactly_the_raster_when_cells_do_not_divide_it(tmp_p
     settings = IndexSettings(tiling=TilingSettings(tile_size=128, overlap=0.5))
     index = open_index(build_index(raster, settings, tmp_path / "ix", embedder=ColourEmbedder()).path)
     path = tmp_path / "heat.tif"
-    search(index, ColourEmbedder(), "red", top_k=5, templates=None, heatmap=str(path))
+    search(index, ColourEmbedder(), "red", top_k=5, templates=None, heatmap=str(path), rerank=False)
     with rasterio.open(raster) as source, rasterio.open(path) as ds:
         np.testing.assert_allclose(ds.bounds, source.bounds, rtol=0, atol=1e-6)
         assert (ds.width, ds.height) == (-(-918 // 32), -(-230 // 32))  # cells of 31.7 x 28.75 px

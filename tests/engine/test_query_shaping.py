@@ -11,7 +11,7 @@ import pytest
 from clip_search_plugin.engine.embedder import normalise_rows
 from clip_search_plugin.engine.errors import InputError
 from clip_search_plugin.engine.pipeline import build_index, open_index, search
-from clip_search_plugin.engine.search import embed_query, rocchio, split_negative, with_negative
+from clip_search_plugin.engine.search import ROCCHIO, embed_query, rocchio, split_negative, with_negative
 from clip_search_plugin.engine.service import templates_from
 from clip_search_plugin.engine.settings import IndexSettings, TilingSettings
 from clip_search_plugin.engine.templates import AERIAL_TEMPLATES, parse_templates, read_templates
@@ -121,7 +121,8 @@ def test_query_vectors_are_built_as_specified() -> None:
     np.testing.assert_allclose(pushed, (raw - 0.5 * negative) / np.linalg.norm(raw - 0.5 * negative), rtol=1e-6)
     good, bad = embedder.encode_text(["a", "b"]), embedder.encode_text(["c"])
     moved = rocchio(raw, good, bad)
-    expected = 1.0 * raw + 0.75 * good.mean(axis=0) - 0.25 * bad[0]
+    alpha, beta, gamma = ROCCHIO
+    expected = alpha * raw + beta * good.mean(axis=0) - gamma * bad[0]
     np.testing.assert_allclose(moved, expected / np.linalg.norm(expected), rtol=1e-6)
     assert float(moved @ good.mean(axis=0)) > float(raw @ good.mean(axis=0))
     assert float(moved @ bad[0]) < float(raw @ bad[0])
