@@ -148,6 +148,7 @@ class ClipSearchAlgorithm(QgsProcessingAlgorithm):
             "THRESHOLD", "Minimum score", QgsProcessingParameterNumber.Double, None, optional=True,
             minValue=-1.0, maxValue=1.0))
         self.add(QgsProcessingParameterBoolean("MERGE", "Merge overlapping tiles into regions", True))
+        self.add(QgsProcessingParameterBoolean("RERANK", "Re-rank with look-alikes", True), advanced=True)
         self.add(QgsProcessingParameterFeatureSink("OUTPUT", "Results", QgsProcessing.TypeVectorPolygon))
 
     def search_params(self, parameters: dict[str, Any], context: QgsProcessingContext) -> dict[str, Any]:
@@ -156,6 +157,7 @@ class ClipSearchAlgorithm(QgsProcessingAlgorithm):
             "top_k": self.parameterAsInt(parameters, "TOP_K", context),
             "threshold": None if threshold in (None, "") else self.parameterAsDouble(parameters, "THRESHOLD", context),
             "merge": self.parameterAsBool(parameters, "MERGE", context),
+            "rerank": self.parameterAsBool(parameters, "RERANK", context),
         }
 
     def write_results(
@@ -198,8 +200,16 @@ RESULTS_HELP = (
     ("Minimum score", "optional: leave out tiles whose cosine similarity is below this."),
     ("Merge overlapping tiles into regions", "on: a result is a best tile and the matching tiles overlapping it; "
      "off: one polygon per tile."),
+    ("Re-rank with look-alikes", "on (default): each tile is scored together with the tiles that look most like "
+     "it (its mutual nearest neighbours in the index), which gives better results for common and rare things "
+     "alike; off: tiles are ranked by their own score only."),
     ("Results", "the polygon layer to write (any format QGIS writes, or a temporary layer)."),
 )
+
+
+def ranking_note(result: dict[str, Any]) -> str:
+    """How the engine ranked a search's tiles, for the log."""
+    return ", re-ranked with look-alikes" if result.get("reranked") else ", ranked by each tile's own score"
 
 
 def index_crs(info: dict[str, Any]) -> QgsCoordinateReferenceSystem:
@@ -258,7 +268,8 @@ class SearchIndexAlgorithm(ClipSearchAlgorithm):
             results = []
             for query in queries:  # one request each: the progress bar moves query by query
                 results.append(engine.call("search", {**common, "index": info["path"], "query": query}))
-                feedback.pushInfo(f"{results[-1]['query']!r}: {len(results[-1]['regions'])} region(s)")
+                feedback.pushInfo(f"{results[-1]['query']!r}: {len(results[-1]['regions'])} region(s)"
+                                  f"{ranking_note(results[-1])}")
         if info.get("random_weights"):
             feedback.pushWarning("This index uses random weights: scores and ranks are meaningless.")
         return self.write_results(parameters, context, results, info, "; ".join(queries))
@@ -299,7 +310,7 @@ class FindSimilarAlgorithm(ClipSearchAlgorithm):
             info = self.open_index(parameters, context, settings, feedback, engine)
             results = [engine.call("similar", self.similar_params(info, source, context, parameters))]
         title = f"like {self.reference_name(parameters, context)}"
-        feedback.pushInfo(f"{len(results[0]['regions'])} region(s) {title}")
+        feedback.pushInfo(f"{len(results[0]['regions'])} region(s) {title}{ranking_note(results[0])}")
         return self.write_results(parameters, context, results, info, title, title)
 
     def reference_name(self, parameters: dict[str, Any], context: QgsProcessingContext) -> str:

@@ -83,6 +83,7 @@ class ClipSearchDock(QDockWidget, FORM):  # type: ignore[misc, valid-type]
             "visible_only": self.scopeCombo.currentIndex() == SCOPE_VISIBLE,
             "templates": self.templatesCheck.isChecked(),
             "heatmap": self.heatmapCheck.isChecked(),
+            "rerank": self.rerankCheck.isChecked(),
         }
 
     def selected_rank(self) -> int | None:

@@ -75,8 +75,10 @@ class Searches:
         self.controller.call_engine(method, params, lambda event: self._show_results(raster_id, event, title, base))
 
     def result_options(self, layer: QgsRasterLayer, options: dict[str, Any]) -> dict[str, Any]:
-        """The dock's options every search shares: number of results, threshold, area, heatmap file."""
-        params: dict[str, Any] = {"top_k": options["top_k"], "min_relative": options["min_relative"]}
+        """The dock's options every search shares: number of results, threshold, look-alike re-ranking, area,
+        heatmap file."""
+        params: dict[str, Any] = {"top_k": options["top_k"], "min_relative": options["min_relative"],
+                                  "rerank": options["rerank"]}
         if options["visible_only"] and self.iface is not None:
             params["area"] = self.controller.index_area(layer, AREA_VISIBLE)
         if options["heatmap"]:

@@ -93,6 +93,8 @@ def _parser() -> argparse.ArgumentParser:
             help="search only this area (raster CRS)",
         )
         sp.add_argument("--no-merge", action="store_true", help="one result per tile, no merging")
+        sp.add_argument("--no-rerank", action="store_true",
+                        help="rank by each tile's own score only, without look-alike re-ranking")
         sp.add_argument("--format", choices=("table", "geojson", "gpkg", "shp", "json"), default=None)
         sp.add_argument("-o", "--output", help="write results to this file (.gpkg, .geojson, .shp)")
 
@@ -157,6 +159,8 @@ def _search_params(a: argparse.Namespace) -> dict[str, Any]:
         "min_relative": a.min_relative,
         "heatmap": a.heatmap,
     }
+    if a.no_rerank:  # absent: the engine's default
+        params["rerank"] = False
     if a.command == "search":
         templates: str | list[str] = "raw" if a.raw else "default"
         if a.templates_file:

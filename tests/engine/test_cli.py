@@ -93,3 +93,22 @@ def test_bad_input_gives_one_line_and_exit_code_2(args: list[str], message: str,
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], done.stderr
+
+
+def test_no_rerank_ranks_by_each_tiles_own_score(tmp_path: Path) -> None:
+    raster = shared_raster("colorado_rgb_015m.tif")
+    ix = tmp_path / "ix"
+    # small tiles: enough of them that don't overlap each other to be look-alikes
+    done = cli("index", str(raster), "--model", "tiny-random", "--output", str(ix), "--tile-size", "64", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    answers = {}
+    for command, what in (("search", ["road"]), ("similar", ["--tile-id", "0"])):
+        for flags in ([], ["--no-rerank"]):
+            done = cli(command, str(ix), *what, *flags, "--no-merge", "--format", "json", cwd=tmp_path)
+            assert done.returncode == 0, done.stderr
+            answers[command, bool(flags)] = json.loads(done.stdout)
+    for command in ("search", "similar"):
+        reranked, plain = answers[command, False], answers[command, True]
+        assert reranked["reranked"] is True and plain["reranked"] is False
+        # the same query scored two ways: the look-alikes' scores change the tiles' scores
+        assert [r["score"] for r in reranked["regions"]] != [r["score"] for r in plain["regions"]]

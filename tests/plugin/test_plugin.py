@@ -36,7 +36,9 @@ from .conftest import (
     click_map,
     engine_children,
     indexed,
+    new_results,
     our_docks,
+    result_ids,
     search,
     wait_until,
 )
@@ -533,4 +535,64 @@ def test_draw_an_example_heatmap_and_prompts(iface: Any, engine_settings: Any, l
     dock.templatesCheck.setChecked(False)
     as_typed = sorted(round(f["score"], 6) for f in search(plugin, "a pool").getFeatures())
     assert with_templates != as_typed
+    plugin.unload()
+
+
+def engine_answers(controller: Any) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """Every search the dock sends from now on to the (real) engine: method, request and the engine's answer,
+    recorded on the way past."""
+    seen: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
+    send = controller.call_engine
+
+    def recording(method: str, params: dict[str, Any], on_event: Callable[[Any], None], retry: bool = True) -> None:
+        def answered(event: dict[str, Any]) -> None:
+            if method in ("search", "similar"):
+                seen.append((method, params, event))
+            on_event(event)
+
+        send(method, params, answered, retry)
+
+    controller.call_engine = recording
+    return seen
+
+
+def test_look_alike_reranking_follows_its_checkbox(iface: Any, engine_settings: Any, load: Loader) -> None:
+    raster = add_raster("drone_rgba_alpha.tif")
+    plugin = load()
+    dock, canvas = plugin.dock, iface.mapCanvas()
+    dock.layerCombo.setLayer(raster)
+    indexed(plugin, raster)
+    answers = engine_answers(plugin.controller)
+    dock.topKSpin.setValue(5)
+    assert dock.rerankCheck.isChecked()  # on unless unticked
+    ticked = sorted(round(f["score"], 6) for f in search(plugin, "a roof").getFeatures())
+    dock.rerankCheck.setChecked(False)
+    unticked = sorted(round(f["score"], 6) for f in search(plugin, "a roof").getFeatures())
+    assert ticked != unticked  # a tile's own score, or the mean over it and its look-alikes
+
+    dock.resultsTable.selectRow(0)  # relevance feedback: Search again
+    dock.relevantButton.click()
+    before = result_ids()
+    dock.refineButton.click()
+    new_results(before, "refined results")
+    dock.resultsTable.selectRow(0)  # More like this
+    before = result_ids()
+    dock.moreLikeButton.click()
+    new_results(before, "results like the first")
+    dock.rerankCheck.setChecked(True)  # Draw example
+    canvas.setDestinationCrs(raster.crs())
+    canvas.setExtent(raster.extent())
+    canvas.refresh()
+    QTest.qWait(100)
+    dock.drawExampleButton.click()
+    e = raster.extent()
+    before = result_ids()
+    drag_rectangle(canvas, QgsRectangle(e.xMinimum() + e.width() * 0.4, e.yMinimum() + e.height() * 0.4,
+                                        e.xMinimum() + e.width() * 0.6, e.yMinimum() + e.height() * 0.6))
+    new_results(before, "results like the drawn example")
+
+    sent = [(method, params["rerank"], answer["result"]["reranked"]) for method, params, answer in answers]
+    assert sent == [("search", True, True), ("search", False, False), ("search", False, False),
+                    ("similar", False, False), ("similar", True, True)]
+    assert answers[2][1]["relevant_ids"] and "tile_ids" in answers[3][1] and "bbox" in answers[4][1]
     plugin.unload()

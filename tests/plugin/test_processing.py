@@ -186,6 +186,32 @@ def test_prompts_heatmap_and_evaluation(provider: Any, engine_settings: Any, tmp
                          "QUERIES": "bridge = a bridge", "OUTPUT_FOLDER": str(tmp_path / "report2")})
 
 
+def test_look_alike_reranking_can_be_switched_off(provider: Any, engine_settings: Any, tmp_path: Path) -> None:
+    """Re-rank with look-alikes reaches the engine for text searches and searches by example: the log says how
+    the engine ranked, and the scores differ (a tile's own score, or the mean over it and its look-alikes)."""
+    path = shared_raster("drone_rgba_alpha.tif")
+    raster = in_project(QgsRasterLayer(str(path), "drone"))
+    built = run("buildindex", {"INPUT": str(path), "MODEL": "tiny-random", "TILE_SIZE": 96, "DEVICE": 1,
+                               "OUTPUT": str(tmp_path / "index")})
+    reference = in_project(QgsVectorLayer(f"Polygon?crs={raster.crs().authid()}", "reference", "memory"))
+    example = QgsFeature()
+    e = raster.extent()
+    example.setGeometry(QgsGeometry.fromRect(QgsRectangle(e.center(), e.center()).buffered(e.width() / 10)))
+    reference.dataProvider().addFeatures([example])
+    for algorithm, given in (("searchindex", {"QUERIES": "a roof"}), ("findsimilar", {"REFERENCE": reference})):
+        scores, logs = {}, {}
+        for rerank in (None, True, False):  # None: left out, as in a model saved before the switch existed
+            feedback = QgsProcessingFeedback()
+            switch = {} if rerank is None else {"RERANK": rerank}
+            found = run(algorithm, {"INDEX": built["INDEX"], "TOP_K": 5, "MERGE": False, **given, **switch,
+                                    "OUTPUT": str(tmp_path / f"{algorithm}{rerank}.gpkg")}, feedback)
+            scores[rerank] = [round(f["score"], 6) for f in check_results(found["OUTPUT"], raster)]
+            logs[rerank] = feedback.textLog()
+        assert "re-ranked with look-alikes" in logs[None] and "re-ranked with look-alikes" in logs[True]
+        assert "ranked by each tile's own score" in logs[False] and "re-ranked" not in logs[False]
+        assert scores[None] == scores[True] != scores[False]
+
+
 def test_search_by_raster_layer_uses_its_index(provider: Any, engine_settings: Any, tmp_path: Path) -> None:
     path = shared_raster("colorado_rgb_015m.tif")
     raster = in_project(QgsRasterLayer(str(path), "colorado"))
