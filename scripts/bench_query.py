@@ -10,7 +10,10 @@ tile table of a 224 px grid with 50% overlap over a raster big enough for that m
 vectors drawn around a few hundred random centres so that they cluster the way image embeddings do. A
 query goes through the engine's own search path: text encoding through the aerial prompt templates,
 the relative-score statistics, the vector search (the top-k places: as many tiles fetched as the k places
-need), and the regions of those places with their areas on the ground. Each part is
+need, re-scored with their look-alikes unless ``--no-rerank``), and the regions of those places with their
+areas on the ground. The look-alikes of each index are found first, as ``build_index`` does, and that time is
+reported beside the time a CPU build of that many tiles takes at ``--build-rate`` tiles/s (the end-to-end
+rate of ``scripts/bench_index.py`` on this CPU). Each part is
 timed on its own; p50 and p95 over ``--queries`` different queries (after one warm-up; each query new
 to the model's text cache) are printed as a table, with the p50 of the same queries asked again (their
 text vectors remembered, as for Search again); ``--json`` writes them. On a GPU the vectors are searched
@@ -32,8 +35,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from clip_search_plugin.engine.ann import APPROXIMATE_FROM  # noqa: E402
 from clip_search_plugin.engine.embedder import Embedder, load_embedder, normalise_rows  # noqa: E402
 from clip_search_plugin.engine.index import OpenIndex  # noqa: E402
+from clip_search_plugin.engine.neighbours import mutual_neighbours  # noqa: E402
 from clip_search_plugin.engine.raster_io import RasterInfo  # noqa: E402
 from clip_search_plugin.engine.search import embed_query  # noqa: E402
 from clip_search_plugin.engine.searching import index_top_hits, place_regions, score_distribution, top_places  # noqa: E402
@@ -79,7 +84,8 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.array(values), q))
 
 
-def time_queries(index: OpenIndex, embedder: Embedder, queries: list[str], top_k: int) -> dict[str, list[float]]:
+def time_queries(index: OpenIndex, embedder: Embedder, queries: list[str], top_k: int,
+                 rerank: bool = True) -> dict[str, list[float]]:
     """Timings of each part for each query; every query is new to the embedder (its text cache is emptied)."""
     cache = getattr(embedder, "_text_cache", None)
     if cache is not None:
@@ -91,7 +97,7 @@ def time_queries(index: OpenIndex, embedder: Embedder, queries: list[str], top_k
         t1 = time.perf_counter()
         score_distribution(index, vector)
         t2 = time.perf_counter()
-        top = top_places(index, vector, top_k, None, None, True)
+        top = top_places(index, vector, top_k, None, None, True, rerank)
         t3 = time.perf_counter()
         place_regions(index, top)
         t4 = time.perf_counter()
@@ -103,19 +109,21 @@ def time_queries(index: OpenIndex, embedder: Embedder, queries: list[str], top_k
     return parts
 
 
-def time_queries_repeated(index: OpenIndex, embedder: Embedder, queries: list[str], top_k: int) -> list[float]:
+def time_queries_repeated(index: OpenIndex, embedder: Embedder, queries: list[str], top_k: int,
+                          rerank: bool = True) -> list[float]:
     """Total time of queries asked again (their text vectors remembered), as after Search again."""
     totals = []
     for query in queries:
         t0 = time.perf_counter()
         vector = embed_query(embedder, query)
         score_distribution(index, vector)
-        place_regions(index, top_places(index, vector, top_k, None, None, True))
+        place_regions(index, top_places(index, vector, top_k, None, None, True, rerank))
         totals.append((time.perf_counter() - t0) * 1000)
     return totals
 
 
-def approximate_figures(index: OpenIndex, embedder: Embedder, queries: list[str], top_k: int) -> dict[str, Any]:
+def approximate_figures(index: OpenIndex, embedder: Embedder, queries: list[str], top_k: int,
+                        rerank: bool = True) -> dict[str, Any]:
     """Build the engine's IVF index over ``index``'s vectors (calibrated as build_index does) and time it."""
     from clip_search_plugin.engine.ann import CALIBRATION_CONCEPTS, build_ivf
 
@@ -127,7 +135,7 @@ def approximate_figures(index: OpenIndex, embedder: Embedder, queries: list[str]
     vectors = [embed_query(embedder, q) for q in queries]
     truth = [{i for i, _ in index_top_hits(index, v, 100)} for v in vectors]
     index.vectors = ivf
-    parts = time_queries(index, embedder, queries, top_k)
+    parts = time_queries(index, embedder, queries, top_k, rerank)
     found = [{i for i, _ in index_top_hits(index, v, 100)} for v in vectors]
     index.vectors = exact
     recall = float(np.mean([len(t & f) / len(t) for t, f in zip(truth, found, strict=True)]))
@@ -135,6 +143,49 @@ def approximate_figures(index: OpenIndex, embedder: Embedder, queries: list[str]
     return {"ivf": settings, "ivf_build_s": round(build_s, 1), "ivf_recall_at_100": round(recall, 4),
             "ivf_total_p50_ms": round(percentile(parts["total"], 50), 2),
             "ivf_search_p50_ms": round(percentile(parts["search"], 50), 2)}
+
+
+def measure_size(size: int, embedder: Embedder, queries: list[str], args: argparse.Namespace) -> dict[str, Any]:
+    """The figures of one index size: look-alikes, then the queries on the exact index and, where build_index
+    would store one (or with --approximate), on the approximate index."""
+    index = synthetic_index(size, embedder.dim)
+    started = time.perf_counter()
+    index.neighbours = mutual_neighbours(index.vectors, index.tiles)
+    look_alikes_s = time.perf_counter() - started
+    if embedder.device.startswith("cuda"):
+        index.to_device(embedder.device)  # as the engine does on a GPU
+    rerank = not args.no_rerank
+    parts = time_queries(index, embedder, queries, args.top_k, rerank)
+    again = time_queries_repeated(index, embedder, queries, args.top_k, rerank)
+    other = time_queries(index, embedder, queries, args.top_k, not rerank)["search"]  # the same, the other way
+    row = {"tiles": size, "rerank": rerank, "look_alikes_s": round(look_alikes_s, 1),
+           f"search_{'plain' if rerank else 'reranked'}_p50_ms": round(percentile(other, 50), 2),
+           "look_alikes_share_of_cpu_build": round(look_alikes_s / (size / args.build_rate), 4),
+           **{f"{k}_p50_ms": round(percentile(v, 50), 2) for k, v in parts.items()},
+           **{f"{k}_p95_ms": round(percentile(v, 95), 2) for k, v in parts.items()},
+           "repeated_total_p50_ms": round(percentile(again, 50), 2)}
+    as_built = "ivf" if size >= APPROXIMATE_FROM else "exact"
+    if args.approximate or as_built == "ivf":
+        row.update(approximate_figures(index, embedder, queries, args.top_k, rerank))
+    row["as_built"] = as_built
+    row["as_built_total_p50_ms"] = row["ivf_total_p50_ms"] if as_built == "ivf" else row["total_p50_ms"]
+    print(f"{size:>9,} tiles: total p50 {row['total_p50_ms']:.1f} ms, p95 {row['total_p95_ms']:.1f} ms "
+          f"(text {row['text_p50_ms']:.1f}, statistics {row['statistics_p50_ms']:.1f}, "
+          f"search {row['search_p50_ms']:.1f}, merge {row['merge_p50_ms']:.1f}); look-alikes found in "
+          f"{look_alikes_s:.1f} s, {100 * row['look_alikes_share_of_cpu_build']:.2f}% of a CPU build", flush=True)
+    return row
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    print()
+    print("| tiles | total p50 ms (exact) | total p95 ms | text p50 | statistics p50 | search p50 | merge p50 | "
+          "repeated query p50 | as built_index stores it: total p50 | look-alikes s (share of a CPU build) |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['tiles']:,} | {r['total_p50_ms']:.1f} | {r['total_p95_ms']:.1f} | {r['text_p50_ms']:.1f} | "
+              f"{r['statistics_p50_ms']:.1f} | {r['search_p50_ms']:.1f} | {r['merge_p50_ms']:.1f} | "
+              f"{r['repeated_total_p50_ms']:.1f} | {r['as_built_total_p50_ms']:.1f} ({r['as_built']}) | "
+              f"{r['look_alikes_s']:.0f} ({100 * r['look_alikes_share_of_cpu_build']:.2f}%) |")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,7 +197,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queries", type=int, default=30)
     parser.add_argument("--top-k", type=int, default=20)
     parser.add_argument("--approximate", action="store_true",
-                        help="also time the approximate (IVF) index of large indexes, with its recall")
+                        help="also time the approximate (IVF) index of every size, with its recall (it is timed "
+                        f"anyway from {APPROXIMATE_FROM:,} tiles, where build_index stores one)")
+    parser.add_argument("--no-rerank", action="store_true", help="search without look-alike re-ranking")
+    parser.add_argument("--build-rate", type=float, default=22.0,
+                        help="tiles/s of a CPU build, to compare the look-alikes' time with (default 22)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
 
@@ -156,31 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     embedder = load_embedder(ModelSpec(args.model, args.pretrained), args.device)
     queries = [f"{WORDS[i % len(WORDS)]} {'near a road' if i >= len(WORDS) else ''}".strip()
                for i in range(args.queries)]
-    rows = []
-    for size in args.sizes:
-        index = synthetic_index(size, embedder.dim)
-        if embedder.device.startswith("cuda"):
-            index.to_device(embedder.device)  # as the engine does on a GPU
-        parts = time_queries(index, embedder, queries, args.top_k)
-        again = time_queries_repeated(index, embedder, queries, args.top_k)
-        row = {"tiles": size, **{f"{k}_p50_ms": round(percentile(v, 50), 2) for k, v in parts.items()},
-               **{f"{k}_p95_ms": round(percentile(v, 95), 2) for k, v in parts.items()},
-               "repeated_total_p50_ms": round(percentile(again, 50), 2)}
-        if args.approximate:
-            row.update(approximate_figures(index, embedder, queries, args.top_k))
-        rows.append(row)
-        print(f"{size:>9,} tiles: total p50 {row['total_p50_ms']:.1f} ms, p95 {row['total_p95_ms']:.1f} ms "
-              f"(text {row['text_p50_ms']:.1f}, statistics {row['statistics_p50_ms']:.1f}, "
-              f"search {row['search_p50_ms']:.1f}, merge {row['merge_p50_ms']:.1f})", flush=True)
-        del index
-    print()
-    print("| tiles | total p50 ms | total p95 ms | text p50 | statistics p50 | search p50 | merge p50 | "
-          "repeated query p50 |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for r in rows:
-        print(f"| {r['tiles']:,} | {r['total_p50_ms']:.1f} | {r['total_p95_ms']:.1f} | {r['text_p50_ms']:.1f} | "
-              f"{r['statistics_p50_ms']:.1f} | {r['search_p50_ms']:.1f} | {r['merge_p50_ms']:.1f} | "
-              f"{r['repeated_total_p50_ms']:.1f} |")
+    rows = [measure_size(size, embedder, queries, args) for size in args.sizes]
+    print_table(rows)
     if args.json:
         report = {"machine": {"cpu": platform.machine(), "python": platform.python_version(),
                               "torch": torch.__version__, "faiss": faiss.__version__,

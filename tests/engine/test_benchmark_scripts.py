@@ -40,3 +40,5 @@ def test_bench_query_reports_each_part_per_size(tmp_path: Path) -> None:
     for row in report["rows"]:
         parts = sum(row[f"{k}_p50_ms"] for k in ("text", "statistics", "search", "merge"))
         assert row["total_p50_ms"] > 0 and parts == pytest.approx(row["total_p50_ms"], rel=0.5)
+        assert row["rerank"] is True and row["as_built"] == "exact" and row["look_alikes_s"] >= 0
+        assert 0 <= row["look_alikes_share_of_cpu_build"] < 1
