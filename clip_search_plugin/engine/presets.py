@@ -96,7 +96,7 @@ PRESET_LIST: tuple[Preset, ...] = (
         quick_gelu=True, family="RemoteCLIP", licence=REMOTECLIP_LICENCE,
         source=f"{REMOTECLIP}; Hugging Face chendelong/RemoteCLIP, RemoteCLIP-ViT-B-32.pt",
         figures=(
-            "WHU-RS19 text-to-image mAP over class names 0.82 with one prompt, 0.88 with an aerial prompt "
+            "WHU-RS19 text-to-image mAP over class names 0.82 with one prompt, 0.88 with a 106-prompt "
             "ensemble (OpenAI ViT-B/32: 0.58 / 0.72), from published embeddings of its 1,005 scenes; "
             "AID zero-shot top-1 77.96 (OpenAI ViT-B/32: 68.62)"
         ),
