@@ -112,8 +112,8 @@ def run(args: argparse.Namespace) -> int:
     report: list[dict[str, Any]] = []
     tuning_sets = []
     cuts: list[dict[str, Any]] = []
-    for path in args.embeddings:
-        es = load_embedding_set(path)
+    sets = [load_embedding_set(path) for path in args.embeddings]
+    for es in sets:
         started = time.perf_counter()
         model_pools: dict[str, list[Pool]] = {p: list(pools(es, p, args.draws)) for p in PROTOCOLS}
         for name, keys in template_sets(args.template_sets, es):
@@ -124,8 +124,7 @@ def run(args: argparse.Namespace) -> int:
         print_model(es.model, [r for r in report if r["model"] == es.model], time.perf_counter() - started)
     print_cuts(cuts)
     if args.select_templates:
-        choose_templates([load_embedding_set(p) for p in args.embeddings], args.select_templates,
-                         args.selection_draws, args.draws)
+        choose_templates(sets, args.select_templates, args.selection_draws, args.draws)
     if args.tune_feedback and tuning_sets:
         print("Rocchio weights (query, relevant, not relevant), mean AP after 2 rounds, both protocols, all files:")
         best = tune_feedback(tuning_sets, FEEDBACK_GRID)

@@ -44,14 +44,20 @@ def tiles_in_area(tiles: np.ndarray, area: Area, transform: Affine) -> np.ndarra
     return np.asarray(shapely.intersects(pixel_area, boxes) & ~shapely.touches(pixel_area, boxes))
 
 
+def share_pixels(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Whether windows ``a`` and ``b`` (rows of a tile table: col, row, width, height, ...; any shapes that
+    broadcast) share pixels; windows that only touch at an edge do not."""
+    a, b = np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)
+    return ((a[..., 0] < b[..., 0] + b[..., 2]) & (b[..., 0] < a[..., 0] + a[..., 2])
+            & (a[..., 1] < b[..., 1] + b[..., 3]) & (b[..., 1] < a[..., 1] + a[..., 3]))
+
+
 def tiles_overlapping(tiles: np.ndarray, examples: np.ndarray) -> np.ndarray:
     """Boolean mask over a tile table (N, >=4: col, row, width, height) of tiles sharing pixels with any of
     the ``examples`` (rows of the same table form); tiles that only touch an example's edge do not count."""
     mask = np.zeros(tiles.shape[0], dtype=bool)
-    cols, rows = tiles[:, 0].astype(np.int64), tiles[:, 1].astype(np.int64)
-    col_ends, row_ends = cols + tiles[:, 2], rows + tiles[:, 3]
-    for col, row, width, height in np.asarray(examples, dtype=np.int64)[:, :4]:
-        mask |= (cols < col + width) & (col_ends > col) & (rows < row + height) & (row_ends > row)
+    for example in np.asarray(examples)[:, :4]:
+        mask |= share_pixels(tiles[:, :4], example)
     return mask
 
 

@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from .area import share_pixels
+
 log = logging.getLogger(__name__)
 
 NEIGHBOURS = 10
@@ -87,11 +89,7 @@ def _first_apart(ids: np.ndarray, found: np.ndarray, tiles: np.ndarray | None, k
     """Per row, the first ``k`` tiles of ``found`` that are neither the tile itself nor overlapping it."""
     keep = (found >= 0) & (found != ids[:, None])
     if tiles is not None:
-        own = tiles[ids].astype(np.int64)[:, None, :]
-        other = tiles[np.maximum(found, 0)].astype(np.int64)
-        apart_x = (other[..., 0] >= own[..., 0] + own[..., 2]) | (own[..., 0] >= other[..., 0] + other[..., 2])
-        apart_y = (other[..., 1] >= own[..., 1] + own[..., 3]) | (own[..., 1] >= other[..., 1] + other[..., 3])
-        keep &= apart_x | apart_y
+        keep &= ~share_pixels(tiles[ids][:, None, :], tiles[np.maximum(found, 0)])
     rank = np.cumsum(keep, axis=1)
     out = np.full((len(ids), k), -1, dtype=np.int64)
     rows, cols = np.nonzero(keep & (rank <= k))

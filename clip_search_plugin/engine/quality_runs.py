@@ -97,7 +97,8 @@ def _nearest_other(es: EmbeddingSet, keys: Sequence[str], c: int) -> np.ndarray:
 def _feedback(pool: Pool, query: np.ndarray, ranked: list[int], method: Method) -> list[int]:
     marked: list[int] = []
     for _ in range(method.feedback_rounds):
-        marked += [i for i in ranked if i not in set(marked)][:MARKED_PER_ROUND]
+        seen = set(marked)
+        marked += [i for i in ranked if i not in seen][:MARKED_PER_ROUND]
         good = [i for i in marked if pool.relevant[i]]
         bad = [i for i in marked if not pool.relevant[i]]
         moved = rocchio(query, _vectors(pool, good), _vectors(pool, bad), method.weights)

@@ -273,8 +273,7 @@ def tile_vectors(index: OpenIndex, tile_ids: Sequence[int] | None) -> np.ndarray
     bad = [i for i in tile_ids if not isinstance(i, (int, np.integer)) or not 0 <= int(i) < index.count]
     if bad:
         raise InputError(f"Tile ids must be between 0 and {index.count - 1}; got {bad[:5]}.")
-    vectors: np.ndarray = index.vectors.reconstruct_batch(np.asarray(tile_ids, dtype=np.int64))
-    return vectors
+    return index.read_vectors(np.asarray(tile_ids, dtype=np.int64))
 
 
 def search_similar(
@@ -306,7 +305,7 @@ def search_similar(
         if not tile_ids or bad:
             raise InputError(f"Tile ids must be between 0 and {index.count - 1}; got {list(tile_ids)}.")
         ids = np.asarray(tile_ids, dtype=np.int64)
-        vector = normalise_rows(index.vectors.reconstruct_batch(ids).mean(axis=0, keepdims=True))[0]
+        vector = normalise_rows(index.read_vectors(ids).mean(axis=0, keepdims=True))[0]
         exclude = tiles_overlapping(index.tiles, index.tiles[ids]) if exclude_examples else None  # ids included
         label = label or f"similar to tile(s) {', '.join(str(int(i)) for i in ids)}"
     else:

@@ -475,16 +475,21 @@ def drag_rectangle(canvas: QgsMapCanvas, box: QgsRectangle) -> None:
     QTest.qWait(50)
 
 
+def show_whole(canvas: Any, raster: Any) -> None:
+    """The map canvas in the raster's CRS, showing all of it."""
+    canvas.setDestinationCrs(raster.crs())
+    canvas.setExtent(raster.extent())
+    canvas.refresh()
+    QTest.qWait(100)
+
+
 def test_draw_an_example_heatmap_and_prompts(iface: Any, engine_settings: Any, load: Loader) -> None:
     raster = add_raster("drone_rgba_alpha.tif")
     plugin = load()
     dock, canvas = plugin.dock, iface.mapCanvas()
     dock.layerCombo.setLayer(raster)
     indexed(plugin, raster)
-    canvas.setDestinationCrs(raster.crs())
-    canvas.setExtent(raster.extent())
-    canvas.refresh()
-    QTest.qWait(100)
+    show_whole(canvas, raster)
 
     # Draw example: the button arms the rectangle tool; one drag searches for places like the rectangle
     dock.drawExampleButton.click()
@@ -580,10 +585,7 @@ def test_look_alike_reranking_follows_its_checkbox(iface: Any, engine_settings: 
     dock.moreLikeButton.click()
     new_results(before, "results like the first")
     dock.rerankCheck.setChecked(True)  # Draw example
-    canvas.setDestinationCrs(raster.crs())
-    canvas.setExtent(raster.extent())
-    canvas.refresh()
-    QTest.qWait(100)
+    show_whole(canvas, raster)
     dock.drawExampleButton.click()
     e = raster.extent()
     before = result_ids()
