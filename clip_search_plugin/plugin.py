@@ -28,7 +28,7 @@ class ClipSearchPlugin:
         if self.provider is None:
             from qgis.core import QgsApplication
 
-            from .provider import ClipSearchProvider
+            from .processing.provider import ClipSearchProvider
 
             self.provider = ClipSearchProvider()
             QgsApplication.processingRegistry().addProvider(self.provider)
@@ -53,8 +53,8 @@ class ClipSearchPlugin:
         self.dock.setVisible(visible)
 
     def _create_dock(self) -> None:
-        from .controller import Controller
-        from .dock import ClipSearchDock
+        from .control.controller import Controller
+        from .ui.dock import ClipSearchDock
 
         self.dock = ClipSearchDock(self.iface.mainWindow())
         self.iface.addDockWidget(Qt.RightDockWidgetArea, self.dock)
@@ -70,7 +70,7 @@ class ClipSearchPlugin:
             self.action.blockSignals(False)
 
     def open_settings(self) -> None:
-        from .settings_dialog import SettingsDialog
+        from .ui.settings_dialog import SettingsDialog
 
         dialog = SettingsDialog(self.controller.settings, self.iface.mainWindow())
         dialog.setupRequested.connect(lambda: self.open_setup(dialog))
@@ -79,8 +79,8 @@ class ClipSearchPlugin:
 
     def open_setup(self, settings_dialog: Any = None) -> Any:
         """The Set up engine dialog (one at a time); a new engine becomes the one in use at once."""
-        from .plugin_settings import PluginSettings
-        from .setup_dialog import SetupDialog
+        from .session.settings import PluginSettings
+        from .ui.setup_dialog import SetupDialog
 
         if self.setup_dialog is None:
             settings = self.controller.settings if self.controller is not None else PluginSettings.load()
@@ -101,7 +101,7 @@ class ClipSearchPlugin:
     def _use_engine(self, python: str) -> None:
         from dataclasses import replace
 
-        from .plugin_settings import PluginSettings
+        from .session.settings import PluginSettings
 
         if self.controller is not None:
             self.controller.apply_settings(replace(self.controller.settings, engine_python=python))

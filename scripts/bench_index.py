@@ -38,10 +38,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
-from clip_search_plugin.engine.embedder import ClipEmbedder, load_embedder  # noqa: E402
-from clip_search_plugin.engine.pipeline import build_index, plan_tiles  # noqa: E402
-from clip_search_plugin.engine.raster_io import describe_raster  # noqa: E402
+from clip_search_plugin.engine.building.build import build_index, plan_tiles  # noqa: E402
+from clip_search_plugin.engine.embedding.embedder import ClipEmbedder, load_embedder  # noqa: E402
 from clip_search_plugin.engine.settings import IndexSettings, ModelSpec, TilingSettings  # noqa: E402
+from clip_search_plugin.engine.tiling.raster_io import describe_raster  # noqa: E402
 
 BENCH_DIR = REPO / "build" / "bench"
 

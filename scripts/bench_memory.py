@@ -99,7 +99,7 @@ def run_child(raster: str, output: str) -> int:
     import rasterio  # noqa: F401 - loads GDAL, so its block cache can be read
     import torch
 
-    from clip_search_plugin.engine.pipeline import build_index
+    from clip_search_plugin.engine.building.build import build_index
     from clip_search_plugin.engine.settings import IndexSettings, ModelSpec, TilingSettings
 
     rss_imports = rss_bytes()

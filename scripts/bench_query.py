@@ -35,14 +35,14 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from clip_search_plugin.engine.ann import APPROXIMATE_FROM  # noqa: E402
-from clip_search_plugin.engine.embedder import Embedder, load_embedder, normalise_rows  # noqa: E402
-from clip_search_plugin.engine.index import OpenIndex  # noqa: E402
-from clip_search_plugin.engine.neighbours import mutual_neighbours  # noqa: E402
-from clip_search_plugin.engine.raster_io import RasterInfo  # noqa: E402
-from clip_search_plugin.engine.search import embed_query  # noqa: E402
-from clip_search_plugin.engine.searching import index_top_hits, place_regions, score_distribution, top_places  # noqa: E402
+from clip_search_plugin.engine.embedding.embedder import Embedder, load_embedder, normalise_rows  # noqa: E402
+from clip_search_plugin.engine.index.ann import APPROXIMATE_FROM  # noqa: E402
+from clip_search_plugin.engine.index.neighbours import mutual_neighbours  # noqa: E402
+from clip_search_plugin.engine.index.store import OpenIndex  # noqa: E402
+from clip_search_plugin.engine.query.searching import index_top_hits, place_regions, score_distribution, top_places  # noqa: E402
+from clip_search_plugin.engine.query.vectors import embed_query  # noqa: E402
 from clip_search_plugin.engine.settings import ModelSpec, TilingSettings  # noqa: E402
+from clip_search_plugin.engine.tiling.raster_io import RasterInfo  # noqa: E402
 
 UTM_33N = 'PROJCS["WGS 84 / UTM zone 33N",GEOGCS["WGS 84",DATUM["WGS_1984",SPHEROID["WGS 84",6378137,298.257223563]],PRIMEM["Greenwich",0],UNIT["degree",0.0174532925199433]],PROJECTION["Transverse_Mercator"],PARAMETER["latitude_of_origin",0],PARAMETER["central_meridian",15],PARAMETER["scale_factor",0.9996],PARAMETER["false_easting",500000],PARAMETER["false_northing",0],UNIT["metre",1],AUTHORITY["EPSG","32633"]]'  # noqa: E501 - the synthetic index's CRS: areas are measured on its ellipsoid, as for a real raster
 WORDS = ("swimming pool", "tennis court", "parking lot", "solar panels", "football field", "harbour",
@@ -74,7 +74,7 @@ def synthetic_index(n: int, dim: int, seed: int = 0) -> OpenIndex:
         linear_units_factor=1.0, transform=(0.3, 0.0, 500000.0, 0.0, -0.3, 4000000.0), georeferenced=True,
         bands=(1, 2, 3), stretch=None, fingerprint="synthetic",
     )
-    from clip_search_plugin.engine.models import ModelIdentity
+    from clip_search_plugin.engine.embedding.models import ModelIdentity
 
     identity = ModelIdentity("synthetic", "synthetic", False)
     return OpenIndex(Path("synthetic"), {"dim": dim}, raster, identity, TilingSettings(), tiles, flat)
@@ -125,7 +125,7 @@ def time_queries_repeated(index: OpenIndex, embedder: Embedder, queries: list[st
 def approximate_figures(index: OpenIndex, embedder: Embedder, queries: list[str], top_k: int,
                         rerank: bool = True) -> dict[str, Any]:
     """Build the engine's IVF index over ``index``'s vectors (calibrated as build_index does) and time it."""
-    from clip_search_plugin.engine.ann import CALIBRATION_CONCEPTS, build_ivf
+    from clip_search_plugin.engine.index.ann import CALIBRATION_CONCEPTS, build_ivf
 
     exact = index.vectors
     started = time.perf_counter()

@@ -20,12 +20,12 @@ from affine import Affine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from clip_search_plugin.engine.cli import TerminalProgress
-from clip_search_plugin.engine.embedder import Embedder, load_embedder
+from clip_search_plugin.engine.building.build import build_index, open_index, search
+from clip_search_plugin.engine.embedding.embedder import Embedder, load_embedder
+from clip_search_plugin.engine.embedding.models import DEFAULT_PRESET, PRESETS
 from clip_search_plugin.engine.errors import ClipSearchError, ModelError
-from clip_search_plugin.engine.export import write_regions
-from clip_search_plugin.engine.models import DEFAULT_PRESET, PRESETS
-from clip_search_plugin.engine.pipeline import build_index, open_index, search
+from clip_search_plugin.engine.query.export import write_regions
+from clip_search_plugin.engine.serve.cli import TerminalProgress
 from clip_search_plugin.engine.settings import IndexSettings, ModelSpec, TilingSettings
 
 SCENES = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "aerial_scenes"

@@ -29,9 +29,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import evaluate_embeddings
 
-from clip_search_plugin.engine.embedder import load_embedder
+from clip_search_plugin.engine.building.build import build_index, open_index
+from clip_search_plugin.engine.embedding.embedder import load_embedder
+from clip_search_plugin.engine.embedding.models import DEFAULT_PRESET
 from clip_search_plugin.engine.errors import ClipSearchError, InputError
-from clip_search_plugin.engine.evaluation import (
+from clip_search_plugin.engine.evaluation.labels import (
     TEMPLATE_SETS,
     Report,
     class_queries,
@@ -39,10 +41,8 @@ from clip_search_plugin.engine.evaluation import (
     parse_queries,
     read_labels,
 )
-from clip_search_plugin.engine.models import DEFAULT_PRESET
-from clip_search_plugin.engine.pipeline import build_index, open_index
+from clip_search_plugin.engine.query.templates import read_templates
 from clip_search_plugin.engine.settings import IndexSettings, ModelSpec, TilingSettings
-from clip_search_plugin.engine.templates import read_templates
 
 
 def template_set(name: str) -> tuple[str, tuple[str, ...] | None]:

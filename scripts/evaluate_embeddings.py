@@ -20,8 +20,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from clip_search_plugin.engine.errors import InputError
-from clip_search_plugin.engine.quality import RARE_DRAWS, EmbeddingSet, Pool, load_embedding_set, pools
-from clip_search_plugin.engine.quality_runs import (
+from clip_search_plugin.engine.evaluation.quality import RARE_DRAWS, EmbeddingSet, Pool, load_embedding_set, pools
+from clip_search_plugin.engine.evaluation.quality_runs import (
     METHODS,
     PROTOCOLS,
     Method,
@@ -32,7 +32,7 @@ from clip_search_plugin.engine.quality_runs import (
     select_templates,
     tune_feedback,
 )
-from clip_search_plugin.engine.templates import DEFAULT_TEMPLATE_KEYS, template_key
+from clip_search_plugin.engine.query.templates import DEFAULT_TEMPLATE_KEYS, template_key
 
 BASIC_FOUR = ("a_satellite_image_of_a", "an_aerial_image_of_a", "a_remote_sensing_image_of_a", "a_satellite_photo_of_a")
 PUBLISHED_AVERAGE = "averageprompt"

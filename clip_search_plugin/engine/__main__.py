@@ -3,10 +3,10 @@
 import sys
 
 if sys.argv[1:2] == ["selftest"]:
-    from .selftest import main as selftest
+    from .serve.selftest import main as selftest
 
     sys.exit(selftest(sys.argv[2:]))
 
-from .cli import main
+from .serve.cli import main
 
 sys.exit(main())

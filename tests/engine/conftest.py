@@ -12,7 +12,7 @@ import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 
-from clip_search_plugin.engine.embedder import ClipEmbedder, load_embedder
+from clip_search_plugin.engine.embedding.embedder import ClipEmbedder, load_embedder
 from clip_search_plugin.engine.settings import ModelSpec
 
 REPO = Path(__file__).resolve().parents[2]

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from affine import Affine
 
-from clip_search_plugin.engine.embedder import ClipEmbedder
+from clip_search_plugin.engine.building.build import build_index, open_index, search
+from clip_search_plugin.engine.embedding.embedder import ClipEmbedder
 from clip_search_plugin.engine.errors import InputError, RasterError
-from clip_search_plugin.engine.pipeline import build_index, open_index, search
 from clip_search_plugin.engine.settings import IndexSettings, ModelSpec, TilingSettings
 
 from .conftest import shared_raster, write_geotiff

@@ -21,11 +21,11 @@ import numpy as np
 import pytest
 import rasterio
 
-from clip_search_plugin.engine.embedder import ClipEmbedder
+from clip_search_plugin.engine.building.build import build_index, open_index, search_similar
+from clip_search_plugin.engine.embedding.embedder import ClipEmbedder
 from clip_search_plugin.engine.errors import Cancelled, DamagedRasterError
-from clip_search_plugin.engine.pipeline import build_index, open_index, search_similar
-from clip_search_plugin.engine.raster_io import describe_raster
 from clip_search_plugin.engine.settings import IndexSettings, ModelSpec, TilingSettings
+from clip_search_plugin.engine.tiling.raster_io import describe_raster
 
 from .conftest import RASTERS, REPO, shared_raster
 from .damage import SOURCES, damaged_copies, declare_size, garble_metadata, set_pixel_width, write_layouts

@@ -10,10 +10,10 @@ import pytest
 from affine import Affine
 from shapely.geometry import box, shape
 
-from clip_search_plugin.engine.embedder import normalise_rows
+from clip_search_plugin.engine.building.build import build_index, open_index, search, search_similar
+from clip_search_plugin.engine.embedding.embedder import normalise_rows
+from clip_search_plugin.engine.embedding.models import ModelIdentity
 from clip_search_plugin.engine.errors import InputError
-from clip_search_plugin.engine.models import ModelIdentity
-from clip_search_plugin.engine.pipeline import build_index, open_index, search, search_similar
 from clip_search_plugin.engine.settings import IndexSettings, TilingSettings
 
 from .conftest import write_geotiff

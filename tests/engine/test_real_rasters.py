@@ -10,9 +10,9 @@ import rasterio
 import shapely
 from shapely.geometry import box, shape
 
-from clip_search_plugin.engine.embedder import ClipEmbedder
+from clip_search_plugin.engine.building.build import build_index, open_index, search
+from clip_search_plugin.engine.embedding.embedder import ClipEmbedder
 from clip_search_plugin.engine.errors import RasterError
-from clip_search_plugin.engine.pipeline import build_index, open_index, search
 from clip_search_plugin.engine.settings import IndexSettings, ModelSpec, TilingSettings
 
 from .conftest import shared_raster

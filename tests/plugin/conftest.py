@@ -129,7 +129,7 @@ def engine_settings(tmp_path: Path) -> Iterator[Any]:
     """Plugin settings for tests: the tiny random model on the CPU, a private index folder."""
     if not ENGINE_PYTHON.exists():
         pytest.skip(f"engine environment not found at {ENGINE_PYTHON}; run `make env`")
-    from clip_search_plugin.plugin_settings import PluginSettings
+    from clip_search_plugin.session.settings import PluginSettings
 
     settings = PluginSettings(engine_python=str(ENGINE_PYTHON), model="tiny-random", device="cpu",
                               tile_size=96.0, cache_folder=str(tmp_path / "indexes"))
@@ -203,14 +203,14 @@ def indexed(plugin: Any, layer: QgsRasterLayer, timeout: float = 180) -> dict[st
 
 def result_ids() -> set[str]:
     """The ids of the project's results layers now."""
-    from clip_search_plugin import layers
+    from clip_search_plugin.results import layers
 
     return {lyr.id() for lyr in layers.results_layers(QgsProject.instance())}
 
 
 def new_results(before: set[str], what: str = "a results layer") -> Any:
     """Wait for a results layer that was not among ``before``."""
-    from clip_search_plugin import layers
+    from clip_search_plugin.results import layers
 
     return wait_until(lambda: next((lyr for lyr in layers.results_layers(QgsProject.instance())
                                     if lyr.id() not in before), None), 60, what)

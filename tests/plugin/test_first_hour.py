@@ -24,8 +24,8 @@ from qgis.PyQt.QtCore import QCoreApplication, QEvent
 from qgis.PyQt.QtWidgets import QApplication
 
 import clip_search_plugin
-from clip_search_plugin import layers
-from clip_search_plugin.plugin_settings import PluginSettings
+from clip_search_plugin.results import layers
+from clip_search_plugin.session.settings import PluginSettings
 
 from .conftest import (
     ARTIFACTS,
@@ -233,8 +233,8 @@ def test_a_stopped_build_tells_one_story_and_the_resumed_one_counts_the_whole_in
 
 
 def test_settings_show_each_model_description_whole(iface: Any) -> None:
-    from clip_search_plugin.engine.models import PRESETS
-    from clip_search_plugin.settings_dialog import SettingsDialog
+    from clip_search_plugin.engine.embedding.models import PRESETS
+    from clip_search_plugin.ui.settings_dialog import SettingsDialog
 
     dialog = SettingsDialog(PluginSettings(engine_python="/home/analyst/engine/bin/python"))
     dialog.show()

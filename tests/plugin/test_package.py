@@ -71,7 +71,7 @@ def test_zip_has_no_tests_or_development_files(package: Path) -> None:
     with zipfile.ZipFile(package) as archive:
         names = archive.namelist()
     assert not [n for n in names if "/tests/" in n or n.endswith((".md", ".toml", "Makefile"))]
-    assert "clip_search_plugin/engine/model_configs/clip-search-tiny.json" in names
+    assert "clip_search_plugin/engine/embedding/model_configs/clip-search-tiny.json" in names
 
 
 def test_bandit_finds_nothing_of_medium_or_high_severity() -> None:

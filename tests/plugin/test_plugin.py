@@ -26,8 +26,8 @@ from qgis.PyQt.QtTest import QTest
 from qgis.PyQt.QtWidgets import QAction, QApplication, QDialogButtonBox, QMenu
 
 import clip_search_plugin
-from clip_search_plugin import layers
-from clip_search_plugin.dock import AREA_SELECTED
+from clip_search_plugin.results import layers
+from clip_search_plugin.ui.dock import AREA_SELECTED
 
 from .conftest import (
     ARTIFACTS,
@@ -266,9 +266,9 @@ def test_cancel_mid_index_leaves_no_complete_index(iface: Any, engine_settings: 
 
 def test_missing_engine_offers_set_up_which_makes_a_working_one(iface: Any, engine_settings: Any, load: Loader,
                                                                 tmp_path: Path) -> None:
-    from clip_search_plugin import engine_setup as setup
+    from clip_search_plugin.setup import plan as setup
 
-    from .test_engine_setup import base_python, package_folder
+    from .setup.test_engine_setup import base_python, package_folder
 
     wheels, versions = package_folder(tmp_path)
     setup.RECENT_ERRORS.clear()
@@ -326,7 +326,7 @@ def test_web_layers_get_a_clear_message(iface: Any, engine_settings: Any, load: 
 
 
 def test_settings_dialog_says_what_to_fix_and_stores_settings(iface: Any, engine_settings: Any, load: Loader) -> None:
-    from clip_search_plugin.plugin_settings import PluginSettings
+    from clip_search_plugin.session.settings import PluginSettings
 
     plugin = load()
     seen: dict[str, Any] = {}
@@ -357,7 +357,7 @@ def test_settings_dialog_says_what_to_fix_and_stores_settings(iface: Any, engine
                 dialog.reject()
 
     # a picture for the README: the dialog with the default settings, as a new user sees it
-    from clip_search_plugin.settings_dialog import SettingsDialog
+    from clip_search_plugin.ui.settings_dialog import SettingsDialog
 
     picture = SettingsDialog(PluginSettings(engine_python="/home/analyst/clip_search_plugin/.venv-engine/bin/python"))
     picture.resize(640, picture.sizeHint().height())

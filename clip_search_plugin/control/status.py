@@ -1,0 +1,82 @@
+"""What the dock and the message bar say about a raster's index: one wording for every place it is told.
+
+Plain Python (no Qt), so the texts can be read and tested on their own.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from ..session.client import raster_changed
+
+Event = dict[str, Any]
+
+
+def when(created: Any, now: dt.datetime | None = None) -> str:
+    """An index's ISO creation time as a person reads it, in local time: "today at 10:45",
+    "yesterday at 18:02", "3 Nov 2026 at 09:15" ("just now" and unknown values pass through)."""
+    if not isinstance(created, str) or not created:
+        return "at an unknown time"
+    try:
+        stamp = dt.datetime.fromisoformat(created)
+    except ValueError:
+        return created
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=dt.timezone.utc)  # noqa: UP017 - QGIS may bring Python < 3.11
+    local = stamp.astimezone()
+    today = (now or dt.datetime.now().astimezone()).date()
+    clock = f"{local:%H:%M}"
+    if local.date() == today:
+        return f"today at {clock}"
+    if local.date() == today - dt.timedelta(days=1):
+        return f"yesterday at {clock}"
+    return f"{local.day} {local:%b %Y} at {clock}"
+
+
+def stopped_text(saved: int) -> str:
+    """The one account of a build that was stopped (cancelled, interrupted) part-way."""
+    if saved <= 0:
+        return "Indexing was stopped before any tile was saved; Index layer starts it again."
+    return f"Indexing was stopped; {saved:,} tiles are saved and Index layer resumes from there."
+
+
+def indexed_text(name: str, result: Event) -> str:
+    """The one account of a finished build: totals for the whole index, and what was resumed."""
+    tiles, seconds = int(result["tiles"]), float(result["seconds"])
+    resumed = int(result.get("resumed_tiles") or 0)
+    if resumed:
+        return (f"Indexed {name}: {tiles:,} tiles ({resumed:,} saved by the build that was stopped, "
+                f"{tiles - resumed:,} embedded now in {seconds:,.0f} s).")
+    return f"Indexed {name}: {tiles:,} tiles in {seconds:,.0f} s."
+
+
+def status_text(status: Event) -> str:
+    """The dock's status line for a ``locate`` answer."""
+    text = _status_text(status)
+    saved = status.get("partial_tiles") or 0
+    if saved and status["status"] != "ready":
+        text += " " + stopped_text(saved)
+    return text
+
+
+def _status_text(status: Event) -> str:
+    manifest = status.get("manifest") or {}
+    model = manifest.get("model", "")
+    tiles = manifest.get("tiles")
+    count = f"{tiles:,} tiles" if isinstance(tiles, int) else "tiles"
+    if status["status"] == "ready":
+        return f"Index ready: {count}, {model}, built {when(manifest.get('created'))}."
+    if raster_changed(status):
+        return (
+            f"Index out of date: the raster changed since it was indexed ({count}, {model}). "
+            "Click Index layer to rebuild it."
+        )
+    if status["status"] == "stale":
+        return (
+            f"Index built with other settings: {count}, {model}. Searching it; "
+            "click Index layer to index with the current settings."
+        )
+    if status["status"] == "damaged":
+        return f"The index is damaged: {status.get('message')} Click Index layer to rebuild it."
+    return "Not indexed yet. Click Index layer."

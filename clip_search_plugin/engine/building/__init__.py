@@ -1,0 +1,1 @@
+"""Building an index: tiles read, embedded and written, with checkpoints so a stopped build resumes."""

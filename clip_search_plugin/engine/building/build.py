@@ -1,0 +1,357 @@
+"""The pipeline API: build_index (here), open_index, search, search_similar (from :mod:`.searching`). Plain
+callbacks, dataclasses out."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..embedding.embedder import Embedder, load_embedder
+from ..errors import Cancelled, InputError
+from ..index.ann import APPROXIMATE_FROM, CALIBRATION_CONCEPTS, build_ivf
+from ..index.neighbours import mutual_neighbours
+from ..index.store import check_target, default_index_dir, open_index, write_index
+from ..query.searching import SearchResult, search, search_similar, square
+from ..query.vectors import embed_query
+from ..settings import IndexSettings, ModelSpec, TilingSettings
+from ..tiling.area import tiles_in_area
+from ..tiling.geodesy import pixel_ground_size
+from ..tiling.grid import Tile, build_grid, ground_size_to_pixels
+from ..tiling.raster_io import RasterInfo, bounded_block_cache, describe_raster, open_dataset, read_chunk
+from .checkpoint import Checkpoint, partial_folder, plan_key, sweep_abandoned
+
+__all__ = ["IndexResult", "SearchResult", "build_index", "open_index", "search", "search_similar"]
+
+log = logging.getLogger("clip_search.engine")
+Progress = Callable[[int, int], None]
+IsCancelled = Callable[[], bool]
+CHUNK_SOURCE_PIXELS = 2048
+CHECKPOINT_SECONDS = float(os.environ.get("CLIP_SEARCH_CHECKPOINT_SECONDS", "30"))
+READ_AHEAD = 3  # chunks each reader may have ready before the model takes them: bounded memory
+Cut = tuple[Tile, np.ndarray, float]
+
+
+@dataclass
+class IndexResult:
+    path: Path
+    tile_count: int
+    skipped_empty: int
+    grid_count: int
+    seconds: float
+    model: str
+    random_weights: bool
+    resumed: int = 0  # tiles taken over from the saved progress of a build that was stopped
+
+
+def base_tile_pixels(info: RasterInfo, tiling: TilingSettings) -> int:
+    """The base tile size in pixels (a ground size in metres converted with the ground size of a pixel at
+    the raster's centre, measured on the CRS's ellipsoid)."""
+    if tiling.tile_units == "px":
+        return max(1, round(tiling.tile_size))
+    if not info.georeferenced:
+        raise InputError("This raster has no georeference, so a tile size in metres has no meaning; give it in pixels.")
+    pixel_m = pixel_ground_size(info.affine, info.width, info.height, info.crs_wkt, info.linear_units_factor)
+    return ground_size_to_pixels(tiling.tile_size, pixel_m)
+
+
+def plan_tiles(info: RasterInfo, tiling: TilingSettings) -> tuple[int, list[Tile]]:
+    """(base tile pixels, tiles of the grid restricted to the area of interest)."""
+    base = base_tile_pixels(info, tiling)
+    tiles = build_grid(info.width, info.height, base, tiling.overlap, tiling.scales)
+    if tiling.area is not None and tiles:
+        table = np.array([[t.window.col_off, t.window.row_off, t.window.width, t.window.height] for t in tiles])
+        keep = tiles_in_area(table, tiling.area, info.affine)
+        tiles = [t for t, k in zip(tiles, keep, strict=True) if k]
+        if not tiles:
+            raise InputError("The area of interest does not overlap the raster; check that it is in the raster's CRS.")
+    return base, tiles
+
+
+def _chunks(tiles: Sequence[Tile], base: int, scales: Sequence[float]) -> Iterator[tuple[float, list[Tile]]]:
+    """Tiles grouped by scale and by a coarse grid of source chunks, in reading order."""
+    for scale_index, scale in enumerate(scales):
+        span = max(CHUNK_SOURCE_PIXELS, 2 * round(base * scale))
+        groups: dict[tuple[int, int], list[Tile]] = {}
+        for t in tiles:
+            if t.scale_index == scale_index:
+                groups.setdefault((t.window.row_off // span, t.window.col_off // span), []).append(t)
+        for key in sorted(groups):
+            yield base * scale, groups[key]
+
+
+def _cut_tiles(
+    ds: Any, info: RasterInfo, tiles: list[Tile], source_size: float, input_size: int
+) -> Iterator[tuple[Tile, np.ndarray, float]]:
+    """Read the chunk holding ``tiles`` once (resampled to the model's input scale) and cut each tile.
+
+    Yields (tile, uint8 pixels, empty fraction).
+    """
+    chunk = tiles[0].window
+    for t in tiles[1:]:
+        chunk = chunk.union_bounds(t.window)
+    factor = source_size / input_size
+    out_h = max(1, round(chunk.height / factor))
+    out_w = max(1, round(chunk.width / factor))
+    rgb, valid = read_chunk(ds, info, chunk, (out_h, out_w))
+    for t in tiles:
+        th = max(1, min(out_h, round(t.window.height / factor)))
+        tw = max(1, min(out_w, round(t.window.width / factor)))
+        r0 = min(round((t.window.row_off - chunk.row_off) / factor), out_h - th)
+        c0 = min(round((t.window.col_off - chunk.col_off) / factor), out_w - tw)
+        mask = valid[r0 : r0 + th, c0 : c0 + tw]
+        yield t, rgb[r0 : r0 + th, c0 : c0 + tw], 1.0 - float(mask.mean())
+
+
+def reader_threads(device: str) -> int:
+    """How many threads read chunks: one beside a model on the CPU (the model needs the cores), several
+    beside a GPU, which would otherwise wait for the reading."""
+    if not device.startswith("cuda"):
+        return 1
+    return max(1, min(8, (os.cpu_count() or 2) - 1))
+
+
+def read_chunks(
+    info: RasterInfo, jobs: Iterable[tuple[float, list[Tile]]], input_size: int, workers: int
+) -> Generator[list[Cut], None, None]:
+    """Read and cut ``jobs`` (chunks of tiles) in ``workers`` background threads, each with a dataset
+    handle of its own (GDAL releases the GIL while it decodes), yielding them in order while the caller
+    embeds. At most ``workers * READ_AHEAD`` chunks are read ahead, so memory stays bounded."""
+    local = threading.local()
+    handles: list[Any] = []
+    lock = threading.Lock()
+
+    def read(job: tuple[float, list[Tile]]) -> list[Cut]:
+        ds = getattr(local, "ds", None)
+        if ds is None:
+            ds = local.ds = open_dataset(info.path)
+            with lock:
+                handles.append(ds)
+        source_size, group = job
+        with bounded_block_cache():
+            return list(_cut_tiles(ds, info, group, source_size, input_size))
+
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="clip-search-read")
+    pending: deque[Future[list[Cut]]] = deque()
+    try:
+        for job in jobs:
+            pending.append(pool.submit(read, job))
+            if len(pending) > workers * READ_AHEAD:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        for ds in handles:
+            ds.close()
+
+
+def _embed_tiles(
+    info: RasterInfo,
+    tiles: list[Tile],
+    base: int,
+    tiling: TilingSettings,
+    embedder: Embedder,
+    batch_size: int,
+    progress: Progress,
+    is_cancelled: IsCancelled,
+    checkpoint: Checkpoint | None = None,
+    checkpoint_seconds: float = CHECKPOINT_SECONDS,
+) -> tuple[Any, list[Tile]]:
+    """Embed all non-empty tiles into a Faiss index; returns (index, kept tiles in id order).
+
+    With a ``checkpoint``, the batches it holds are taken as done and reading resumes at its chunk, and
+    progress is saved to it every ``checkpoint_seconds`` and when cancelled. Batches are whole and formed
+    in the same order either way, so a resumed build ends with the same vectors, in the same order, as
+    one never interrupted.
+    """
+    import faiss
+
+    vectors = faiss.IndexFlatIP(embedder.dim)
+    grid_index = {tile: number for number, tile in enumerate(tiles)}
+    kept: list[Tile] = []
+    embedded: set[int] = set()
+    if checkpoint is not None and checkpoint.vectors is not None:
+        vectors.add(checkpoint.vectors)
+        kept = [tiles[int(i)] for i in checkpoint.ids]
+        embedded = {int(i) for i in checkpoint.ids}
+    jobs = list(_chunks(tiles, base, tiling.scales))
+    first = checkpoint.resume_chunk if checkpoint is not None else 0
+    done = sum(len(group) for _, group in jobs[:first])
+    pending: dict[tuple[int, ...], list[tuple[Tile, np.ndarray, int]]] = {}
+    unsaved: list[tuple[np.ndarray, list[int]]] = []
+    last_save = time.monotonic()
+    chunk_number = first
+
+    def flush(shape: tuple[int, ...]) -> None:
+        batch = pending.pop(shape)
+        embedded_now = embedder.encode_images(np.stack([p for _, p, _ in batch]))
+        vectors.add(embedded_now)
+        kept.extend(t for t, _, _ in batch)
+        unsaved.append((embedded_now, [grid_index[t] for t, _, _ in batch]))
+
+    def save() -> None:
+        nonlocal last_save
+        if checkpoint is None:
+            return
+        resume = min([c for batch in pending.values() for _, _, c in batch] + [chunk_number])
+        new_vectors = np.concatenate([v for v, _ in unsaved]) if unsaved else np.zeros((0, embedder.dim), np.float32)
+        checkpoint.save(new_vectors, np.array([i for _, ids in unsaved for i in ids], dtype=np.int64), resume)
+        unsaved.clear()
+        last_save = time.monotonic()
+
+    open_dataset(info.path).close()  # a raster that cannot be opened fails here, before any thread starts
+    chunks = read_chunks(info, jobs[first:], embedder.input_size, reader_threads(embedder.device))
+    try:
+        with bounded_block_cache(), contextlib.closing(chunks):
+            for chunk_number, cuts in enumerate(chunks, start=first):
+                if is_cancelled():
+                    raise Cancelled()
+                for tile, pixels, empty in cuts:
+                    done += 1
+                    if grid_index[tile] in embedded or empty >= 1.0 or empty > tiling.max_empty_fraction:
+                        continue
+                    pixels = square(pixels)
+                    pending.setdefault(pixels.shape, []).append((tile, pixels, chunk_number))
+                    if len(pending[pixels.shape]) >= batch_size:
+                        flush(pixels.shape)
+                        progress(done, len(tiles))
+                        if time.monotonic() - last_save >= checkpoint_seconds:
+                            save()
+                        if is_cancelled():
+                            raise Cancelled()
+            chunk_number = len(jobs)
+            for shape in sorted(pending):  # a fixed order, whatever order the shapes first appeared in
+                flush(shape)
+    except KeyboardInterrupt:
+        save()  # interrupted: what is embedded is kept for the next build of the same plan
+        raise
+    except Cancelled:
+        save()  # cancelled: what is embedded is kept for the next build of the same plan
+        raise Cancelled(
+            f"Cancelled; no index was stored yet. The {len(kept):,} tiles embedded so far are saved: "
+            "the same build resumes from there."
+        ) from None
+    progress(len(tiles), len(tiles))
+    return vectors, kept
+
+
+def build_index(
+    raster: str | Path,
+    settings: IndexSettings | None = None,
+    output: str | Path | None = None,
+    progress: Progress | None = None,
+    is_cancelled: IsCancelled | None = None,
+    embedder: Embedder | None = None,
+    approximate_from: int = APPROXIMATE_FROM,
+) -> IndexResult:
+    """Index ``raster``: tile, embed, and write an index folder (default: the user cache folder).
+
+    From ``approximate_from`` tiles the vectors are stored as an approximate (IVF) index whose probe
+    count is calibrated to a recall of at least 0.99 against exact search (see :mod:`.ann`).
+
+    ``progress(done, total)`` is called after each batch; ``is_cancelled()`` is checked after each
+    batch, and a cancel raises :class:`Cancelled` with no index written. Progress is checkpointed beside
+    the target (see :mod:`.checkpoint`): a build of the same plan after a kill or a cancel resumes.
+    """
+    started = time.perf_counter()
+    settings = settings or IndexSettings()
+    progress = progress or (lambda done, total: None)
+    is_cancelled = is_cancelled or (lambda: False)
+    info = describe_raster(str(raster), settings.tiling.bands)
+    base, tiles = plan_tiles(info, settings.tiling)
+    embedder = embedder or load_embedder(settings.model, settings.device)
+    batch_size = settings.batch_size or embedder.default_batch_size()
+    log.info(
+        "indexing %s: %d tiles (base %d px, scales %s) with %s on %s, batches of %d",
+        info.path,
+        len(tiles),
+        base,
+        list(settings.tiling.scales),
+        embedder.identity.label(),
+        embedder.device,
+        batch_size,
+    )
+    target = Path(output) if output is not None else default_index_dir(info, embedder.identity, settings.tiling)
+    check_target(target.absolute())
+    plan = plan_key({"raster": info.fingerprint, "tiling": settings.tiling.to_dict(), "base": base,
+                     "model": embedder.identity.to_dict(), "input": embedder.input_size, "batch": batch_size})
+    resolved = target.resolve()
+    for gone in sweep_abandoned(resolved.parent, keep=partial_folder(resolved)):
+        log.info("removed %s: left by a build stopped or interrupted long ago", gone)
+    checkpoint = Checkpoint.load(target, plan, embedder.dim)
+    resumed = checkpoint.tile_count
+    if checkpoint.tile_count:
+        log.info("resuming %s: %d tiles already embedded", info.path, checkpoint.tile_count)
+    vectors, kept = _embed_tiles(info, tiles, base, settings.tiling, embedder, batch_size, progress, is_cancelled,
+                                 checkpoint)
+    if not kept:
+        raise InputError(
+            "Every tile is empty (nodata or transparent) or beyond the allowed empty fraction; "
+            "check the raster's nodata value, or raise the maximum empty fraction."
+        )
+    table = np.array(
+        [[t.window.col_off, t.window.row_off, t.window.width, t.window.height, t.scale_index] for t in kept],
+        dtype=np.int32,
+    )
+    search_settings: dict[str, Any] = {"kind": "exact"}
+    if len(kept) >= approximate_from:
+        calibration = np.stack([embed_query(embedder, concept) for concept in CALIBRATION_CONCEPTS])
+        vectors, search_settings = build_ivf(vectors, calibration)
+        log.info("approximate index: %s", search_settings)
+    manifest = {
+        "raster": info.to_dict(),
+        "model": embedder.identity.to_dict(),
+        "model_label": embedder.identity.label(),
+        "model_spec": portable_spec(settings.model),
+        "dim": embedder.dim,
+        "input_size": embedder.input_size,
+        "tiling": settings.tiling.to_dict(),
+        "base_tile_px": base,
+        "tile_count": len(kept),
+        "grid_count": len(tiles),
+        "search": search_settings,
+    }
+    if is_cancelled():
+        raise Cancelled()
+    look_alikes = _look_alikes(vectors, table)
+    if is_cancelled():
+        raise Cancelled()
+    path = write_index(target, manifest, vectors, table, look_alikes)
+    checkpoint.discard()
+    return IndexResult(
+        path,
+        len(kept),
+        len(tiles) - len(kept),
+        len(tiles),
+        time.perf_counter() - started,
+        embedder.identity.label(),
+        embedder.identity.random_weights,
+        resumed,
+    )
+
+
+def _look_alikes(vectors: Any, table: np.ndarray) -> np.ndarray:
+    """Each tile's look-alikes for re-ranking (see :mod:`.neighbours`), timed in the log."""
+    started = time.perf_counter()
+    found = mutual_neighbours(vectors, table)
+    log.info("look-alikes of %d tiles found in %.1f s", len(table), time.perf_counter() - started)
+    return found
+
+
+def portable_spec(spec: ModelSpec) -> dict[str, Any]:
+    """The model spec for the manifest, a checkpoint file given by absolute path."""
+    pretrained = spec.pretrained
+    if pretrained and os.path.isfile(pretrained):
+        pretrained = os.path.abspath(pretrained)
+    return {"name": spec.name, "pretrained": pretrained}

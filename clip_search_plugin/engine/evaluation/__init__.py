@@ -1,0 +1,1 @@
+"""Evaluation: searches scored against label polygons, and the query path measured on published embeddings."""

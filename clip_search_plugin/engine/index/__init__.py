@@ -1,0 +1,1 @@
+"""The index folder: manifest, vectors, tiles and look-alikes; opening, locating and searching structures."""

@@ -1,0 +1,281 @@
+"""Command line: python -m clip_search_plugin.engine {index,search,similar,info,serve} ...
+
+Exit codes: 0 done; 2 bad input or a known problem (one line on stderr saying what to do); 1 internal
+error; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from types import TracebackType
+from typing import Any
+
+from ..answers import fewer_text
+from ..embedding.models import DEFAULT_PRESET, PRESETS
+from ..errors import ClipSearchError
+from ..query.export import to_feature_collection, write_regions
+from ..query.templates import read_templates
+from .service import Service
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m clip_search_plugin.engine",
+        description="Index rasters with CLIP and search them in plain language.",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    ix = sub.add_parser("index", help="index a raster")
+    ix.add_argument("raster")
+    ix.add_argument(
+        "--model", default=DEFAULT_PRESET, help=f"preset ({', '.join(PRESETS)}), open_clip architecture, or hf-hub:NAME"
+    )
+    ix.add_argument("--pretrained", help="weights tag, checkpoint file, or 'none' (random weights, tests only)")
+    ix.add_argument("--output", help="index folder (default: the user cache folder)")
+    ix.add_argument("--tile-size", type=float, default=224.0, help="base tile size (default 224)")
+    ix.add_argument("--tile-units", choices=("px", "m"), default="px", help="tile size in pixels or metres")
+    ix.add_argument("--overlap", type=float, default=0.5, help="fraction shared by neighbours (default 0.5)")
+    ix.add_argument("--scales", type=float, nargs="+", default=[1.0], help="multiples of the tile, e.g. 1 2 4")
+    ix.add_argument("--max-empty", type=float, default=0.8, help="skip tiles emptier than this (default 0.8)")
+    ix.add_argument("--bands", type=int, nargs="+", help="1-based bands to use as R G B (or one for grey)")
+    ix.add_argument(
+        "--bbox",
+        type=float,
+        nargs=4,
+        metavar=("XMIN", "YMIN", "XMAX", "YMAX"),
+        help="index only this area (raster CRS)",
+    )
+    ix.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    ix.add_argument("--batch-size", type=int, default=0)
+    ix.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    for name, helptext in (("search", "search an index with text"), ("similar", "find tiles like an example")):
+        sp = sub.add_parser(name, help=helptext)
+        sp.add_argument("index", help="index folder")
+        if name == "search":
+            sp.add_argument("query")
+            sp.add_argument("--raw", action="store_true", help="use the query as is, without prompt templates")
+            sp.add_argument(
+                "--templates-file",
+                help="prompt templates to use instead of the aerial set: one per line, each with {} for the query",
+            )
+            sp.add_argument("--negative", help="push results away from this (same as 'QUERY but not NEGATIVE')")
+            sp.add_argument("--relevant", type=int, nargs="+", help="tile ids marked relevant (relevance feedback)")
+            sp.add_argument("--irrelevant", type=int, nargs="+", help="tile ids marked not relevant (left out)")
+        else:
+            sp.add_argument("--tile-id", type=int, nargs="+", help="example tile id(s)")
+            sp.add_argument(
+                "--example-bbox",
+                type=float,
+                nargs=4,
+                metavar=("XMIN", "YMIN", "XMAX", "YMAX"),
+                help="example area in the raster's CRS",
+            )
+        sp.add_argument("--top-k", type=int, default=20,
+                        help="number of results (places: a best tile and the matching tiles overlapping it; "
+                        "one per tile with --no-merge), default 20")
+        sp.add_argument("--heatmap", metavar="FILE.tif", help="also write the best score per location as a GeoTIFF")
+        sp.add_argument("--threshold", type=float, help="minimum score (cosine similarity)")
+        sp.add_argument(
+            "--min-relative",
+            type=float,
+            help="minimum relative score: standard deviations above the index's typical tile for this query",
+        )
+        sp.add_argument(
+            "--bbox",
+            type=float,
+            nargs=4,
+            metavar=("XMIN", "YMIN", "XMAX", "YMAX"),
+            help="search only this area (raster CRS)",
+        )
+        sp.add_argument("--no-merge", action="store_true", help="one result per tile, no merging")
+        sp.add_argument("--no-rerank", action="store_true",
+                        help="rank by each tile's own score only, without look-alike re-ranking")
+        sp.add_argument("--format", choices=("table", "geojson", "gpkg", "shp", "json"), default=None)
+        sp.add_argument("-o", "--output", help="write results to this file (.gpkg, .geojson, .shp)")
+
+    sub.add_parser("models", help="list the model presets: weights source, licence, published figures")
+    inf = sub.add_parser("info", help="describe an index")
+    inf.add_argument("index")
+    sv = sub.add_parser("serve", help="run the JSON-lines engine process on stdin/stdout")
+    sv.add_argument("--device", default="auto")
+    return p
+
+
+class TerminalProgress:
+    """A one-line progress bar on stderr when it is a terminal; silent otherwise."""
+
+    def __init__(self) -> None:
+        self.enabled = sys.stderr.isatty()
+        self.started: float | None = None
+        self.first = 0
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled or total <= 0:
+            return
+        now = time.perf_counter()
+        if self.started is None:  # the rate counts from the first report, after the model loaded
+            self.started, self.first = now, done
+        width = 30
+        filled = int(width * done / total)
+        elapsed = now - self.started
+        rate = f"  {(done - self.first) / elapsed:.1f} tiles/s" if elapsed > 0 else ""
+        sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} tiles{rate}")
+        if done >= total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def _index_params(a: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "raster": a.raster,
+        "output": a.output,
+        "device": a.device,
+        "batch_size": a.batch_size,
+        "model": {"name": a.model, "pretrained": a.pretrained},
+        "tiling": {
+            "tile_size": a.tile_size,
+            "tile_units": a.tile_units,
+            "overlap": a.overlap,
+            "scales": a.scales,
+            "max_empty_fraction": a.max_empty,
+            "bands": a.bands,
+            "area": a.bbox,
+        },
+    }
+
+
+def _search_params(a: argparse.Namespace) -> dict[str, Any]:
+    params: dict[str, Any] = {
+        "index": a.index,
+        "top_k": a.top_k,
+        "threshold": a.threshold,
+        "area": a.bbox,
+        "merge": not a.no_merge,
+        "min_relative": a.min_relative,
+        "heatmap": a.heatmap,
+    }
+    if a.no_rerank:  # absent: the engine's default
+        params["rerank"] = False
+    if a.command == "search":
+        templates: str | list[str] = "raw" if a.raw else "default"
+        if a.templates_file:
+            templates = list(read_templates(a.templates_file))
+        params.update(query=a.query, templates=templates, negative=a.negative,
+                      relevant_ids=a.relevant, irrelevant_ids=a.irrelevant)
+    else:
+        params.update(tile_ids=a.tile_id, bbox=a.example_bbox)
+    return params
+
+
+def _print_table(result: dict[str, Any]) -> None:
+    if result["random_weights"]:
+        print("NOTE: this index uses RANDOM WEIGHTS (test model); scores and ranks are meaningless.")
+    print(f"query: {result['query']!r}   model: {result['model']}   {len(result['regions'])} region(s)")
+    if result.get("fewer"):
+        print(f"NOTE: {fewer_text(result)}")
+    print(f"{'rank':>4}  {'score':>7}  {'rel':>5}  {'tiles':>5}  {'area':>12}  bounds (xmin, ymin, xmax, ymax)")
+    for r in result["regions"]:
+        b = ", ".join(f"{v:.6g}" for v in r["bounds"])
+        rel = f"{r['relative']:>5.1f}" if r.get("relative") is not None else f"{'-':>5}"
+        print(f"{r['rank']:>4}  {r['score']:>7.4f}  {rel}  {r['tile_count']:>5}  {r['area']:>10.1f}"
+              f"{r['area_units']:>3}  {b}")
+
+
+def _output_results(a: argparse.Namespace, result: dict[str, Any]) -> None:
+    fmt = a.format or ("table" if not a.output else None)
+    if a.output:
+        path = write_regions(
+            a.output,
+            result["regions"],
+            result["query"],
+            result["crs_wkt"],
+            result["random_weights"],
+            None if fmt in (None, "table", "json") else fmt,
+        )
+        print(f"wrote {len(result['regions'])} region(s) to {path}", file=sys.stderr)
+        if a.format is None:
+            return
+    if fmt == "geojson":
+        json.dump(
+            to_feature_collection(result["regions"], result["query"], result["crs_wkt"], result["random_weights"]),
+            sys.stdout,
+        )
+        print()
+    elif fmt == "json":
+        json.dump(result, sys.stdout, indent=1)
+        print()
+    elif fmt == "table":
+        _print_table(result)
+
+
+def run(argv: list[str] | None = None) -> int:
+    a = _parser().parse_args(argv)
+    if a.command == "models":
+        for preset in PRESETS.values():
+            default = " (default)" if preset.name == DEFAULT_PRESET else ""
+            print(preset.details().replace(f"{preset.name}:", f"{preset.name}{default}:", 1) + "\n")
+        return 0
+    if a.command == "serve":
+        from .worker import serve
+
+        return serve(a.device)
+    service = Service(getattr(a, "device", "auto"))
+    never = lambda: False  # noqa: E731
+    if a.command == "index":
+        result = service.handle("index", _index_params(a), TerminalProgress(), never)
+        if a.json:
+            print(json.dumps(result, indent=1))
+        else:
+            resumed = result.get("resumed_tiles") or 0
+            print(
+                f"indexed {result['tiles']} tiles ({result['skipped_empty']} empty skipped"
+                + (f"; {resumed} resumed from the build that was stopped" if resumed else "")
+                + f") in {result['seconds']:.1f} s with {result['model']}\nindex: {result['path']}"
+            )
+        return 0
+    if a.command == "info":
+        print(json.dumps(service.handle("info", {"index": a.index}, lambda d, t: None, never), indent=1))
+        return 0
+    result = service.handle(a.command, _search_params(a), lambda d, t: None, never)
+    _output_results(a, result)
+    return 0
+
+
+def quiet_undecodable_gdal_messages() -> None:
+    """A GDAL message quoting a damaged file's bytes may not be UTF-8 text. rasterio's logging callback then
+    fails to decode it, and Cython prints that failure (through ``sys.excepthook``, with no traceback object)
+    and reports it as unraisable, with a traceback: for a message nobody needs. Both are left out."""
+    default_unraisable, default_except = sys.unraisablehook, sys.excepthook
+
+    def unraisable(args: sys.UnraisableHookArgs) -> None:
+        if not (isinstance(args.exc_value, UnicodeDecodeError) and "rasterio" in str(args.object)):
+            default_unraisable(args)
+
+    def uncaught(kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
+        if not (isinstance(value, UnicodeDecodeError) and tb is None):  # a real one always has a traceback
+            default_except(kind, value, tb)
+
+    sys.unraisablehook, sys.excepthook = unraisable, uncaught
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(message)s")
+    # open_clip logs what our own messages already say (random weights, failed downloads)
+    logging.getLogger().setLevel(logging.CRITICAL)
+    quiet_undecodable_gdal_messages()  # the engine process (serve) runs through here too
+    try:
+        return run(argv)
+    except ClipSearchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading
+        sys.stderr.close()
+        return 0
+    except KeyboardInterrupt:
+        print("interrupted; no index was stored (the same command resumes where it stopped)", file=sys.stderr)
+        return 130

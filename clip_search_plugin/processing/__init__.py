@@ -1,0 +1,1 @@
+"""The Processing provider and its algorithms, sending the same typed requests as the dock."""

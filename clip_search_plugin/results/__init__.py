@@ -1,0 +1,1 @@
+"""Results in QGIS: one record per results layer, styled layers, the chosen result, export."""

@@ -1,0 +1,89 @@
+"""The plugin's settings, stored with QgsSettings under clip_search/."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+from qgis.core import QgsSettings
+
+from ..engine.embedding.presets import DEFAULT_PRESET
+from ..engine.errors import InputError
+from ..engine.query.templates import parse_templates
+from .client import default_engine_python
+
+PREFIX = "clip_search/"
+
+
+def parse_scales(text: str) -> list[float]:
+    """"1 2 4" (or "1, 2, 4") as numbers; [] for empty text; ValueError for anything else."""
+    return [float(v) for v in text.replace(",", " ").split()]
+
+
+@dataclass
+class PluginSettings:
+    engine_python: str = ""
+    model: str = DEFAULT_PRESET
+    pretrained: str = ""
+    device: str = "auto"
+    tile_size: float = 224.0
+    tile_units: str = "px"
+    overlap: float = 0.5
+    scales: str = "1"
+    cache_folder: str = ""
+    replace_results: bool = True
+    templates: str = ""  # the user's prompt templates, one per line; empty: the built-in aerial set
+
+    @classmethod
+    def load(cls) -> PluginSettings:
+        stored = QgsSettings()
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            default = getattr(cls, f.name)
+            value = stored.value(PREFIX + f.name, default)
+            if isinstance(default, bool):
+                value = value in (True, "true", "1", 1)
+            elif isinstance(default, float):
+                value = float(value)
+            values[f.name] = value
+        settings = cls(**values)
+        if not settings.engine_python:
+            settings.engine_python = default_engine_python()
+        return settings
+
+    def save(self) -> None:
+        stored = QgsSettings()
+        for f in fields(self):
+            stored.setValue(PREFIX + f.name, getattr(self, f.name))
+
+    def scale_list(self) -> list[float]:
+        try:
+            scales = parse_scales(self.scales)
+        except ValueError:
+            scales = []
+        return scales or [1.0]
+
+    def model_params(self) -> dict[str, Any]:
+        return {"name": self.model, "pretrained": self.pretrained or None}
+
+    def tiling_params(self) -> dict[str, Any]:
+        return {
+            "tile_size": self.tile_size,
+            "tile_units": self.tile_units,
+            "overlap": self.overlap,
+            "scales": self.scale_list(),
+        }
+
+    def templates_param(self, use_templates: bool = True) -> str | list[str]:
+        """The engine's ``templates`` value: "raw" (the query as typed), the user's set, or "default"."""
+        if not use_templates:
+            return "raw"
+        if self.templates.strip():
+            try:
+                return list(parse_templates(self.templates))
+            except InputError:
+                return "default"  # the settings dialog refuses bad templates; an edited registry falls back
+        return "default"
+
+    def engine_env(self) -> dict[str, str]:
+        return {"CLIP_SEARCH_CACHE": self.cache_folder} if self.cache_folder else {}

@@ -1,0 +1,1 @@
+"""What the analyst sees: the dock (.ui, signals out, setters in), the dialogs, map tools and the message bar."""
