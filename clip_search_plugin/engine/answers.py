@@ -1,8 +1,9 @@
-"""Words for the engine's answers that the command line and the plugin both say. Pure Python (no numpy,
-no GDAL), so the plugin imports it in QGIS's own Python."""
+"""The engine's answers as the plugin and the command line read them, and the words both say about them. Pure
+Python (no numpy, no GDAL), so the plugin imports it in QGIS's own Python."""
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 
@@ -18,3 +19,24 @@ def fewer_text(result: dict[str, Any]) -> str:
         return f"{found} of the {wanted} results asked for: the other tiles score below the minimum score."
     return (f"{found} of the {wanted} results asked for: that is every separate place among the "
             f"{searched:,} tiles searched. Index with smaller tiles for more.")
+
+
+@dataclass(frozen=True)
+class IndexAnswer:
+    """A finished build."""
+
+    path: str
+    tiles: int
+    skipped_empty: int
+    grid_tiles: int
+    seconds: float
+    model: str
+    random_weights: bool
+    resumed_tiles: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> IndexAnswer:
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})

@@ -7,6 +7,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .embedding.presets import DEFAULT_PRESET
 from .errors import InputError
 
 # An area is either a bounding box (xmin, ymin, xmax, ymax) in the raster's CRS or a list of GeoJSON
@@ -85,7 +86,7 @@ class ModelSpec:
     A name starting with ``hf-hub:`` loads that Hugging Face Hub model.
     """
 
-    name: str = "ViT-B-32-openai"
+    name: str = DEFAULT_PRESET  # the registry's default, the same as the dock's and the command line's
     pretrained: str | None = None
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,0 +1,96 @@
+"""Values of a request checked one by one, each refusal saying what to give instead (standard library only)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import InputError
+from .query.templates import parse_templates
+from .settings import ModelSpec, TilingSettings
+
+Templates = str | tuple[str, ...]  # "default" (the aerial set), "raw" (the query alone) or the user's templates
+
+
+def path(value: object, what: str, key: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise InputError(f"Give {what} ('{key}' parameter).")
+    return value
+
+
+def optional_text(value: object, key: str) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise InputError(f"{key} must be text; got {value!r}.")
+    return value
+
+
+def number(value: object, key: str, kind: type) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise InputError(f"{key} must be a {kind.__name__}; got {value!r}.")
+    try:
+        return kind(value)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{key} must be a {kind.__name__}; got {value!r}.") from exc
+
+
+def flag(value: object, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise InputError(f"{key} must be true or false; got {value!r}.")
+    return value
+
+
+def ids(value: object, key: str) -> tuple[int, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list | tuple) or any(isinstance(v, bool) or not isinstance(v, int) for v in value):
+        raise InputError(f"{key} must be a list of tile ids (whole numbers); got {value!r}.")
+    return tuple(int(v) for v in value)
+
+
+def templates(value: object) -> Templates:
+    if value in (None, "default"):
+        return "default"
+    if value == "raw":
+        return "raw"
+    if isinstance(value, list | tuple) and all(isinstance(t, str) for t in value):
+        return parse_templates("\n".join(value))
+    raise InputError("templates must be 'default', 'raw' or a list of strings each containing '{}'.")
+
+
+def model(value: object) -> ModelSpec:
+    if value is None:
+        return ModelSpec()
+    if isinstance(value, ModelSpec):
+        return value
+    if not isinstance(value, dict) or not isinstance(value.get("name", ""), str):
+        raise InputError("model must be an object with 'name' and optionally 'pretrained'.")
+    return ModelSpec(value.get("name") or ModelSpec().name, optional_text(value.get("pretrained"), "pretrained"))
+
+
+def tiling(value: object) -> TilingSettings:
+    if value is None:
+        return TilingSettings()
+    if isinstance(value, TilingSettings):
+        return value
+    if not isinstance(value, dict):
+        raise InputError("tiling must be an object (tile_size, tile_units, overlap, scales, ...).")
+    try:
+        return TilingSettings.from_dict(value)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"tiling has a value of the wrong kind: {exc}.") from exc
+
+
+def boxes(value: object) -> tuple[tuple[float, float, float, float], ...]:
+    if value is None or value == []:
+        return ()
+    boxes = [value] if isinstance(value, list | tuple) and value and not isinstance(value[0], list | tuple) else value
+    try:
+        out = tuple(tuple(float(v) for v in box) for box in boxes)  # type: ignore[attr-defined]
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"bbox must be xmin, ymin, xmax, ymax (or a list of such boxes); got {value!r}.") from exc
+    if any(len(b) != 4 or not (b[0] < b[2] and b[1] < b[3]) for b in out):
+        raise InputError(f"Each example box is xmin, ymin, xmax, ymax with min below max; got {value!r}.")
+    return out  # type: ignore[return-value]
