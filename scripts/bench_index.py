@@ -38,7 +38,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
-from clip_search_plugin.engine.building.build import build_index, plan_tiles  # noqa: E402
+from clip_search_plugin.engine.building.build import IndexResult, build_index, plan_tiles  # noqa: E402
 from clip_search_plugin.engine.embedding.embedder import ClipEmbedder, load_embedder  # noqa: E402
 from clip_search_plugin.engine.settings import IndexSettings, ModelSpec, TilingSettings  # noqa: E402
 from clip_search_plugin.engine.tiling.raster_io import describe_raster  # noqa: E402
@@ -128,7 +128,7 @@ def machine() -> dict[str, Any]:
     return info
 
 
-def main(argv: list[str] | None = None) -> int:
+def arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--size", type=int, default=2048, help="benchmark raster width and height in px")
     parser.add_argument("--raster", type=Path, help="use this raster instead of a benchmark raster")
@@ -141,8 +141,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--naive-tiles", type=int, default=128, help="tiles the naive loop embeds")
     parser.add_argument("--model-seconds", type=float, default=20.0, help="how long to time the model alone")
     parser.add_argument("--json", type=Path)
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = arguments(argv)
     raster = args.raster or bench_raster(args.size)
     spec = ModelSpec(args.model, args.pretrained)
     embedder = load_embedder(spec, args.device)
@@ -160,8 +163,16 @@ def main(argv: list[str] | None = None) -> int:
         result = build_index(raster, settings, Path(out) / "index", embedder=embedder)
     end_to_end = result.tile_count / result.seconds
     print(f"end-to-end: {end_to_end:,.1f} tiles/s ({result.tile_count} tiles in {result.seconds:.1f} s)")
+    speeds = {"end_to_end": end_to_end, "model_only": ceiling, "naive": floor}
+    report(figures(args, raster, embedder, batch_size, result, speeds), args.json)
+    return 0
 
-    figures: dict[str, Any] = {
+
+def figures(args: argparse.Namespace, raster: Path, embedder: ClipEmbedder, batch_size: int, result: IndexResult,
+            speeds: dict[str, float]) -> dict[str, Any]:
+    """The figures of one run; ``speeds``: tiles/s end to end, of the model only and of the naive loop."""
+    end_to_end, ceiling, floor = speeds["end_to_end"], speeds["model_only"], speeds["naive"]
+    found: dict[str, Any] = {
         "machine": machine(),
         "raster": str(raster.name),
         "raster_px": list(describe_raster(str(raster)).__dict__[k] for k in ("width", "height")),
@@ -183,17 +194,21 @@ def main(argv: list[str] | None = None) -> int:
     if embedder.device.startswith("cuda"):
         import torch
 
-        figures["peak_gpu_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+        found["peak_gpu_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return found
+
+
+def report(found: dict[str, Any], path: Path | None) -> None:
+    """The figures as a table on stdout, and as JSON in ``path`` when given."""
     print()
     print("| figure | value |")
     print("|---|---:|")
-    for key, value in figures.items():
+    for key, value in found.items():
         if key != "machine":
             print(f"| {key} | {value} |")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(figures, indent=1) + "\n", encoding="utf-8")
-    return 0
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(found, indent=1) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

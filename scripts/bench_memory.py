@@ -88,6 +88,27 @@ class Sampler(threading.Thread):
         while not self.stop.wait(SAMPLE_S):
             self.samples.append([round(time.perf_counter() - self.started, 3), rss_bytes() / MIB])
 
+    def finish(self) -> list[list[float]]:
+        """Stop sampling; the samples (seconds since the start, RSS MiB)."""
+        self.stop.set()
+        self.join()
+        return self.samples
+
+
+class ProgressTrace:
+    """The build's progress callback: (seconds, done, total, RSS MiB) at each call, and the peak size of GDAL's
+    block cache seen then (when it can be read)."""
+
+    def __init__(self, started: float, cache_used: Any) -> None:
+        self.started, self.cache_used = started, cache_used
+        self.points: list[list[float]] = []
+        self.cache_peak = 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        self.points.append([round(time.perf_counter() - self.started, 3), done, total, rss_bytes() / MIB])
+        if self.cache_used is not None:
+            self.cache_peak = max(self.cache_peak, self.cache_used() / MIB)
+
 
 def run_child(raster: str, output: str) -> int:
     """Index ``raster`` once in this process and print one JSON line of figures."""
@@ -105,28 +126,16 @@ def run_child(raster: str, output: str) -> int:
     rss_imports = rss_bytes()
     cache_used, cache_max = gdal_cache()
     peak_imports = peak_rss_bytes()
-    settings = IndexSettings(
-        tiling=TilingSettings(tile_size=224, tile_units="px", overlap=0.5, scales=(1.0,)),
-        model=ModelSpec("tiny-random"),
-        device="cpu",
-    )
-    progress: list[list[float]] = []
-
-    cache_peak = [0.0]
-
-    def on_progress(done: int, total: int) -> None:
-        progress.append([round(time.perf_counter() - started, 3), done, total, rss_bytes() / MIB])
-        if cache_used is not None:
-            cache_peak[0] = max(cache_peak[0], cache_used() / MIB)
-
+    tiling = TilingSettings(tile_size=224, tile_units="px", overlap=0.5, scales=(1.0,))
+    settings = IndexSettings(tiling=tiling, model=ModelSpec("tiny-random"), device="cpu")
+    trace = ProgressTrace(started, cache_used)
     sampler = Sampler(started)
     sampler.start()
     build_started = time.perf_counter()
-    result = build_index(raster, settings, output, progress=on_progress)
+    result = build_index(raster, settings, output, progress=trace)
     build_s = time.perf_counter() - build_started
-    sampler.stop.set()
-    sampler.join()
-    peak = max(sampler.samples, key=lambda s: s[1]) if sampler.samples else [0.0, 0.0]
+    samples = sampler.finish()
+    peak = max(samples, key=lambda s: s[1]) if samples else [0.0, 0.0]
     figures = {
         "raster": raster,
         "tiles": result.tile_count,
@@ -140,11 +149,11 @@ def run_child(raster: str, output: str) -> int:
         "rss_end_mib": round(rss_bytes() / MIB, 1),
         "peak_rss_mib": round(peak_rss_bytes() / MIB, 1),
         "gdal_cache_max_mib": round(cache_max() / MIB, 1) if cache_max is not None else None,
-        "gdal_cache_used_peak_mib": round(cache_peak[0], 1) if cache_used is not None else None,
+        "gdal_cache_used_peak_mib": round(trace.cache_peak, 1) if cache_used is not None else None,
         "sampled_peak": {"t_s": peak[0], "rss_mib": round(peak[1], 1)},
         "torch_threads": torch.get_num_threads(),
-        "progress_trace": [[t, d, n, round(r, 1)] for t, d, n, r in thin(progress, TRACE_POINTS)],
-        "rss_trace": [[t, round(r, 1)] for t, r in thin(sampler.samples, TRACE_POINTS)],
+        "progress_trace": [[t, d, n, round(r, 1)] for t, d, n, r in thin(trace.points, TRACE_POINTS)],
+        "rss_trace": [[t, round(r, 1)] for t, r in thin(samples, TRACE_POINTS)],
     }
     print("BENCH-RESULT " + json.dumps(figures), flush=True)
     return 0

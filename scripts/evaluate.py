@@ -34,14 +34,13 @@ from clip_search_plugin.engine.embedding.embedder import load_embedder
 from clip_search_plugin.engine.embedding.models import DEFAULT_PRESET
 from clip_search_plugin.engine.errors import ClipSearchError, InputError
 from clip_search_plugin.engine.evaluation.labels import (
-    TEMPLATE_SETS,
     Report,
     class_queries,
     evaluate_configurations,
     parse_queries,
     read_labels,
 )
-from clip_search_plugin.engine.query.templates import read_templates
+from clip_search_plugin.engine.query.templates import TEMPLATE_SETS, read_templates
 from clip_search_plugin.engine.settings import IndexSettings, ModelSpec, TilingSettings
 
 

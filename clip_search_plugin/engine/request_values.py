@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from .errors import InputError
-from .query.templates import parse_templates
+from .query.templates import TEMPLATE_SETS, parse_templates
+from .query.text import check_search_limits as check_search_limits
 from .settings import ModelSpec, TilingSettings
 
 Templates = str | tuple[str, ...]  # "default" (the aerial set), "raw" (the query alone) or the user's templates
@@ -94,3 +95,12 @@ def boxes(value: object) -> tuple[tuple[float, float, float, float], ...]:
     if any(len(b) != 4 or not (b[0] < b[2] and b[1] < b[3]) for b in out):
         raise InputError(f"Each example box is xmin, ymin, xmax, ymax with min below max; got {value!r}.")
     return out  # type: ignore[return-value]
+
+
+def template_sets(value: object) -> tuple[str, ...]:
+    """The named template sets an evaluation compares (see ``TEMPLATE_SETS``)."""
+    if value is None:
+        return ("aerial",)
+    if not isinstance(value, list | tuple) or not value or any(s not in TEMPLATE_SETS for s in value):
+        raise InputError(f"template_sets must be a list of {', '.join(TEMPLATE_SETS)}; got {value!r}.")
+    return tuple(value)

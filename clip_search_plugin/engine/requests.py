@@ -8,66 +8,16 @@ again from it. Labels of searches, which name results layers, are made here and 
 
 from __future__ import annotations
 
-import re
-from collections.abc import Sequence
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, ClassVar, TypeVar
 
 from . import request_values as values
 from .errors import InputError
+from .query.text import clean_query, search_label, similar_label, split_negative
 from .settings import Area, ModelSpec, TilingSettings
 
-MAX_QUERY_CHARS = 1000
-NEGATION = re.compile(r"\s+but\s+not\s+", re.IGNORECASE)
 Params = dict[str, Any]
 R = TypeVar("R", bound="Request")
-
-
-# --- checks shared by the requests ------------------------------------------------------------------------------
-def clean_query(text: object) -> str:
-    """The query with surrounding and repeated whitespace removed; refuses empty or over-long text."""
-    if not isinstance(text, str):
-        raise InputError("The query must be text.")
-    cleaned = " ".join(text.split())
-    if not cleaned:
-        raise InputError("The query is empty; describe what to find, e.g. 'swimming pool'.")
-    if len(cleaned) > MAX_QUERY_CHARS:
-        raise InputError(
-            f"The query is {len(cleaned)} characters long; keep it under {MAX_QUERY_CHARS} "
-            "(a few words work best, e.g. 'swimming pool')."
-        )
-    return cleaned
-
-
-def split_negative(text: str) -> tuple[str, str | None]:
-    """"ships but not boats" -> ("ships", "boats"); text without "but not" -> (text, None)."""
-    parts = NEGATION.split(text, maxsplit=1)
-    if len(parts) == 2 and parts[0].strip() and parts[1].strip():
-        return parts[0].strip(), parts[1].strip()
-    return text, None
-
-
-# --- labels ---------------------------------------------------------------------------------------------------
-def search_label(query: str, negative: str | None = None, relevant: Sequence[int] = (),
-                 irrelevant: Sequence[int] = ()) -> str:
-    """What a text search is called in its answer, its results layer and its exported file."""
-    label = clean_query(query)
-    if negative:
-        label += f" but not {' '.join(negative.split())}"
-    if relevant or irrelevant:
-        label += f" (feedback: {len(relevant)} relevant, {len(irrelevant)} not)"
-    return label
-
-
-def similar_label(tile_ids: Sequence[int] = (), boxes: Sequence[Sequence[float]] = (), given: str | None = None) -> str:
-    """What a search by example is called: the caller's words, else the examples."""
-    if given:
-        return given
-    if tile_ids:
-        return f"similar to tile(s) {', '.join(str(int(i)) for i in tile_ids)}"
-    if len(boxes) == 1:
-        return "similar to box " + ", ".join(f"{v:.6g}" for v in boxes[0])
-    return f"similar to {len(boxes)} example boxes"
 
 
 # --- requests -------------------------------------------------------------------------------------------------
@@ -95,13 +45,18 @@ class Request:
     def from_params(cls: type[R], params: object) -> R:
         if not isinstance(params, dict):
             raise InputError("Request parameters must be a JSON object.")
-        params = {f.name: None for f in fields(cls) if _required(f)} | cls._nested(params)  # type: ignore[arg-type]
-        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        known = cls.param_names()
         unknown = sorted(set(params) - known)
         if unknown:
-            raise InputError(f"Unknown parameter(s) for {cls.method}: {', '.join(unknown)}; "
+            raise InputError(f"Unknown parameter(s) for {cls.method}: {', '.join(map(str, unknown))}; "
                              f"use {', '.join(sorted(known))}.")
-        return cls(**params)
+        required = {f.name: None for f in fields(cls) if _required(f)}  # type: ignore[arg-type]
+        return cls(**required | cls._nested(params))
+
+    @classmethod
+    def param_names(cls) -> set[str]:
+        """The names of this request's JSON parameters."""
+        return {f.name for f in fields(cls)}  # type: ignore[arg-type]
 
     @classmethod
     def _nested(cls, params: Params) -> Params:
@@ -122,11 +77,10 @@ class ResultOptions:
     heatmap: str | None = None
 
     def __post_init__(self) -> None:
-        top_k = values.number(self.top_k, "top_k", int)
-        if top_k is None or top_k < 1:
-            raise InputError(f"top_k must be at least 1; got {self.top_k!r}.")
+        top_k, threshold = values.number(self.top_k, "top_k", int), values.number(self.threshold, "threshold", float)
+        values.check_search_limits(top_k, threshold)
         object.__setattr__(self, "top_k", top_k)
-        object.__setattr__(self, "threshold", values.number(self.threshold, "threshold", float))
+        object.__setattr__(self, "threshold", threshold)
         object.__setattr__(self, "min_relative", values.number(self.min_relative, "min_relative", float))
         object.__setattr__(self, "merge", values.flag(self.merge, "merge"))
         object.__setattr__(self, "rerank", values.flag(self.rerank, "rerank"))
@@ -158,45 +112,52 @@ class _Searching(Request):
         return {**{k: v for k, v in params.items() if k != "options"}, **params["options"]}
 
     @classmethod
+    def param_names(cls) -> set[str]:
+        return (super().param_names() - {"options"}) | {f.name for f in fields(ResultOptions)}
+
+    @classmethod
     def _nested(cls, params: Params) -> Params:
         options, rest = ResultOptions.pick(params)
         return {**rest, "options": options}
 
 
 @dataclass(frozen=True)
-class IndexRequest(Request):
-    """Build (or resume) the index of a raster."""
+class RasterRequest(Request):
+    """What the requests about one raster's index share: the raster, the model and the tiling."""
 
-    method: ClassVar[str] = "index"
+    raster_words: ClassVar[str] = "the raster"
     raster: str
     model: ModelSpec = field(default_factory=ModelSpec)
     tiling: TilingSettings = field(default_factory=TilingSettings)
+
+    def __post_init__(self) -> None:
+        values.path(self.raster, self.raster_words, "raster")
+        object.__setattr__(self, "model", values.model(self.model))
+        object.__setattr__(self, "tiling", values.tiling(self.tiling))
+
+
+@dataclass(frozen=True)
+class LocateRequest(RasterRequest):
+    """Where the index of a raster with these settings is, and whether it is ready, stale or missing."""
+
+    method: ClassVar[str] = "locate"
+
+
+@dataclass(frozen=True)
+class IndexRequest(RasterRequest):
+    """Build (or resume) the index of a raster: a raster, model and tiling as for ``locate``, and how to build."""
+
+    method: ClassVar[str] = "index"
+    raster_words: ClassVar[str] = "the raster to index"
     device: str | None = None
     batch_size: int = 0
     output: str | None = None
 
     def __post_init__(self) -> None:
-        values.path(self.raster, "the raster to index", "raster")
-        object.__setattr__(self, "model", values.model(self.model))
-        object.__setattr__(self, "tiling", values.tiling(self.tiling))
+        super().__post_init__()
         object.__setattr__(self, "batch_size", values.number(self.batch_size, "batch_size", int) or 0)
         object.__setattr__(self, "output", values.optional_text(self.output, "output"))
         object.__setattr__(self, "device", values.optional_text(self.device, "device"))
-
-
-@dataclass(frozen=True)
-class LocateRequest(Request):
-    """Where the index of a raster with these settings is, and whether it is ready, stale or missing."""
-
-    method: ClassVar[str] = "locate"
-    raster: str
-    model: ModelSpec = field(default_factory=ModelSpec)
-    tiling: TilingSettings = field(default_factory=TilingSettings)
-
-    def __post_init__(self) -> None:
-        values.path(self.raster, "the raster", "raster")
-        object.__setattr__(self, "model", values.model(self.model))
-        object.__setattr__(self, "tiling", values.tiling(self.tiling))
 
 
 @dataclass(frozen=True)
@@ -299,16 +260,16 @@ class EvaluateRequest(Request):
             raise InputError(f"ks must be whole numbers of at least 1, e.g. [5, 10, 20]; got {ks!r}.")
         object.__setattr__(self, "ks", tuple(ks))
         object.__setattr__(self, "top_k", values.number(self.top_k, "top_k", int))
-        if self.top_k < max(self.ks):
+        if self.top_k is None or self.top_k < max(self.ks):
             raise InputError(f"top_k ({self.top_k}) must be at least the largest k ({max(self.ks)}).")
         object.__setattr__(self, "min_overlap", values.number(self.min_overlap, "min_overlap", float))
-        if not 0 < self.min_overlap <= 1:
+        if self.min_overlap is None or not 0 < self.min_overlap <= 1:
             raise InputError(f"min_overlap is a share of a result's area, above 0 and at most 1; got "
                              f"{self.min_overlap}.")
         object.__setattr__(self, "random_runs", values.number(self.random_runs, "random_runs", int))
-        if not isinstance(self.template_sets, list | tuple) or not self.template_sets:
-            raise InputError(f"template_sets must be a list of template set names; got {self.template_sets!r}.")
-        object.__setattr__(self, "template_sets", tuple(self.template_sets))
+        if self.random_runs is None or self.random_runs < 1:
+            raise InputError(f"random_runs must be a whole number of at least 1; got {self.random_runs!r}.")
+        object.__setattr__(self, "template_sets", values.template_sets(self.template_sets))
 
 
 REQUESTS: dict[str, type[Request]] = {

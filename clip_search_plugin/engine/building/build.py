@@ -156,94 +156,110 @@ def read_chunks(
             ds.close()
 
 
-def _embed_tiles(
-    info: RasterInfo,
-    tiles: list[Tile],
-    base: int,
-    tiling: TilingSettings,
-    embedder: Embedder,
-    batch_size: int,
-    progress: Progress,
-    is_cancelled: IsCancelled,
-    checkpoint: Checkpoint | None = None,
-    checkpoint_seconds: float = CHECKPOINT_SECONDS,
-) -> tuple[Any, list[Tile]]:
-    """Embed all non-empty tiles into a Faiss index; returns (index, kept tiles in id order).
+class TileEmbedding:
+    """Embeds the non-empty tiles of a plan into a Faiss index: :meth:`run` returns (index, kept tiles in id order).
 
-    With a ``checkpoint``, the batches it holds are taken as done and reading resumes at its chunk, and
-    progress is saved to it every ``checkpoint_seconds`` and when cancelled. Batches are whole and formed
-    in the same order either way, so a resumed build ends with the same vectors, in the same order, as
-    one never interrupted.
+    With a ``checkpoint``, the batches it holds are taken as done and reading resumes at its chunk, and progress
+    is saved to it every ``checkpoint_seconds`` and when cancelled. Batches are whole and formed in the same order
+    either way, so a resumed build ends with the same vectors, in the same order, as one never interrupted.
     """
-    import faiss
 
-    vectors = faiss.IndexFlatIP(embedder.dim)
-    grid_index = {tile: number for number, tile in enumerate(tiles)}
-    kept: list[Tile] = []
-    embedded: set[int] = set()
-    if checkpoint is not None and checkpoint.vectors is not None:
-        vectors.add(checkpoint.vectors)
-        kept = [tiles[int(i)] for i in checkpoint.ids]
-        embedded = {int(i) for i in checkpoint.ids}
-    jobs = list(_chunks(tiles, base, tiling.scales))
-    first = checkpoint.resume_chunk if checkpoint is not None else 0
-    done = sum(len(group) for _, group in jobs[:first])
-    pending: dict[tuple[int, ...], list[tuple[Tile, np.ndarray, int]]] = {}
-    unsaved: list[tuple[np.ndarray, list[int]]] = []
-    last_save = time.monotonic()
-    chunk_number = first
+    def __init__(self, tiles: list[Tile], embedder: Embedder, batch_size: int, checkpoint: Checkpoint | None = None,
+                 checkpoint_seconds: float = CHECKPOINT_SECONDS) -> None:
+        import faiss
 
-    def flush(shape: tuple[int, ...]) -> None:
-        batch = pending.pop(shape)
-        embedded_now = embedder.encode_images(np.stack([p for _, p, _ in batch]))
-        vectors.add(embedded_now)
-        kept.extend(t for t, _, _ in batch)
-        unsaved.append((embedded_now, [grid_index[t] for t, _, _ in batch]))
+        self.tiles, self.embedder, self.batch_size = tiles, embedder, batch_size
+        self.checkpoint, self.checkpoint_seconds = checkpoint, checkpoint_seconds
+        self.vectors = faiss.IndexFlatIP(embedder.dim)
+        self.grid_index = {tile: number for number, tile in enumerate(tiles)}
+        self.kept: list[Tile] = []
+        self.embedded: set[int] = set()
+        self.pending: dict[tuple[int, ...], list[tuple[Tile, np.ndarray, int]]] = {}  # batches being filled
+        self.unsaved: list[tuple[np.ndarray, list[int]]] = []  # embedded since the checkpoint was last saved
+        self.last_save = time.monotonic()
+        self.chunk_number = checkpoint.resume_chunk if checkpoint is not None else 0
+        if checkpoint is not None and checkpoint.vectors is not None:
+            self.vectors.add(checkpoint.vectors)
+            self.kept = [tiles[int(i)] for i in checkpoint.ids]
+            self.embedded = {int(i) for i in checkpoint.ids}
 
-    def save() -> None:
-        nonlocal last_save
-        if checkpoint is None:
+    def run(self, info: RasterInfo, tiling: TilingSettings, base: int, progress: Progress,
+            is_cancelled: IsCancelled) -> tuple[Any, list[Tile]]:
+        jobs = list(_chunks(self.tiles, base, tiling.scales))
+        first, total = self.chunk_number, len(self.tiles)
+        done = sum(len(group) for _, group in jobs[:first])
+        open_dataset(info.path).close()  # a raster that cannot be opened fails here, before any thread starts
+        chunks = read_chunks(info, jobs[first:], self.embedder.input_size, reader_threads(self.embedder.device))
+        try:
+            with bounded_block_cache(), contextlib.closing(chunks):
+                for self.chunk_number, cuts in enumerate(chunks, start=first):
+                    if is_cancelled():
+                        raise Cancelled()
+                    for tile, pixels, empty in cuts:
+                        done += 1
+                        if self.take(tile, pixels, empty, tiling.max_empty_fraction):
+                            progress(done, total)
+                            if time.monotonic() - self.last_save >= self.checkpoint_seconds:
+                                self.save()
+                            if is_cancelled():
+                                raise Cancelled()
+                self.chunk_number = len(jobs)
+                for shape in sorted(self.pending):  # a fixed order, whatever order the shapes first appeared in
+                    self.flush(shape)
+        except KeyboardInterrupt:
+            self.save()  # interrupted: what is embedded is kept for the next build of the same plan
+            raise
+        except Cancelled:
+            self.save()  # cancelled: what is embedded is kept for the next build of the same plan
+            raise Cancelled(
+                f"Cancelled; no index was stored yet. The {len(self.kept):,} tiles embedded so far are saved: "
+                "the same build resumes from there."
+            ) from None
+        progress(total, total)
+        return self.vectors, self.kept
+
+    def take(self, tile: Tile, pixels: np.ndarray, empty: float, max_empty: float) -> bool:
+        """Add a cut tile to its batch unless it is embedded already or too empty; True when a batch was embedded."""
+        if self.grid_index[tile] in self.embedded or empty >= 1.0 or empty > max_empty:
+            return False
+        pixels = square(pixels)
+        batch = self.pending.setdefault(pixels.shape, [])
+        batch.append((tile, pixels, self.chunk_number))
+        if len(batch) < self.batch_size:
+            return False
+        self.flush(pixels.shape)
+        return True
+
+    def flush(self, shape: tuple[int, ...]) -> None:
+        batch = self.pending.pop(shape)
+        embedded_now = self.embedder.encode_images(np.stack([p for _, p, _ in batch]))
+        self.vectors.add(embedded_now)
+        self.kept.extend(t for t, _, _ in batch)
+        self.unsaved.append((embedded_now, [self.grid_index[t] for t, _, _ in batch]))
+
+    def save(self) -> None:
+        if self.checkpoint is None:
             return
-        resume = min([c for batch in pending.values() for _, _, c in batch] + [chunk_number])
-        new_vectors = np.concatenate([v for v, _ in unsaved]) if unsaved else np.zeros((0, embedder.dim), np.float32)
-        checkpoint.save(new_vectors, np.array([i for _, ids in unsaved for i in ids], dtype=np.int64), resume)
-        unsaved.clear()
-        last_save = time.monotonic()
+        resume = min([c for batch in self.pending.values() for _, _, c in batch] + [self.chunk_number])
+        dim = self.embedder.dim
+        new_vectors = np.concatenate([v for v, _ in self.unsaved]) if self.unsaved else np.zeros((0, dim), np.float32)
+        ids = np.array([i for _, ids in self.unsaved for i in ids], dtype=np.int64)
+        self.checkpoint.save(new_vectors, ids, resume)
+        self.unsaved.clear()
+        self.last_save = time.monotonic()
 
-    open_dataset(info.path).close()  # a raster that cannot be opened fails here, before any thread starts
-    chunks = read_chunks(info, jobs[first:], embedder.input_size, reader_threads(embedder.device))
-    try:
-        with bounded_block_cache(), contextlib.closing(chunks):
-            for chunk_number, cuts in enumerate(chunks, start=first):
-                if is_cancelled():
-                    raise Cancelled()
-                for tile, pixels, empty in cuts:
-                    done += 1
-                    if grid_index[tile] in embedded or empty >= 1.0 or empty > tiling.max_empty_fraction:
-                        continue
-                    pixels = square(pixels)
-                    pending.setdefault(pixels.shape, []).append((tile, pixels, chunk_number))
-                    if len(pending[pixels.shape]) >= batch_size:
-                        flush(pixels.shape)
-                        progress(done, len(tiles))
-                        if time.monotonic() - last_save >= checkpoint_seconds:
-                            save()
-                        if is_cancelled():
-                            raise Cancelled()
-            chunk_number = len(jobs)
-            for shape in sorted(pending):  # a fixed order, whatever order the shapes first appeared in
-                flush(shape)
-    except KeyboardInterrupt:
-        save()  # interrupted: what is embedded is kept for the next build of the same plan
-        raise
-    except Cancelled:
-        save()  # cancelled: what is embedded is kept for the next build of the same plan
-        raise Cancelled(
-            f"Cancelled; no index was stored yet. The {len(kept):,} tiles embedded so far are saved: "
-            "the same build resumes from there."
-        ) from None
-    progress(len(tiles), len(tiles))
-    return vectors, kept
+
+@dataclass
+class _Plan:
+    """What a build reads, with what, and where it writes."""
+
+    info: RasterInfo
+    settings: IndexSettings
+    base: int
+    tiles: list[Tile]
+    embedder: Embedder
+    batch_size: int
+    target: Path
 
 
 def build_index(
@@ -265,9 +281,37 @@ def build_index(
     the target (see :mod:`.checkpoint`): a build of the same plan after a kill or a cancel resumes.
     """
     started = time.perf_counter()
-    settings = settings or IndexSettings()
-    progress = progress or (lambda done, total: None)
     is_cancelled = is_cancelled or (lambda: False)
+    plan = _plan(raster, settings or IndexSettings(), output, embedder)
+    checkpoint = _checkpoint(plan)
+    resumed = checkpoint.tile_count
+    vectors, kept = TileEmbedding(plan.tiles, plan.embedder, plan.batch_size, checkpoint).run(
+        plan.info, plan.settings.tiling, plan.base, progress or (lambda done, total: None), is_cancelled)
+    if not kept:
+        raise InputError(
+            "Every tile is empty (nodata or transparent) or beyond the allowed empty fraction; "
+            "check the raster's nodata value, or raise the maximum empty fraction."
+        )
+    table = np.array(
+        [[t.window.col_off, t.window.row_off, t.window.width, t.window.height, t.scale_index] for t in kept],
+        dtype=np.int32,
+    )
+    vectors, search_settings = _searchable(vectors, len(kept), plan.embedder, approximate_from)
+    if is_cancelled():
+        raise Cancelled()
+    look_alikes = _look_alikes(vectors, table)
+    if is_cancelled():
+        raise Cancelled()
+    path = write_index(plan.target, _manifest(plan, len(kept), search_settings), vectors, table, look_alikes)
+    checkpoint.discard()
+    identity = plan.embedder.identity
+    return IndexResult(path, len(kept), len(plan.tiles) - len(kept), len(plan.tiles), time.perf_counter() - started,
+                       identity.label(), identity.random_weights, resumed)
+
+
+def _plan(raster: str | Path, settings: IndexSettings, output: str | Path | None,
+          embedder: Embedder | None) -> _Plan:
+    """The raster described, its tiles planned, the model loaded and the target checked."""
     info = describe_raster(str(raster), settings.tiling.bands)
     base, tiles = plan_tiles(info, settings.tiling)
     embedder = embedder or load_embedder(settings.model, settings.device)
@@ -284,61 +328,48 @@ def build_index(
     )
     target = Path(output) if output is not None else default_index_dir(info, embedder.identity, settings.tiling)
     check_target(target.absolute())
-    plan = plan_key({"raster": info.fingerprint, "tiling": settings.tiling.to_dict(), "base": base,
-                     "model": embedder.identity.to_dict(), "input": embedder.input_size, "batch": batch_size})
-    resolved = target.resolve()
+    return _Plan(info, settings, base, tiles, embedder, batch_size, target)
+
+
+def _checkpoint(plan: _Plan) -> Checkpoint:
+    """The saved progress of a build of this plan (empty if none), once what older builds left is swept."""
+    embedder = plan.embedder
+    key = plan_key({"raster": plan.info.fingerprint, "tiling": plan.settings.tiling.to_dict(), "base": plan.base,
+                    "model": embedder.identity.to_dict(), "input": embedder.input_size, "batch": plan.batch_size})
+    resolved = plan.target.resolve()
     for gone in sweep_abandoned(resolved.parent, keep=partial_folder(resolved)):
         log.info("removed %s: left by a build stopped or interrupted long ago", gone)
-    checkpoint = Checkpoint.load(target, plan, embedder.dim)
-    resumed = checkpoint.tile_count
+    checkpoint = Checkpoint.load(plan.target, key, embedder.dim)
     if checkpoint.tile_count:
-        log.info("resuming %s: %d tiles already embedded", info.path, checkpoint.tile_count)
-    vectors, kept = _embed_tiles(info, tiles, base, settings.tiling, embedder, batch_size, progress, is_cancelled,
-                                 checkpoint)
-    if not kept:
-        raise InputError(
-            "Every tile is empty (nodata or transparent) or beyond the allowed empty fraction; "
-            "check the raster's nodata value, or raise the maximum empty fraction."
-        )
-    table = np.array(
-        [[t.window.col_off, t.window.row_off, t.window.width, t.window.height, t.scale_index] for t in kept],
-        dtype=np.int32,
-    )
-    search_settings: dict[str, Any] = {"kind": "exact"}
-    if len(kept) >= approximate_from:
-        calibration = np.stack([embed_query(embedder, concept) for concept in CALIBRATION_CONCEPTS])
-        vectors, search_settings = build_ivf(vectors, calibration)
-        log.info("approximate index: %s", search_settings)
-    manifest = {
-        "raster": info.to_dict(),
+        log.info("resuming %s: %d tiles already embedded", plan.info.path, checkpoint.tile_count)
+    return checkpoint
+
+
+def _searchable(vectors: Any, count: int, embedder: Embedder, approximate_from: int) -> tuple[Any, dict[str, Any]]:
+    """The ``count`` vectors as searched: exact, or from ``approximate_from`` on an IVF index (see :mod:`.ann`)."""
+    if count < approximate_from:
+        return vectors, {"kind": "exact"}
+    calibration = np.stack([embed_query(embedder, concept) for concept in CALIBRATION_CONCEPTS])
+    vectors, search_settings = build_ivf(vectors, calibration)
+    log.info("approximate index: %s", search_settings)
+    return vectors, search_settings
+
+
+def _manifest(plan: _Plan, tile_count: int, search_settings: dict[str, Any]) -> dict[str, Any]:
+    embedder = plan.embedder
+    return {
+        "raster": plan.info.to_dict(),
         "model": embedder.identity.to_dict(),
         "model_label": embedder.identity.label(),
-        "model_spec": portable_spec(settings.model),
+        "model_spec": portable_spec(plan.settings.model),
         "dim": embedder.dim,
         "input_size": embedder.input_size,
-        "tiling": settings.tiling.to_dict(),
-        "base_tile_px": base,
-        "tile_count": len(kept),
-        "grid_count": len(tiles),
+        "tiling": plan.settings.tiling.to_dict(),
+        "base_tile_px": plan.base,
+        "tile_count": tile_count,
+        "grid_count": len(plan.tiles),
         "search": search_settings,
     }
-    if is_cancelled():
-        raise Cancelled()
-    look_alikes = _look_alikes(vectors, table)
-    if is_cancelled():
-        raise Cancelled()
-    path = write_index(target, manifest, vectors, table, look_alikes)
-    checkpoint.discard()
-    return IndexResult(
-        path,
-        len(kept),
-        len(tiles) - len(kept),
-        len(tiles),
-        time.perf_counter() - started,
-        embedder.identity.label(),
-        embedder.identity.random_weights,
-        resumed,
-    )
 
 
 def _look_alikes(vectors: Any, table: np.ndarray) -> np.ndarray:

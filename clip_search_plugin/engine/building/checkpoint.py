@@ -23,8 +23,12 @@ from typing import Any
 
 import numpy as np
 
+from ..embedding.models import ModelIdentity
 from ..errors import storage_error
+from ..index.store import default_index_dir, locate_index
 from ..paths import inside
+from ..settings import TilingSettings
+from ..tiling.raster_io import RasterInfo
 
 PROGRESS = "progress.json"
 SEGMENT = re.compile(r"^part-\d{5}$")
@@ -142,6 +146,15 @@ class Checkpoint:
 
     def discard(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def locate_build(raster: RasterInfo, identity: ModelIdentity, tiling: TilingSettings) -> dict[str, Any]:
+    """The index status of :func:`..index.store.locate_index`, and, unless the index is ready, how many tiles a
+    stopped build of it has saved (``partial_tiles``: Index layer resumes from there)."""
+    found = locate_index(raster, identity, tiling)
+    if found["status"] != "ready":
+        found["partial_tiles"] = saved_tile_count(default_index_dir(raster, identity, tiling))
+    return found
 
 
 def saved_tile_count(target: Path) -> int:

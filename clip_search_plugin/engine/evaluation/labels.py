@@ -28,7 +28,6 @@ import numpy as np
 from ..errors import InputError
 from ..index.store import OpenIndex
 from ..query.regions import Region
-from ..query.templates import AERIAL_TEMPLATES
 
 DEFAULT_KS = (5, 10, 20)
 
@@ -260,9 +259,6 @@ def evaluate_configurations(
                 log(f"  templates={set_name} threshold={shown}: mAP {report.rows[-1].metrics['AP']:.3f} "
                     f"(random {random_mean['AP']:.3f})")
     report.curves[f"random order, {index.identity.arch}"] = interpolated_pr(baseline)
-
-
-TEMPLATE_SETS: dict[str, tuple[str, ...] | None] = {"aerial": AERIAL_TEMPLATES, "raw": None}
 
 
 def parse_queries(text: str, source: str = "queries") -> list[tuple[str, str]]:

@@ -64,13 +64,7 @@ def locate_index(raster: RasterInfo, identity: ModelIdentity, tiling: TilingSett
     "stale": an index of this raster's path exists in the cache but the raster's content has changed
     since (or it was built with other settings); its manifest summary is returned so it can be shown.
     """
-    expected = default_index_dir(raster, identity, tiling)
-    found = _locate(raster, expected)
-    if found["status"] != "ready":
-        from ..building.checkpoint import saved_tile_count
-
-        found["partial_tiles"] = saved_tile_count(expected)  # an unfinished build that Index layer resumes
-    return found
+    return _locate(raster, default_index_dir(raster, identity, tiling))
 
 
 def _locate(raster: RasterInfo, expected: Path) -> dict[str, Any]:

@@ -14,10 +14,10 @@ from typing import Any
 
 import shapely
 from affine import Affine
-from shapely.affinity import affine_transform
 from shapely.geometry import box, mapping
 
 from ..tiling import geodesy
+from ..tiling.area import to_crs
 from ..tiling.grid import Window
 from .places import gather_places
 
@@ -62,17 +62,6 @@ class Region:
 def pixel_polygon(windows: Sequence[Window]) -> shapely.Geometry:
     """Union of the windows as a polygon in pixel coordinates (x = column, y = row)."""
     return shapely.union_all([box(w.col_off, w.row_off, w.col_end, w.row_end) for w in windows])
-
-
-def to_crs(geometry: shapely.Geometry, transform: Affine) -> shapely.Geometry:
-    """Pixel-space geometry to the raster's CRS."""
-    t = transform
-    return affine_transform(geometry, [t.a, t.b, t.d, t.e, t.c, t.f])
-
-
-def to_pixels(geometry: shapely.Geometry, transform: Affine) -> shapely.Geometry:
-    """CRS geometry to pixel space."""
-    return to_crs(geometry, ~transform)
 
 
 def ground_area(

@@ -18,12 +18,13 @@ from ..errors import InputError
 from ..index.neighbours import smoothed
 from ..index.store import OpenIndex
 from ..settings import Area, ModelSpec
-from ..tiling.area import tiles_in_area, tiles_overlapping
+from ..tiling.area import area_geometry, tiles_in_area, tiles_overlapping, to_pixels
 from ..tiling.grid import Window
 from ..tiling.raster_io import fingerprint_file, open_dataset, read_chunk
 from .heatmap import write_heatmap
 from .places import gather_places
 from .regions import Hit, Region, build_regions, merge_hits
+from .text import search_label, similar_label, split_negative
 from .vectors import (
     AERIAL_TEMPLATES,
     NEGATIVE_WEIGHT,
@@ -32,7 +33,6 @@ from .vectors import (
     embed_query,
     matrix_top_hits,
     rocchio,
-    split_negative,
     top_hits,
     with_negative,
 )
@@ -239,22 +239,23 @@ def search(
     min_relative: float | None = None,
     heatmap: str | None = None,
     rerank: bool = RERANK,
+    label: str | None = None,
 ) -> SearchResult:
     """Text search: the ``top_k`` best places (regions of overlapping tiles around a best tile, see
     :mod:`.places`) among the tiles above ``threshold``, best first.
 
     ``negative`` text (or "… but not …" in the query) pushes results away from what it describes.
     ``relevant_ids`` / ``irrelevant_ids`` are tiles the user marked: the query moves toward the first
-    and away from the second (Rocchio), and the irrelevant ones are left out of the results.
+    and away from the second (Rocchio), and the irrelevant ones are left out of the results. ``label`` names
+    the search in the results (a request's; default: the one its request would have, see :mod:`..requests`).
     """
     check_model(index, embedder)
     if negative is None:
         query, negative = split_negative(query)
+    label = label or search_label(query, negative, relevant_ids or (), irrelevant_ids or ())
     vector = embed_query(embedder, query, templates)
-    label = " ".join(query.split())
     if negative:
         vector = with_negative(vector, embed_query(embedder, negative, templates), negative_weight)
-        label += f" but not {' '.join(negative.split())}"
     exclude = None
     if relevant_ids or irrelevant_ids:
         relevant, irrelevant = (tile_vectors(index, ids) for ids in (relevant_ids, irrelevant_ids))
@@ -262,7 +263,6 @@ def search(
         if irrelevant_ids:
             exclude = np.zeros(index.count, dtype=bool)
             exclude[np.asarray(irrelevant_ids, dtype=np.int64)] = True
-        label += f" (feedback: {len(relevant_ids or [])} relevant, {len(irrelevant_ids or [])} not)"
     return search_vector(index, vector, label, top_k, threshold, area, merge, exclude, min_relative, heatmap, rerank)
 
 
@@ -296,7 +296,8 @@ def search_similar(
 
     The examples' own ground is left out unless ``exclude_examples`` is false: every tile that shares pixels
     with an example tile or box (overlapping tiles are near-duplicates of the example, which would otherwise
-    come first). ``label`` names the search in the results (default: the examples).
+    come first). ``label`` names the search in the results (a request's; default: the examples, as a request
+    names them, see :mod:`..requests`).
     """
     if (tile_ids is None) == (bbox is None):
         raise InputError("Give either example tile ids or an example bounding box.")
@@ -307,7 +308,7 @@ def search_similar(
         ids = np.asarray(tile_ids, dtype=np.int64)
         vector = normalise_rows(index.read_vectors(ids).mean(axis=0, keepdims=True))[0]
         exclude = tiles_overlapping(index.tiles, index.tiles[ids]) if exclude_examples else None  # ids included
-        label = label or f"similar to tile(s) {', '.join(str(int(i)) for i in ids)}"
+        label = label or similar_label(tile_ids=[int(i) for i in ids])
     else:
         if embedder is None:
             raise InputError("Searching by an example box needs the index's model.")
@@ -318,8 +319,7 @@ def search_similar(
         exclude = None
         if exclude_examples:
             exclude = np.logical_or.reduce([tiles_in_area(index.tiles, box, index.raster.affine) for box in boxes])
-        named = "box " + ", ".join(f"{v:.6g}" for v in boxes[0]) if len(boxes) == 1 else f"{len(boxes)} example boxes"
-        label = label or f"similar to {named}"
+        label = label or similar_label(boxes=boxes)
     return search_vector(index, vector, label, top_k, threshold, area, merge, exclude, min_relative, heatmap, rerank)
 
 
@@ -342,9 +342,6 @@ def example_boxes(value: Any) -> list[tuple[float, float, float, float]]:
 
 def embed_box(index: OpenIndex, embedder: Embedder, bbox: tuple[float, float, float, float]) -> np.ndarray:
     """Unit vector of the raster's content inside ``bbox`` (raster CRS), read and embedded now."""
-    from ..tiling.area import area_geometry
-    from .regions import to_pixels
-
     info = index.raster
     if fingerprint_file(info.path) != info.fingerprint:
         raise InputError(f"{info.path} changed since it was indexed; build the index again.")

@@ -34,6 +34,8 @@ def template_key(template: str) -> str:
 
 
 AERIAL_TEMPLATES: tuple[str, ...] = tuple(key_template(k) for k in DEFAULT_TEMPLATE_KEYS)
+# the template sets an evaluation compares by name: the aerial set, and the query alone
+TEMPLATE_SETS: dict[str, tuple[str, ...] | None] = {"aerial": AERIAL_TEMPLATES, "raw": None}
 MAX_TEMPLATES = 200
 
 
@@ -68,3 +70,13 @@ def read_templates(path: str | os.PathLike[str]) -> tuple[str, ...]:
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"Cannot read the prompt templates file {path}: {exc}.") from exc
     return parse_templates(text)
+
+
+def prompt_templates(choice: str | tuple[str, ...]) -> tuple[str, ...] | None:
+    """The templates a search request names, as its query is embedded with: "default" the aerial set, "raw"
+    none (the query alone), else the request's own."""
+    if choice == "default":
+        return AERIAL_TEMPLATES
+    if choice == "raw":
+        return None
+    return tuple(choice)

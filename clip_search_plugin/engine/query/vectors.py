@@ -1,8 +1,11 @@
-"""Queries: text to a query vector (prompt-template ensemble), and the top-k search over an index."""
+"""Queries: text to a query vector (prompt-template ensemble), and the top-k search over an index.
+
+The query text is checked, and "but not" split off, by the requests' functions (one rule, one message); their
+names are given here too, for code that imports them with the vectors.
+"""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -11,24 +14,12 @@ import numpy as np
 from ..embedding.embedder import Embedder, normalise_rows
 from ..errors import InputError
 from .templates import AERIAL_TEMPLATES
+from .text import MAX_QUERY_CHARS as MAX_QUERY_CHARS
+from .text import NEGATION as NEGATION
+from .text import check_search_limits, clean_query
+from .text import split_negative as split_negative
 
-MAX_QUERY_CHARS = 1000
 EXACT_SUBSET = 200_000  # an area with at most this many tiles is searched exactly in an approximate index
-
-
-def clean_query(text: str) -> str:
-    """The query with surrounding and repeated whitespace removed; refuses empty or over-long text."""
-    if not isinstance(text, str):
-        raise InputError("The query must be text.")
-    cleaned = " ".join(text.split())
-    if not cleaned:
-        raise InputError("The query is empty; describe what to find, e.g. 'swimming pool'.")
-    if len(cleaned) > MAX_QUERY_CHARS:
-        raise InputError(
-            f"The query is {len(cleaned)} characters long; keep it under {MAX_QUERY_CHARS} "
-            "(CLIP reads only the first few dozen words)."
-        )
-    return cleaned
 
 
 def embed_query(embedder: Embedder, text: str, templates: Sequence[str] | None = AERIAL_TEMPLATES) -> np.ndarray:
@@ -43,7 +34,6 @@ def ensemble(text_vectors: np.ndarray) -> np.ndarray:
     return normalise_rows(np.asarray(text_vectors, dtype=np.float32).mean(axis=0, keepdims=True))[0]
 
 
-NEGATION = re.compile(r"\s+but\s+not\s+", re.IGNORECASE)
 NEGATIVE_WEIGHT = 0.5
 # Rocchio relevance feedback: weights of the query, the relevant examples' mean and the non-relevant ones' mean
 # (chosen by the simulated feedback of scripts/evaluate.py --embeddings; see BENCHMARKS.md)
@@ -51,14 +41,6 @@ ROCCHIO = (1.0, 0.25, 0.1)
 # Search with look-alike re-ranking (see .neighbours) unless asked not to: it measures better on both
 # protocols for each of the five models of scripts/evaluate.py --embeddings (see BENCHMARKS.md)
 RERANK = True
-
-
-def split_negative(text: str) -> tuple[str, str | None]:
-    """"ships but not boats" -> ("ships", "boats"); text without "but not" -> (text, None)."""
-    parts = NEGATION.split(text, maxsplit=1)
-    if len(parts) == 2 and parts[0].strip() and parts[1].strip():
-        return parts[0].strip(), parts[1].strip()
-    return text, None
 
 
 def with_negative(positive: np.ndarray, negative: np.ndarray, weight: float = NEGATIVE_WEIGHT) -> np.ndarray:
@@ -78,13 +60,6 @@ def rocchio(query: np.ndarray, relevant: np.ndarray | None, irrelevant: np.ndarr
     if irrelevant is not None and len(irrelevant):
         moved = moved - gamma * irrelevant.mean(axis=0)
     return normalise_rows(moved[None].astype(np.float32))[0]
-
-
-def check_search_limits(top_k: int, threshold: float | None) -> None:
-    if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
-        raise InputError(f"top-k must be a whole number of at least 1; got {top_k!r}.")
-    if threshold is not None and not -1.0 <= threshold <= 1.0:
-        raise InputError(f"The score threshold is a cosine similarity between -1 and 1; got {threshold}.")
 
 
 def top_hits(

@@ -12,14 +12,20 @@ import logging
 import sys
 import time
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeAlias
 
-from ..answers import fewer_text
+from .. import request_values as values
+from ..answers import IndexAnswer, fewer_text
 from ..embedding.models import DEFAULT_PRESET, PRESETS
 from ..errors import ClipSearchError
 from ..query.export import to_feature_collection, write_regions
 from ..query.templates import read_templates
+from ..requests import IndexRequest, InfoRequest, ResultOptions, SearchRequest, SimilarRequest
+from ..settings import ModelSpec, TilingSettings
 from .service import Service
+
+BOX = ("XMIN", "YMIN", "XMAX", "YMAX")
+Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,7 +34,18 @@ def _parser() -> argparse.ArgumentParser:
         description="Index rasters with CLIP and search them in plain language.",
     )
     sub = p.add_subparsers(dest="command", required=True)
+    _add_index(sub)
+    _add_search(sub)
+    _add_similar(sub)
+    sub.add_parser("models", help="list the model presets: weights source, licence, published figures")
+    inf = sub.add_parser("info", help="describe an index")
+    inf.add_argument("index")
+    sv = sub.add_parser("serve", help="run the JSON-lines engine process on stdin/stdout")
+    sv.add_argument("--device", default="auto")
+    return p
 
+
+def _add_index(sub: Commands) -> None:
     ix = sub.add_parser("index", help="index a raster")
     ix.add_argument("raster")
     ix.add_argument(
@@ -42,68 +59,53 @@ def _parser() -> argparse.ArgumentParser:
     ix.add_argument("--scales", type=float, nargs="+", default=[1.0], help="multiples of the tile, e.g. 1 2 4")
     ix.add_argument("--max-empty", type=float, default=0.8, help="skip tiles emptier than this (default 0.8)")
     ix.add_argument("--bands", type=int, nargs="+", help="1-based bands to use as R G B (or one for grey)")
-    ix.add_argument(
-        "--bbox",
-        type=float,
-        nargs=4,
-        metavar=("XMIN", "YMIN", "XMAX", "YMAX"),
-        help="index only this area (raster CRS)",
-    )
+    ix.add_argument("--bbox", type=float, nargs=4, metavar=BOX, help="index only this area (raster CRS)")
     ix.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     ix.add_argument("--batch-size", type=int, default=0)
     ix.add_argument("--json", action="store_true", help="print the result as JSON")
 
-    for name, helptext in (("search", "search an index with text"), ("similar", "find tiles like an example")):
-        sp = sub.add_parser(name, help=helptext)
-        sp.add_argument("index", help="index folder")
-        if name == "search":
-            sp.add_argument("query")
-            sp.add_argument("--raw", action="store_true", help="use the query as is, without prompt templates")
-            sp.add_argument(
-                "--templates-file",
-                help="prompt templates to use instead of the aerial set: one per line, each with {} for the query",
-            )
-            sp.add_argument("--negative", help="push results away from this (same as 'QUERY but not NEGATIVE')")
-            sp.add_argument("--relevant", type=int, nargs="+", help="tile ids marked relevant (relevance feedback)")
-            sp.add_argument("--irrelevant", type=int, nargs="+", help="tile ids marked not relevant (left out)")
-        else:
-            sp.add_argument("--tile-id", type=int, nargs="+", help="example tile id(s)")
-            sp.add_argument(
-                "--example-bbox",
-                type=float,
-                nargs=4,
-                metavar=("XMIN", "YMIN", "XMAX", "YMAX"),
-                help="example area in the raster's CRS",
-            )
-        sp.add_argument("--top-k", type=int, default=20,
-                        help="number of results (places: a best tile and the matching tiles overlapping it; "
-                        "one per tile with --no-merge), default 20")
-        sp.add_argument("--heatmap", metavar="FILE.tif", help="also write the best score per location as a GeoTIFF")
-        sp.add_argument("--threshold", type=float, help="minimum score (cosine similarity)")
-        sp.add_argument(
-            "--min-relative",
-            type=float,
-            help="minimum relative score: standard deviations above the index's typical tile for this query",
-        )
-        sp.add_argument(
-            "--bbox",
-            type=float,
-            nargs=4,
-            metavar=("XMIN", "YMIN", "XMAX", "YMAX"),
-            help="search only this area (raster CRS)",
-        )
-        sp.add_argument("--no-merge", action="store_true", help="one result per tile, no merging")
-        sp.add_argument("--no-rerank", action="store_true",
-                        help="rank by each tile's own score only, without look-alike re-ranking")
-        sp.add_argument("--format", choices=("table", "geojson", "gpkg", "shp", "json"), default=None)
-        sp.add_argument("-o", "--output", help="write results to this file (.gpkg, .geojson, .shp)")
 
-    sub.add_parser("models", help="list the model presets: weights source, licence, published figures")
-    inf = sub.add_parser("info", help="describe an index")
-    inf.add_argument("index")
-    sv = sub.add_parser("serve", help="run the JSON-lines engine process on stdin/stdout")
-    sv.add_argument("--device", default="auto")
-    return p
+def _add_search(sub: Commands) -> None:
+    sp = sub.add_parser("search", help="search an index with text")
+    sp.add_argument("index", help="index folder")
+    sp.add_argument("query")
+    sp.add_argument("--raw", action="store_true", help="use the query as is, without prompt templates")
+    sp.add_argument(
+        "--templates-file",
+        help="prompt templates to use instead of the aerial set: one per line, each with {} for the query",
+    )
+    sp.add_argument("--negative", help="push results away from this (same as 'QUERY but not NEGATIVE')")
+    sp.add_argument("--relevant", type=int, nargs="+", help="tile ids marked relevant (relevance feedback)")
+    sp.add_argument("--irrelevant", type=int, nargs="+", help="tile ids marked not relevant (left out)")
+    _add_result_options(sp)
+
+
+def _add_similar(sub: Commands) -> None:
+    sp = sub.add_parser("similar", help="find tiles like an example")
+    sp.add_argument("index", help="index folder")
+    sp.add_argument("--tile-id", type=int, nargs="+", help="example tile id(s)")
+    sp.add_argument("--example-bbox", type=float, nargs=4, metavar=BOX, help="example area in the raster's CRS")
+    _add_result_options(sp)
+
+
+def _add_result_options(sp: argparse.ArgumentParser) -> None:
+    """What every search takes: how many results, which count, where, and where they go."""
+    sp.add_argument("--top-k", type=int, default=20,
+                    help="number of results (places: a best tile and the matching tiles overlapping it; "
+                    "one per tile with --no-merge), default 20")
+    sp.add_argument("--heatmap", metavar="FILE.tif", help="also write the best score per location as a GeoTIFF")
+    sp.add_argument("--threshold", type=float, help="minimum score (cosine similarity)")
+    sp.add_argument(
+        "--min-relative",
+        type=float,
+        help="minimum relative score: standard deviations above the index's typical tile for this query",
+    )
+    sp.add_argument("--bbox", type=float, nargs=4, metavar=BOX, help="search only this area (raster CRS)")
+    sp.add_argument("--no-merge", action="store_true", help="one result per tile, no merging")
+    sp.add_argument("--no-rerank", action="store_true",
+                    help="rank by each tile's own score only, without look-alike re-ranking")
+    sp.add_argument("--format", choices=("table", "geojson", "gpkg", "shp", "json"), default=None)
+    sp.add_argument("-o", "--output", help="write results to this file (.gpkg, .geojson, .shp)")
 
 
 class TerminalProgress:
@@ -130,46 +132,39 @@ class TerminalProgress:
         sys.stderr.flush()
 
 
-def _index_params(a: argparse.Namespace) -> dict[str, Any]:
-    return {
-        "raster": a.raster,
-        "output": a.output,
-        "device": a.device,
-        "batch_size": a.batch_size,
-        "model": {"name": a.model, "pretrained": a.pretrained},
-        "tiling": {
-            "tile_size": a.tile_size,
-            "tile_units": a.tile_units,
-            "overlap": a.overlap,
-            "scales": a.scales,
-            "max_empty_fraction": a.max_empty,
-            "bands": a.bands,
-            "area": a.bbox,
-        },
-    }
+def _index_request(a: argparse.Namespace) -> IndexRequest:
+    tiling = TilingSettings(
+        tile_size=a.tile_size,
+        tile_units=a.tile_units,
+        overlap=a.overlap,
+        scales=tuple(a.scales),
+        max_empty_fraction=a.max_empty,
+        bands=tuple(a.bands) if a.bands else None,
+        area=tuple(a.bbox) if a.bbox else None,
+    )
+    return IndexRequest(raster=a.raster, model=ModelSpec(a.model, a.pretrained), tiling=tiling, device=a.device,
+                        batch_size=a.batch_size, output=a.output)
 
 
-def _search_params(a: argparse.Namespace) -> dict[str, Any]:
-    params: dict[str, Any] = {
-        "index": a.index,
-        "top_k": a.top_k,
-        "threshold": a.threshold,
-        "area": a.bbox,
-        "merge": not a.no_merge,
-        "min_relative": a.min_relative,
-        "heatmap": a.heatmap,
-    }
-    if a.no_rerank:  # absent: the engine's default
-        params["rerank"] = False
-    if a.command == "search":
-        templates: str | list[str] = "raw" if a.raw else "default"
-        if a.templates_file:
-            templates = list(read_templates(a.templates_file))
-        params.update(query=a.query, templates=templates, negative=a.negative,
-                      relevant_ids=a.relevant, irrelevant_ids=a.irrelevant)
-    else:
-        params.update(tile_ids=a.tile_id, bbox=a.example_bbox)
-    return params
+def _search_request(a: argparse.Namespace) -> SearchRequest | SimilarRequest:
+    options = ResultOptions(
+        top_k=a.top_k,
+        threshold=a.threshold,
+        min_relative=a.min_relative,
+        area=tuple(a.bbox) if a.bbox else None,
+        merge=not a.no_merge,
+        **({"rerank": False} if a.no_rerank else {}),  # absent: the engine's default
+        heatmap=a.heatmap,
+    )
+    if a.command == "similar":
+        return SimilarRequest(index=a.index, tile_ids=tuple(a.tile_id or ()),
+                              bbox=(tuple(a.example_bbox),) if a.example_bbox else (), options=options)
+    templates: values.Templates = "raw" if a.raw else "default"
+    if a.templates_file:
+        templates = read_templates(a.templates_file)
+    return SearchRequest(index=a.index, query=a.query, templates=templates, negative=a.negative,
+                         relevant_ids=tuple(a.relevant or ()), irrelevant_ids=tuple(a.irrelevant or ()),
+                         options=options)
 
 
 def _print_table(result: dict[str, Any]) -> None:
@@ -213,12 +208,29 @@ def _output_results(a: argparse.Namespace, result: dict[str, Any]) -> None:
         _print_table(result)
 
 
+def _print_models() -> None:
+    for preset in PRESETS.values():
+        default = " (default)" if preset.name == DEFAULT_PRESET else ""
+        print(preset.details().replace(f"{preset.name}:", f"{preset.name}{default}:", 1) + "\n")
+
+
+def _print_index(a: argparse.Namespace, result: dict[str, Any]) -> None:
+    if a.json:
+        print(json.dumps(result, indent=1))
+        return
+    answer = IndexAnswer.from_dict(result)
+    resumed = answer.resumed_tiles
+    print(
+        f"indexed {answer.tiles} tiles ({answer.skipped_empty} empty skipped"
+        + (f"; {resumed} resumed from the build that was stopped" if resumed else "")
+        + f") in {answer.seconds:.1f} s with {answer.model}\nindex: {answer.path}"
+    )
+
+
 def run(argv: list[str] | None = None) -> int:
     a = _parser().parse_args(argv)
     if a.command == "models":
-        for preset in PRESETS.values():
-            default = " (default)" if preset.name == DEFAULT_PRESET else ""
-            print(preset.details().replace(f"{preset.name}:", f"{preset.name}{default}:", 1) + "\n")
+        _print_models()
         return 0
     if a.command == "serve":
         from .worker import serve
@@ -226,23 +238,13 @@ def run(argv: list[str] | None = None) -> int:
         return serve(a.device)
     service = Service(getattr(a, "device", "auto"))
     never = lambda: False  # noqa: E731
+    quiet = lambda done, total: None  # noqa: E731
     if a.command == "index":
-        result = service.handle("index", _index_params(a), TerminalProgress(), never)
-        if a.json:
-            print(json.dumps(result, indent=1))
-        else:
-            resumed = result.get("resumed_tiles") or 0
-            print(
-                f"indexed {result['tiles']} tiles ({result['skipped_empty']} empty skipped"
-                + (f"; {resumed} resumed from the build that was stopped" if resumed else "")
-                + f") in {result['seconds']:.1f} s with {result['model']}\nindex: {result['path']}"
-            )
-        return 0
-    if a.command == "info":
-        print(json.dumps(service.handle("info", {"index": a.index}, lambda d, t: None, never), indent=1))
-        return 0
-    result = service.handle(a.command, _search_params(a), lambda d, t: None, never)
-    _output_results(a, result)
+        _print_index(a, service.answer(_index_request(a), TerminalProgress(), never))
+    elif a.command == "info":
+        print(json.dumps(service.answer(InfoRequest(index=a.index), quiet, never), indent=1))
+    else:
+        _output_results(a, service.answer(_search_request(a), quiet, never))
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Areas of interest: a bounding box or polygons in the raster's CRS, tested against tile footprints."""
+"""Areas of interest: a bounding box or polygons in the raster's CRS, tested against tile footprints; geometry
+between the raster's pixel space and its CRS."""
 
 from __future__ import annotations
 
@@ -7,11 +8,22 @@ from typing import Any
 import numpy as np
 import shapely
 from affine import Affine
+from shapely.affinity import affine_transform
 from shapely.geometry import box, shape
 
 from ..errors import InputError
-from ..query.regions import to_pixels
 from ..settings import Area
+
+
+def to_crs(geometry: shapely.Geometry, transform: Affine) -> shapely.Geometry:
+    """Pixel-space geometry to the raster's CRS."""
+    t = transform
+    return affine_transform(geometry, [t.a, t.b, t.d, t.e, t.c, t.f])
+
+
+def to_pixels(geometry: shapely.Geometry, transform: Affine) -> shapely.Geometry:
+    """CRS geometry to pixel space."""
+    return to_crs(geometry, ~transform)
 
 
 def area_geometry(area: Area) -> shapely.Geometry:

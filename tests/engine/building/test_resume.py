@@ -74,8 +74,8 @@ def test_locate_tells_of_a_stopped_build_until_it_is_finished(tiny: object, tmp_
     import pytest
 
     from clip_search_plugin.engine.building.build import build_index
+    from clip_search_plugin.engine.building.checkpoint import locate_build
     from clip_search_plugin.engine.errors import Cancelled
-    from clip_search_plugin.engine.index.store import locate_index
     from clip_search_plugin.engine.settings import IndexSettings, ModelSpec, TilingSettings
     from clip_search_plugin.engine.tiling.raster_io import describe_raster
 
@@ -87,10 +87,10 @@ def test_locate_tells_of_a_stopped_build_until_it_is_finished(tiny: object, tmp_
                     embedder=tiny)  # type: ignore[arg-type]
     info = describe_raster(str(raster))
     identity = tiny.identity  # type: ignore[attr-defined]
-    status = locate_index(info, identity, settings.tiling)
+    status = locate_build(info, identity, settings.tiling)
     assert status["status"] == "none" and status["partial_tiles"] == 24
     build_index(raster, settings, embedder=tiny)  # type: ignore[arg-type]
-    status = locate_index(info, identity, settings.tiling)
+    status = locate_build(info, identity, settings.tiling)
     assert status["status"] == "ready" and "partial_tiles" not in status
 
 

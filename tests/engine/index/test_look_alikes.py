@@ -170,7 +170,7 @@ def test_the_service_takes_rerank_as_true_or_false_only(built: Path) -> None:
     service = Service("cpu")
     params = {"index": str(built), "tile_ids": [2], "top_k": 3}
     quiet = (lambda done, total: None, lambda: False)
-    assert service.do_similar(params, *quiet)["reranked"] is True
-    assert service.do_similar({**params, "rerank": False}, *quiet)["reranked"] is False
+    assert service.handle("similar", params, *quiet)["reranked"] is True
+    assert service.handle("similar", {**params, "rerank": False}, *quiet)["reranked"] is False
     with pytest.raises(InputError, match="rerank must be true or false"):
-        service.do_similar({**params, "rerank": "no"}, *quiet)
+        service.handle("similar", {**params, "rerank": "no"}, *quiet)

@@ -8,12 +8,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from clip_search_plugin.engine import request_values as values
 from clip_search_plugin.engine.building.build import build_index, open_index, search
 from clip_search_plugin.engine.embedding.embedder import normalise_rows
 from clip_search_plugin.engine.errors import InputError
-from clip_search_plugin.engine.query.templates import AERIAL_TEMPLATES, parse_templates, read_templates
+from clip_search_plugin.engine.query.templates import (
+    AERIAL_TEMPLATES,
+    parse_templates,
+    prompt_templates,
+    read_templates,
+)
 from clip_search_plugin.engine.query.vectors import ROCCHIO, embed_query, rocchio, split_negative, with_negative
-from clip_search_plugin.engine.serve.service import templates_from
+from clip_search_plugin.engine.requests import SearchRequest
 from clip_search_plugin.engine.settings import IndexSettings, TilingSettings
 
 from ..conftest import write_geotiff
@@ -141,7 +147,11 @@ def test_user_templates_are_checked_line_by_line(tmp_path: Path) -> None:
     assert read_templates(path) == ("a view of {} from above",)
     with pytest.raises(InputError, match="Cannot read"):
         read_templates(tmp_path / "missing.txt")
-    assert templates_from(["a {} roof"]) == ("a {} roof",) and templates_from("raw") is None
-    assert templates_from("default") == AERIAL_TEMPLATES and all(t.count("{}") == 1 for t in AERIAL_TEMPLATES)
+    assert prompt_templates(values.templates(["a {} roof"])) == ("a {} roof",)
+    assert prompt_templates(values.templates("raw")) is None
+    assert prompt_templates(values.templates("default")) == AERIAL_TEMPLATES
+    assert all(t.count("{}") == 1 for t in AERIAL_TEMPLATES)
     with pytest.raises(InputError, match="line 1"):
-        templates_from(["no placeholder"])
+        values.templates(["no placeholder"])
+    with pytest.raises(InputError, match="line 1"):  # as a search request names them
+        SearchRequest(index="ix", query="pool", templates=("no placeholder",))
