@@ -1,4 +1,6 @@
-"""Settings dialog: model, device, tiling, engine Python, cache folder, result layers."""
+"""Settings dialog: model, device, tiling, engine Python, cache folder, result layers. Its widgets come from
+settings_dialog.ui; the text labels (model details, problems) never get squeezed below the height their wrapped
+lines need: the dialog grows instead."""
 
 from __future__ import annotations
 
@@ -6,22 +8,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from qgis.gui import QgsFileWidget
+from qgis.PyQt import uic
 from qgis.PyQt.QtCore import Qt, pyqtSignal
-from qgis.PyQt.QtWidgets import (
-    QCheckBox,
-    QComboBox,
-    QDialog,
-    QDialogButtonBox,
-    QDoubleSpinBox,
-    QFormLayout,
-    QLabel,
-    QLineEdit,
-    QPlainTextEdit,
-    QPushButton,
-    QSizePolicy,
-    QWidget,
-)
+from qgis.PyQt.QtWidgets import QDialog, QWidget
 
 from ..engine.embedding.presets import PRESETS
 from ..engine.errors import InputError
@@ -29,114 +18,45 @@ from ..engine.query.templates import AERIAL_TEMPLATES, parse_templates
 from ..session.client import EngineUnavailable, check_engine_python
 from ..session.settings import PluginSettings, parse_scales
 
-
-def file_widget(path: str, mode: int, placeholder: str = "", filters: str = "") -> QgsFileWidget:
-    widget = QgsFileWidget()
-    widget.setStorageMode(mode)
-    widget.setFilePath(path)
-    widget.setFilter(filters)
-    widget.lineEdit().setPlaceholderText(placeholder)
-    return widget
+FORM, _ = uic.loadUiType(str(Path(__file__).with_name("settings_dialog.ui")))
 
 
-class SettingsDialog(QDialog):
+class SettingsDialog(QDialog, FORM):  # type: ignore[misc, valid-type]
     setupRequested = pyqtSignal()
 
     def __init__(self, settings: PluginSettings, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.setWindowTitle("CLIP Search settings")
+        self.setupUi(self)
         self._settings = settings
-        form = QFormLayout(self)
-        self.model = QComboBox()
-        self.model.setEditable(True)
         for name, preset in PRESETS.items():
             self.model.addItem(name)
-            self.model.setItemData(self.model.count() - 1, preset.description, 3)  # tooltip role
-        self.model.setCurrentText(settings.model)
-        self.model_details = QLabel()
-        self.model_details.setWordWrap(True)
-        self.model_details.setTextInteractionFlags(Qt.TextSelectableByMouse)
-        # never squeezed below the height its wrapped lines need (the dialog grows instead)
-        self.model_details.setSizePolicy(QSizePolicy.Preferred, QSizePolicy.Minimum)
+            self.model.setItemData(self.model.count() - 1, preset.description, Qt.ToolTipRole)
+        self.pretrained.lineEdit().setPlaceholderText("empty for the preset's weights; a tag or a checkpoint file")
+        self.engine_python.lineEdit().setPlaceholderText("e.g. …/.venv-engine/bin/python")
+        self.cache_folder.lineEdit().setPlaceholderText("default: the user cache folder")
+        self.templates.setPlaceholderText("Empty: the built-in aerial set:\n" + "\n".join(AERIAL_TEMPLATES))
+        self._show_settings(settings)
+        self.model_details.setText(model_details(settings.model))
         self.model.currentTextChanged.connect(self._show_model_details)
-        self._show_model_details(settings.model)
-        self.pretrained = file_widget(
-            settings.pretrained, QgsFileWidget.GetFile, "empty for the preset's weights; a tag or a checkpoint file",
-            "Checkpoints (*.pt *.pth *.bin *.safetensors);;All files (*)",
-        )
-        self.device = QComboBox()
-        self.device.addItems(["auto", "cpu", "cuda", "mps"])
-        self.device.setCurrentText(settings.device)
-        self.tile_size = QDoubleSpinBox()
-        self.tile_size.setRange(1, 100_000)
-        self.tile_size.setValue(settings.tile_size)
-        self.tile_units = QComboBox()
-        self.tile_units.addItems(["px", "m"])
-        self.tile_units.setCurrentText(settings.tile_units)
-        self.overlap = QDoubleSpinBox()
-        self.overlap.setRange(0.0, 0.9)
-        self.overlap.setSingleStep(0.05)
-        self.overlap.setValue(settings.overlap)
-        self.scales = QLineEdit(settings.scales)
-        self.scales.setToolTip("Multiples of the tile size, separated by spaces, e.g. 1 2 4")
-        self.engine_python = file_widget(
-            settings.engine_python, QgsFileWidget.GetFile, "e.g. …/.venv-engine/bin/python"
-        )
-        self.engine_python.setToolTip(
-            "The Python of the engine environment (made by Set up engine, `make env`, or a venv with "
-            "requirements-engine.txt)."
-        )
-        self.setup_button = QPushButton("Set up engine…")
-        self.setup_button.setToolTip("Make the engine's own environment for this computer, or check the one in use.")
         self.setup_button.clicked.connect(self.setupRequested)
-        self.cache_folder = file_widget(
-            settings.cache_folder, QgsFileWidget.GetDirectory, "default: the user cache folder"
-        )
-        self.problem = QLabel()
-        self.problem.setWordWrap(True)
-        self.problem.setStyleSheet("color: #b00020;")
-        self.problem.setVisible(False)
-        self.problem.setSizePolicy(QSizePolicy.Preferred, QSizePolicy.Minimum)
-        self.replace_results = QCheckBox("Replace the previous results of a raster")
+        self.buttons.accepted.connect(self.accept)
+        self.buttons.rejected.connect(self.reject)
+
+    def _show_settings(self, settings: PluginSettings) -> None:
+        self.model.setCurrentText(settings.model)
+        self.pretrained.setFilePath(settings.pretrained)
+        self.device.setCurrentText(settings.device)
+        self.tile_size.setValue(settings.tile_size)
+        self.tile_units.setCurrentText(settings.tile_units)
+        self.overlap.setValue(settings.overlap)
+        self.scales.setText(settings.scales)
+        self.engine_python.setFilePath(settings.engine_python)
+        self.cache_folder.setFilePath(settings.cache_folder)
         self.replace_results.setChecked(settings.replace_results)
-        self.templates = QPlainTextEdit(settings.templates)
-        self.templates.setPlaceholderText(
-            "Empty: the built-in aerial set:\n" + "\n".join(AERIAL_TEMPLATES)
-        )
-        self.templates.setToolTip(
-            "Prompt templates, one per line, each with {} where the query goes. The query vector is the "
-            "average of the templates' text embeddings. Empty: the built-in aerial set."
-        )
-        self.templates.setMinimumHeight(90)
-        for label, widget in (
-            ("Model", self.model),
-            ("", self.model_details),
-            ("Weights", self.pretrained),
-            ("Device", self.device),
-            ("Tile size", self.tile_size),
-            ("Tile units", self.tile_units),
-            ("Overlap", self.overlap),
-            ("Scales", self.scales),
-            ("Engine Python", self.engine_python),
-            ("", self.setup_button),
-            ("Index folder", self.cache_folder),
-            ("Prompt templates", self.templates),
-            ("", self.replace_results),
-            ("", self.problem),
-        ):
-            form.addRow(label, widget)
-        buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
-        buttons.accepted.connect(self.accept)
-        buttons.rejected.connect(self.reject)
-        form.addRow(buttons)
+        self.templates.setPlainText(settings.templates)
 
     def _show_model_details(self, name: str) -> None:
-        preset = PRESETS.get(name.strip())
-        if preset is None:
-            self.model_details.setText("An open_clip architecture (e.g. ViT-B-32) or hf-hub:ORG/NAME; give its "
-                                       "weights below as a tag or a checkpoint file.")
-        else:
-            self.model_details.setText(preset.details())
+        self.model_details.setText(model_details(name))
         self._fit()
 
     def showEvent(self, event: Any) -> None:
@@ -213,3 +133,12 @@ class SettingsDialog(QDialog):
     def set_engine_python(self, python: str) -> None:
         """A set-up made a new engine while this dialog was open: show it here too."""
         self.engine_python.setFilePath(python)
+
+
+def model_details(name: str) -> str:
+    """What the settings say about a model: a preset's details, or how to give another model's weights."""
+    preset = PRESETS.get(name.strip())
+    if preset is None:
+        return ("An open_clip architecture (e.g. ViT-B-32) or hf-hub:ORG/NAME; give its weights below as a tag or a "
+                "checkpoint file.")
+    return preset.details()

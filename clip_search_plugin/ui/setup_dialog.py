@@ -1,38 +1,27 @@
 """The Set up engine dialog: what this computer has, the engine in use, one button that makes the engine's
-environment (a QgsTask with progress and a log), and Copy diagnostics for bug reports."""
+environment (a QgsTask with progress and a log), and Copy diagnostics for bug reports. Its widgets come from
+setup_dialog.ui."""
 
 from __future__ import annotations
 
 import sys
 import threading
+from collections import deque
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 from qgis.core import Qgis, QgsApplication, QgsNetworkAccessManager, QgsTask
-from qgis.gui import QgsFileWidget
+from qgis.PyQt import uic
 from qgis.PyQt.QtCore import QT_VERSION_STR, Qt, pyqtSignal
 from qgis.PyQt.QtGui import QFontDatabase
 from qgis.PyQt.QtNetwork import QNetworkProxy
-from qgis.PyQt.QtWidgets import (
-    QApplication,
-    QComboBox,
-    QDialog,
-    QDialogButtonBox,
-    QFileDialog,
-    QFormLayout,
-    QHBoxLayout,
-    QLabel,
-    QPlainTextEdit,
-    QProgressBar,
-    QPushButton,
-    QSizePolicy,
-    QToolButton,
-    QVBoxLayout,
-    QWidget,
-)
+from qgis.PyQt.QtWidgets import QApplication, QDialog, QDialogButtonBox, QFileDialog, QPushButton, QWidget
 
 from ..setup import install as install
 from ..setup import plan as setup
+
+FORM, _ = uic.loadUiType(str(Path(__file__).with_name("setup_dialog.ui")))
 
 
 class SetupTask(QgsTask):
@@ -61,78 +50,51 @@ class SetupTask(QgsTask):
         self.done.emit(self.outcome or setup.SetupCancelled("Set-up cancelled."))
 
 
-class SetupDialog(QDialog):
+class SetupDialog(QDialog, FORM):  # type: ignore[misc, valid-type]
+    """``recent_errors``: the last errors the plugin showed (its own set-up errors are added), for Copy
+    diagnostics."""
+
     engineReady = pyqtSignal(str)  # the new engine's Python
     _found = pyqtSignal(object, object, object)  # GpuReport, [BasePython], self-test report of the engine in use
 
-    def __init__(self, engine_python: str, parent: QWidget | None = None) -> None:
+    def __init__(self, engine_python: str, parent: QWidget | None = None,
+                 recent_errors: deque[str] | None = None) -> None:
         super().__init__(parent)
+        self.setupUi(self)
         self.setObjectName("ClipSearchSetupDialog")
-        self.setWindowTitle("Set up the CLIP Search engine")
         self.engine_python = engine_python
+        self.recent_errors: deque[str] = deque(maxlen=10) if recent_errors is None else recent_errors
         self.requirements = setup.requirements_file()
         self.gpus = setup.GpuReport(problem="checking…")
         self.build = setup.choose_build(self.gpus)
         self.report: dict[str, Any] | None = None
         self.task: SetupTask | None = None
         self.last_log: Path | None = None  # the full output of the last set-up started here
-
-        intro = QLabel("CLIP Search runs its model in a Python environment of its own (torch, open_clip, Faiss, "
-                       "rasterio), never in QGIS's Python. <b>Set up engine</b> makes one for this computer, with "
-                       "a GPU build of torch when an NVIDIA driver and card can run it.")
-        intro.setWordWrap(True)
-        self.engineLabel = QLabel(f"{engine_python or '(none)'}: checking…")
-        self.computerLabel = QLabel("Checking for NVIDIA GPUs…")
-        self.planLabel = QLabel("")
-        self.logFileLabel = QLabel("")
-        for label in (self.engineLabel, self.computerLabel, self.planLabel, self.logFileLabel):
-            label.setWordWrap(True)
-            label.setTextInteractionFlags(Qt.TextSelectableByMouse)
-            label.setSizePolicy(QSizePolicy.Preferred, QSizePolicy.Minimum)  # wrapped lines get their height
-        self.pythonCombo = QComboBox()
-        self.pythonCombo.setEditable(True)
-        self.pythonCombo.setToolTip("The Python that makes the engine's environment (QGIS's own where it can).")
-        self.folderWidget = QgsFileWidget()
-        self.folderWidget.setStorageMode(QgsFileWidget.GetDirectory)
+        self.engineLabel.setText(f"{engine_python or '(none)'}: checking…")
         self.folderWidget.setFilePath(str(setup.default_env_root()))
-        self.wheelsWidget = QgsFileWidget()
-        self.wheelsWidget.setStorageMode(QgsFileWidget.GetDirectory)
         self.wheelsWidget.lineEdit().setPlaceholderText("optional: a folder of wheels, to install without internet")
-        form = QFormLayout()
-        form.addRow("Engine in use", self.engineLabel)
-        form.addRow("This computer", self.computerLabel)
-        form.addRow("Will install", self.planLabel)
-        self.buildCombo = QComboBox()
         self.buildCombo.addItem("Automatic (as above)", "")
         for name, label in setup.BUILD_CHOICES.items():
             self.buildCombo.addItem(label, name)
-        self.buildCombo.setToolTip("Which torch build to install; Automatic chooses for this computer's GPU "
-                                   "and driver.")
-        form.addRow("Torch build", self.buildCombo)
-        browse = QToolButton()
-        browse.setText("…")
-        browse.setToolTip("Choose another Python (3.10 or newer), e.g. a conda environment's")
-        browse.clicked.connect(self.browse_python)
-        pythonRow = QHBoxLayout()
-        pythonRow.addWidget(self.pythonCombo, 1)
-        pythonRow.addWidget(browse)
-        form.addRow("Make it with", pythonRow)
-        form.addRow("In folder", self.folderWidget)
-        form.addRow("Packages from", self.wheelsWidget)
+        self.logView.setFont(QFontDatabase.systemFont(QFontDatabase.FixedFont))
+        self._add_buttons()
+        self.browseButton.clicked.connect(self.browse_python)
         self.buildCombo.currentIndexChanged.connect(self.show_plan)
         self.wheelsWidget.fileChanged.connect(self.show_plan)
-        self.progressBar = QProgressBar()
-        self.progressBar.setRange(0, 100)
-        self.logView = QPlainTextEdit()
-        self.logView.setReadOnly(True)
-        self.logView.setMaximumBlockCount(5000)
-        self.logView.setFont(QFontDatabase.systemFont(QFontDatabase.FixedFont))
-        self.logView.setMinimumHeight(160)
-        self.buttons = QDialogButtonBox(QDialogButtonBox.Close)
+        self._found.connect(self._show_found, Qt.QueuedConnection)
+        self.look()
+
+    def _add_buttons(self) -> None:
+        """The dialog's own buttons, beside Close."""
         self.setupButton = self.buttons.addButton("Set up engine", QDialogButtonBox.ActionRole)
         self.checkButton = self.buttons.addButton("Check engine", QDialogButtonBox.ActionRole)
         self.copyButton = self.buttons.addButton("Copy diagnostics", QDialogButtonBox.ActionRole)
         self.cancelButton: QPushButton = self.buttons.addButton("Cancel set-up", QDialogButtonBox.ActionRole)
+        close = self.buttons.button(QDialogButtonBox.Close)
+        close.setDefault(True)  # Enter closes the dialog; it never starts a set-up
+        tab_order = (close, self.setupButton, self.checkButton, self.copyButton, self.cancelButton)
+        for before, after in pairwise(tab_order):
+            QWidget.setTabOrder(before, after)
         self.cancelButton.setEnabled(False)
         self.setupButton.setEnabled(False)  # until the computer has been looked at
         self.setupButton.clicked.connect(self.start)
@@ -140,16 +102,6 @@ class SetupDialog(QDialog):
         self.copyButton.clicked.connect(self.copy_diagnostics)
         self.cancelButton.clicked.connect(self.cancel)
         self.buttons.rejected.connect(self.reject)
-        layout = QVBoxLayout(self)
-        layout.addWidget(intro)
-        layout.addLayout(form)
-        layout.addWidget(self.progressBar)
-        layout.addWidget(self.logView, 1)
-        layout.addWidget(self.logFileLabel)
-        layout.addWidget(self.buttons)
-        self.resize(820, 620)
-        self._found.connect(self._show_found, Qt.QueuedConnection)
-        self.look()
 
     # --- looking at the computer (in a thread: nvidia-smi and the self-test take seconds) --------------
     def look(self) -> None:
@@ -246,14 +198,14 @@ class SetupDialog(QDialog):
             self.engineReady.emit(outcome.python)
         else:
             message = str(outcome)
-            setup.RECENT_ERRORS.append(message)
+            self.recent_errors.append(message)
             self.logView.appendPlainText(f"\n{message}")
             self.engineLabel.setText(f"{self.engine_python or '(none)'}: unchanged. {message}")
 
     def copy_diagnostics(self) -> str:
         host = {"QGIS": Qgis.QGIS_VERSION, "Qt": QT_VERSION_STR, "QGIS Python": sys.version.split()[0],
                 "QGIS Python path": sys.executable}
-        text = setup.diagnostics(host, self.engine_python, self.gpus, self.report, list(setup.RECENT_ERRORS),
+        text = setup.diagnostics(host, self.engine_python, self.gpus, self.report, list(self.recent_errors),
                                  self.last_log)
         QApplication.clipboard().setText(text)
         self.logView.appendPlainText("Diagnostics copied to the clipboard: paste them into your bug report.")
