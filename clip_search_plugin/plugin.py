@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ class ClipSearchPlugin:
         self.provider: Any = None
         self.setup_action: QAction | None = None
         self.setup_dialog: Any = None
+        self.recent_errors: deque[str] = deque(maxlen=10)  # the last errors the plugin showed, for diagnostics
 
     def initProcessing(self) -> None:
         """Register the Processing algorithms (called by QGIS, also under qgis_process where iface is None)."""
@@ -58,7 +60,7 @@ class ClipSearchPlugin:
 
         self.dock = ClipSearchDock(self.iface.mainWindow())
         self.iface.addDockWidget(Qt.RightDockWidgetArea, self.dock)
-        self.controller = Controller(self.iface, self.dock)
+        self.controller = Controller(self.iface, self.dock, self.recent_errors)
         self.dock.settingsRequested.connect(self.open_settings)
         self.dock.setupRequested.connect(self.open_setup)
         self.dock.visibilityChanged.connect(self._dock_visibility)
@@ -84,7 +86,8 @@ class ClipSearchPlugin:
 
         if self.setup_dialog is None:
             settings = self.controller.settings if self.controller is not None else PluginSettings.load()
-            self.setup_dialog = SetupDialog(settings.engine_python, self.iface.mainWindow())
+            self.setup_dialog = SetupDialog(settings.engine_python, self.iface.mainWindow(),
+                                            recent_errors=self.recent_errors)
             self.setup_dialog.engineReady.connect(self._use_engine)
             self.setup_dialog.finished.connect(self._setup_closed)
         if settings_dialog is not None:

@@ -1,1 +1,2 @@
-"""The dock's controller: index builds, searches and the raster's index status, wired between dock and engine."""
+"""The dock's controller: wiring (controller), the dock's engine session (engine), each raster's index status
+(rasters), index builds (indexing), searches (searches), missing weights (weights) and the texts told (status)."""

@@ -1,10 +1,11 @@
 """Searching from the dock: text searches, relevance feedback, More like this and Draw example, each sent to
-the engine without blocking, its answer shown on the raster it was asked for if that raster is still there."""
+the engine as a typed request without blocking, its answer shown on the raster it was asked for if that raster is
+still there."""
 
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qgis.core import (
     Qgis,
@@ -16,16 +17,22 @@ from qgis.core import (
 )
 
 from ..engine.answers import fewer_text
+from ..engine.errors import InputError
+from ..engine.requests import ResultOptions, SearchRequest, SimilarRequest
+from ..results.store import TextSearch
 from ..session.client import raster_changed
-from ..ui.dock import AREA_VISIBLE
+from .indexing import visible_box
+
+if TYPE_CHECKING:
+    from .controller import Controller
 
 Event = dict[str, Any]
 
 
 class Searches:
-    """The dock's search requests; ``controller`` owns the engine, the index statuses and the results view."""
+    """The dock's search requests; ``controller`` holds the engine, the rasters' statuses and the results view."""
 
-    def __init__(self, controller: Any) -> None:
+    def __init__(self, controller: Controller) -> None:
         self.controller = controller
         self.dock = controller.dock
         self.messages = controller.messages
@@ -33,7 +40,7 @@ class Searches:
         self.iface = controller.iface
 
     def searchable_index(self, layer: QgsRasterLayer) -> str | None:
-        status = self.controller.status.get(layer.id())
+        status = self.controller.rasters.status(layer.id())
         if status is None or status["status"] not in ("ready", "stale"):
             self.messages.show("Index this layer first (Index layer).")
             return None
@@ -43,48 +50,50 @@ class Searches:
         return str(status["path"])
 
     def search(self, query: str) -> None:
+        """A text search typed in the dock (the request refuses empty text, with what to type instead)."""
         layer = self.dock.raster_layer()
         if layer is None:
             self.messages.show("Choose a raster layer to search.")
             return
-        if not query.strip():
-            self.messages.show("Type what to find, e.g. 'swimming pool'.")
-            return
         index = self.searchable_index(layer)
         if index is None:
             return
-        self.text_search(layer, index, {"query": query, "relevant_ids": [], "irrelevant_ids": []})
+        self.text_search(layer, index, TextSearch(query))
 
-    def text_search(self, layer: QgsRasterLayer, index: str, base: Event) -> None:
-        """Send a text search (with any relevance feedback in ``base``) with the dock's options."""
+    def text_search(self, layer: QgsRasterLayer, index: str, base: TextSearch) -> None:
+        """Send a text search (with the relevance feedback in ``base``) with the dock's options."""
         options = self.dock.search_options()
-        params: dict[str, Any] = {
-            "index": index,
-            **base,
-            **self.result_options(layer, options),
-            "templates": self.controller.settings.templates_param(options["templates"]),
-        }
-        self._send_search("search", layer, params, None, base)
+        templates = self.controller.settings.templates_param(options["templates"])
+        try:
+            request = SearchRequest(
+                index=index, query=base.query, negative=base.negative,
+                templates=tuple(templates) if isinstance(templates, list) else templates,
+                relevant_ids=base.relevant_ids, irrelevant_ids=base.irrelevant_ids,
+                options=self.result_options(layer, options))
+        except InputError as exc:
+            self.messages.show(str(exc))
+            return
+        asked = TextSearch(request.query, request.negative, request.relevant_ids, request.irrelevant_ids)
+        self._send(layer, request, None, asked)
 
-    def _send_search(self, method: str, layer: QgsRasterLayer, params: Event, title: str | None,
-                     base: Event | None = None) -> None:
+    def _send(self, layer: QgsRasterLayer, request: SearchRequest | SimilarRequest, title: str | None,
+              search: TextSearch | None = None) -> None:
         """Send a search; its results go to the raster's layer if that is still in the project then."""
         self.dock.set_searching(True)
         self.messages.clear()
         raster_id = layer.id()
-        self.controller.call_engine(method, params, lambda event: self._show_results(raster_id, event, title, base))
+        self.controller.engine.ask(request, lambda event: self._show_results(raster_id, event, title, search))
 
-    def result_options(self, layer: QgsRasterLayer, options: dict[str, Any]) -> dict[str, Any]:
+    def result_options(self, layer: QgsRasterLayer, options: dict[str, Any]) -> ResultOptions:
         """The dock's options every search shares: number of results, threshold, look-alike re-ranking, area,
         heatmap file."""
-        params: dict[str, Any] = {"top_k": options["top_k"], "min_relative": options["min_relative"],
-                                  "rerank": options["rerank"]}
-        if options["visible_only"] and self.iface is not None:
-            params["area"] = self.controller.index_area(layer, AREA_VISIBLE)
+        area = visible_box(self.iface.mapCanvas(), layer) if options["visible_only"] and self.iface else None
+        heatmap = None
         if options["heatmap"]:
-            params["heatmap"] = QgsProcessingUtils.generateTempFilename("clip_search_heatmap.tif")
-            os.makedirs(os.path.dirname(params["heatmap"]), exist_ok=True)
-        return params
+            heatmap = QgsProcessingUtils.generateTempFilename("clip_search_heatmap.tif")
+            os.makedirs(os.path.dirname(heatmap), exist_ok=True)
+        return ResultOptions(top_k=options["top_k"], min_relative=options["min_relative"], area=area,
+                             rerank=options["rerank"], heatmap=heatmap)
 
     def search_again(self) -> None:
         """Relevance feedback: the same text search, moved toward the results marked relevant and away from
@@ -103,11 +112,12 @@ class Searches:
         index = self.searchable_index(layer)
         if index is None:
             return
-        self.text_search(layer, index, {
-            "query": record.search["query"],
-            "relevant_ids": sorted(set(record.search["relevant_ids"]) | set(chosen[1])),
-            "irrelevant_ids": sorted(set(record.search["irrelevant_ids"]) | set(chosen[-1])),
-        })
+        earlier = record.search
+        self.text_search(layer, index, TextSearch(
+            earlier.query, earlier.negative,
+            tuple(sorted(set(earlier.relevant_ids) | set(chosen[1]))),
+            tuple(sorted(set(earlier.irrelevant_ids) | set(chosen[-1]))),
+        ))
 
     def more_like_this(self, rank: int) -> None:
         layer, record = self.dock.raster_layer(), self.view.current_record()
@@ -115,8 +125,8 @@ class Searches:
         index = self.searchable_index(layer) if layer is not None and region is not None else None
         if layer is None or record is None or region is None or index is None:
             return
-        self._send_similar(layer, index, {"tile_ids": [m["tile_id"] for m in region["members"]]},
-                           f"like result {rank} of {record.title}")
+        tile_ids = tuple(int(m["tile_id"]) for m in region["members"])
+        self._send_similar(layer, index, f"like result {rank} of {record.title}", tile_ids=tile_ids)
 
     def search_example(self, extent: QgsRectangle) -> None:
         """Search by example: places that look like the rectangle just drawn on the map (canvas CRS)."""
@@ -136,16 +146,22 @@ class Searches:
         if not box.intersects(layer.extent()):
             self.messages.show("The rectangle is outside the raster; draw it around an example on the raster.")
             return
-        bbox = [box.xMinimum(), box.yMinimum(), box.xMaximum(), box.yMaximum()]
-        self._send_similar(layer, index, {"bbox": bbox}, "like the drawn example")
+        bbox = (box.xMinimum(), box.yMinimum(), box.xMaximum(), box.yMaximum())
+        self._send_similar(layer, index, "like the drawn example", bbox=(bbox,))
 
-    def _send_similar(self, layer: QgsRasterLayer, index: str, example: Event, title: str) -> None:
-        """Search for places like ``example`` (tile ids or a box), named ``title`` in the results."""
-        params = {"index": index, **example, "label": title, **self.result_options(layer, self.dock.search_options())}
+    def _send_similar(self, layer: QgsRasterLayer, index: str, title: str, tile_ids: tuple[int, ...] = (),
+                      bbox: tuple[tuple[float, float, float, float], ...] = ()) -> None:
+        """Search for places like the examples (tile ids or a box), named ``title`` in the results."""
+        try:
+            request = SimilarRequest(index=index, tile_ids=tile_ids, bbox=bbox, label=title,
+                                     options=self.result_options(layer, self.dock.search_options()))
+        except InputError as exc:
+            self.messages.show(str(exc))
+            return
         self.dock.set_query("")  # the query box no longer describes what is searched
-        self._send_search("similar", layer, params, title)
+        self._send(layer, request, title)
 
-    def _show_results(self, raster_id: str, event: Event, title: str | None, base: Event | None) -> None:
+    def _show_results(self, raster_id: str, event: Event, title: str | None, search: TextSearch | None) -> None:
         self.dock.set_searching(False)
         if event["event"] == "error":
             self.controller.report_error(event["error"])
@@ -155,6 +171,6 @@ class Searches:
             return  # the raster was removed while searching
         result = event["result"]
         record_title = title or str(result["query"])
-        self.view.add_results(raster, result, record_title, base, self.controller.settings.replace_results)
+        self.view.add_results(raster, result, record_title, search, self.controller.settings.replace_results)
         if result.get("fewer"):
             self.messages.show(fewer_text(result), Qgis.Info, 8)

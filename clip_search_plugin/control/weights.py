@@ -10,12 +10,16 @@ line is not shown here; the dock words it from the structured facts the engine s
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qgis.core import Qgis
 from qgis.PyQt.QtWidgets import QApplication, QFileDialog
 
+from ..session.settings import PluginSettings
 from ..ui.dock import ClipSearchDock
+
+if TYPE_CHECKING:
+    from .controller import Controller
 
 Event = dict[str, Any]
 WEIGHT_FILES = "Model weights (*.pt *.pth *.bin *.ckpt *.safetensors);;All files (*)"
@@ -24,7 +28,7 @@ WEIGHT_FILES = "Model weights (*.pt *.pth *.bin *.ckpt *.safetensors);;All files
 class WeightsProblem:
     """The dock's account of a model whose weights could not be loaded, and the user's ways out of it."""
 
-    def __init__(self, controller: Any, dock: ClipSearchDock) -> None:
+    def __init__(self, controller: Controller, dock: ClipSearchDock) -> None:
         self.controller = controller
         self.dock = dock
         self.missing: Event | None = None  # the engine's facts: model, url, file, reason
@@ -61,7 +65,7 @@ class WeightsProblem:
         self.dock.show_weights_problem(self.text(), bool((self.missing or {}).get("url")))
         self.dock.set_status("The model's weights are missing; see below.")
 
-    def shown_for_model(self, settings: Any) -> bool:
+    def shown_for_model(self, settings: PluginSettings) -> bool:
         """True while the problem stands for these model settings (the dock keeps showing it)."""
         if self.missing is None or self.model != (settings.model, settings.pretrained):
             return False

@@ -1,15 +1,20 @@
 """Processing algorithms: Search CLIP index and Find similar, and what all of the plugin's algorithms share (Build
 CLIP index is in ``algorithms_build``, Score heatmap and Evaluate search quality in ``algorithms_scoring``).
 
-They send the same engine requests as the dock (``index``, ``locate``, ``info``, ``search``, ``similar``,
-``evaluate``), all of one run through one engine process of its own, so they work in the Processing dialog, Model
-Builder, batch mode, Python scripts and ``qgis_process`` (where there is no ``iface``).
+They send the same typed engine requests as the dock (:mod:`..engine.requests`: ``index``, ``locate``, ``info``,
+``search``, ``similar``, ``evaluate``), all of one run through one engine session of its own, so they work in the
+Processing dialog, Model Builder, batch mode, Python scripts and ``qgis_process`` (where there is no ``iface``).
+Requests are made from the parameters before the engine starts where they can be, so a refused value is said at
+once; a request's refusal (:class:`InputError`) is the run's error, in the same words.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from qgis.core import (
     QgsCoordinateReferenceSystem,
@@ -36,6 +41,16 @@ from qgis.core import (
 )
 from qgis.PyQt.QtGui import QIcon
 
+from ..engine.errors import InputError
+from ..engine.request_values import Templates
+from ..engine.requests import (
+    EvaluateRequest,
+    InfoRequest,
+    LocateRequest,
+    ResultOptions,
+    SearchRequest,
+    SimilarRequest,
+)
 from ..results import layers
 from ..session.client import raster_changed, searchable
 from ..session.settings import PluginSettings
@@ -44,6 +59,24 @@ from .run import EngineRun, ResultsStyle, load_as
 ICON = str(Path(__file__).resolve().parent.parent / "icon.svg")
 DEVICES = ["auto", "cpu", "cuda", "mps"]
 UNITS = ["px", "m"]
+# the index a request made before the engine starts names, until open_index has found it (see at_index)
+UNOPENED = "(the index, once opened)"
+Lookup = LocateRequest | InfoRequest
+IndexedRequest = TypeVar("IndexedRequest", SearchRequest, EvaluateRequest)
+
+
+@contextmanager
+def refused_as_processing_error() -> Iterator[None]:
+    """A request refusing a value (InputError) while made in here: the run's error, in the same words."""
+    try:
+        yield
+    except InputError as exc:
+        raise QgsProcessingException(str(exc)) from None
+
+
+def at_index(request: IndexedRequest, info: dict[str, Any]) -> IndexedRequest:
+    """``request`` (made before the engine started) for the index ``info`` describes."""
+    return replace(request, index=str(info["path"]))
 
 
 def raster_file(layer: QgsRasterLayer | None) -> str | None:
@@ -100,33 +133,38 @@ class ClipSearchAlgorithm(QgsProcessingAlgorithm):
         self.add(QgsProcessingParameterFile(
             "INDEX", "Index folder", behavior=QgsProcessingParameterFile.Folder, optional=True))
 
-    def lookup_steps(self, parameters: dict[str, Any], context: QgsProcessingContext) -> int:
-        """Engine requests open_index makes: the raster's index is located first, an index folder only opened."""
-        return 1 if self.parameterAsFile(parameters, "INDEX", context) else 2
-
-    def open_index(
-        self, parameters: dict[str, Any], context: QgsProcessingContext, settings: PluginSettings,
-        feedback: QgsProcessingFeedback, engine: EngineRun,
-    ) -> dict[str, Any]:
-        """The index's description (``info``: path, CRS, model, random weights), found from the raster layer
-        with the plugin's settings or given as a folder, and opened in ``engine`` (it stays open for the run)."""
+    def lookup(self, parameters: dict[str, Any], context: QgsProcessingContext, settings: PluginSettings) -> Lookup:
+        """The first request open_index sends: ``info`` of the index folder given, else ``locate`` of the raster
+        layer's index with the plugin's model and tiling settings."""
         folder = self.parameterAsFile(parameters, "INDEX", context)
-        if not folder:
+        with refused_as_processing_error():
+            if folder:
+                return InfoRequest(folder)
             raster = raster_file(self.parameterAsRasterLayer(parameters, "RASTER", context))
             if raster is None:
                 raise QgsProcessingException("Give a raster layer that has been indexed, or an index folder.")
-            params = {"raster": raster, "model": settings.model_params(), "tiling": settings.tiling_params()}
-            status = engine.call("locate", params)
+            return LocateRequest(raster, settings.model_spec(), settings.tiling())
+
+    @staticmethod
+    def lookup_steps(lookup: Lookup) -> int:
+        """Engine requests open_index makes: the raster's index is located first, an index folder only opened."""
+        return 2 if isinstance(lookup, LocateRequest) else 1
+
+    @staticmethod
+    def open_index(lookup: Lookup, feedback: QgsProcessingFeedback, engine: EngineRun) -> dict[str, Any]:
+        """The index's description (``info``: path, CRS, model, random weights), found from the raster layer
+        or given as a folder (``lookup``), and opened in ``engine`` (it stays open for the run)."""
+        if isinstance(lookup, LocateRequest):
+            status = engine.call(lookup)
             if raster_changed(status):
                 raise QgsProcessingException(
-                    f"{raster} changed since it was indexed; run Build CLIP index on it again."
+                    f"{lookup.raster} changed since it was indexed; run Build CLIP index on it again."
                 )
             if not searchable(status):
-                raise QgsProcessingException(
-                    f"{raster} has no CLIP index yet; run Build CLIP index on it first (or give its index folder)."
-                )
-            folder = str(status["path"])
-        info = engine.call("info", {"index": str(folder)})
+                raise QgsProcessingException(f"{lookup.raster} has no CLIP index yet; run Build CLIP index on it "
+                                             "first (or give its index folder).")
+            lookup = InfoRequest(str(status["path"]))
+        info = engine.call(lookup)
         feedback.pushInfo(f"Index: {info['path']} ({info.get('model')})")
         return info
 
@@ -134,10 +172,12 @@ class ClipSearchAlgorithm(QgsProcessingAlgorithm):
     def add_prompt_parameter(self) -> None:
         self.add(QgsProcessingParameterEnum("PROMPTS", "Prompts", PROMPT_CHOICES, defaultValue=0))
 
-    def templates_param(
+    def templates(
         self, parameters: dict[str, Any], context: QgsProcessingContext, settings: PluginSettings
-    ) -> str | list[str]:
-        return settings.templates_param(self.parameterAsEnum(parameters, "PROMPTS", context) == 0)
+    ) -> Templates:
+        """The chosen prompts: the plugin's templates (the aerial set unless the user has their own), or "raw"."""
+        chosen = settings.templates_param(self.parameterAsEnum(parameters, "PROMPTS", context) == 0)
+        return tuple(chosen) if isinstance(chosen, list) else chosen
 
     # --- results as features ---------------------------------------------------------------------------
     def add_results_parameters(self) -> None:
@@ -151,14 +191,17 @@ class ClipSearchAlgorithm(QgsProcessingAlgorithm):
         self.add(QgsProcessingParameterBoolean("RERANK", "Re-rank with look-alikes", True), advanced=True)
         self.add(QgsProcessingParameterFeatureSink("OUTPUT", "Results", QgsProcessing.TypeVectorPolygon))
 
-    def search_params(self, parameters: dict[str, Any], context: QgsProcessingContext) -> dict[str, Any]:
+    def result_options(self, parameters: dict[str, Any], context: QgsProcessingContext,
+                       min_relative: float | None = None) -> ResultOptions:
+        """The results parameters as a search's options (InputError for a value they refuse)."""
         threshold = parameters.get("THRESHOLD")
-        return {
-            "top_k": self.parameterAsInt(parameters, "TOP_K", context),
-            "threshold": None if threshold in (None, "") else self.parameterAsDouble(parameters, "THRESHOLD", context),
-            "merge": self.parameterAsBool(parameters, "MERGE", context),
-            "rerank": self.parameterAsBool(parameters, "RERANK", context),
-        }
+        return ResultOptions(
+            top_k=self.parameterAsInt(parameters, "TOP_K", context),
+            threshold=None if threshold in (None, "") else self.parameterAsDouble(parameters, "THRESHOLD", context),
+            min_relative=min_relative,
+            merge=self.parameterAsBool(parameters, "MERGE", context),
+            rerank=self.parameterAsBool(parameters, "RERANK", context),
+        )
 
     def write_results(
         self, parameters: dict[str, Any], context: QgsProcessingContext, results: list[dict[str, Any]],
@@ -254,25 +297,32 @@ class SearchIndexAlgorithm(ClipSearchAlgorithm):
         self, parameters: dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback
     ) -> dict[str, Any]:
         settings = PluginSettings.load()
-        queries = [q.strip() for q in self.parameterAsString(parameters, "QUERIES", context).splitlines()]
-        queries = [q for q in queries if q]
-        if not queries:
-            raise QgsProcessingException("Give at least one query, e.g. 'swimming pool' (one per line).")
-        common = {**self.search_params(parameters, context),
-                  "templates": self.templates_param(parameters, context, settings)}
-        if parameters.get("MIN_RELATIVE") not in (None, ""):
-            common["min_relative"] = self.parameterAsDouble(parameters, "MIN_RELATIVE", context)
-        steps = 1 + self.lookup_steps(parameters, context) + len(queries)
-        with EngineRun(settings, feedback, steps) as engine:
-            info = self.open_index(parameters, context, settings, feedback, engine)
+        lookup = self.lookup(parameters, context, settings)
+        searches = self.searches(parameters, context, settings)
+        with EngineRun(settings, feedback, 1 + self.lookup_steps(lookup) + len(searches)) as engine:
+            info = self.open_index(lookup, feedback, engine)
             results = []
-            for query in queries:  # one request each: the progress bar moves query by query
-                results.append(engine.call("search", {**common, "index": info["path"], "query": query}))
+            for search in searches:  # one request each: the progress bar moves query by query
+                results.append(engine.call(at_index(search, info)))
                 feedback.pushInfo(f"{results[-1]['query']!r}: {len(results[-1]['regions'])} region(s)"
                                   f"{ranking_note(results[-1])}")
         if info.get("random_weights"):
             feedback.pushWarning("This index uses random weights: scores and ranks are meaningless.")
-        return self.write_results(parameters, context, results, info, "; ".join(queries))
+        return self.write_results(parameters, context, results, info, "; ".join(s.label for s in searches))
+
+    def searches(
+        self, parameters: dict[str, Any], context: QgsProcessingContext, settings: PluginSettings
+    ) -> list[SearchRequest]:
+        """A search request for each line of the queries that has text (each checks its own query)."""
+        lines = [line for line in self.parameterAsString(parameters, "QUERIES", context).splitlines() if line.strip()]
+        if not lines:
+            raise QgsProcessingException("Give at least one query, e.g. 'swimming pool' (one per line).")
+        min_relative = parameters.get("MIN_RELATIVE")
+        with refused_as_processing_error():
+            options = self.result_options(parameters, context, None if min_relative in (None, "") else
+                                          self.parameterAsDouble(parameters, "MIN_RELATIVE", context))
+            templates = self.templates(parameters, context, settings)
+            return [SearchRequest(UNOPENED, line, templates, options=options) for line in lines]
 
 
 class FindSimilarAlgorithm(ClipSearchAlgorithm):
@@ -306,9 +356,12 @@ class FindSimilarAlgorithm(ClipSearchAlgorithm):
         source = self.parameterAsSource(parameters, "REFERENCE", context)
         if source is None:
             raise QgsProcessingException(self.invalidSourceError(parameters, "REFERENCE"))
-        with EngineRun(settings, feedback, 2 + self.lookup_steps(parameters, context)) as engine:
-            info = self.open_index(parameters, context, settings, feedback, engine)
-            results = [engine.call("similar", self.similar_params(info, source, context, parameters))]
+        lookup = self.lookup(parameters, context, settings)
+        with refused_as_processing_error():
+            options = self.result_options(parameters, context)
+        with EngineRun(settings, feedback, 2 + self.lookup_steps(lookup)) as engine:
+            info = self.open_index(lookup, feedback, engine)
+            results = [engine.call(self.similar_request(info, source, context, options))]
         title = f"like {self.reference_name(parameters, context)}"
         feedback.pushInfo(f"{len(results[0]['regions'])} region(s) {title}{ranking_note(results[0])}")
         return self.write_results(parameters, context, results, info, title, title)
@@ -318,9 +371,10 @@ class FindSimilarAlgorithm(ClipSearchAlgorithm):
         layer = self.parameterAsVectorLayer(parameters, "REFERENCE", context)
         return layer.name() if layer is not None and layer.name() else "the reference features"
 
-    def similar_params(
-        self, info: dict[str, Any], source: Any, context: QgsProcessingContext, parameters: dict[str, Any]
-    ) -> dict[str, Any]:
+    @staticmethod
+    def similar_request(
+        info: dict[str, Any], source: Any, context: QgsProcessingContext, options: ResultOptions
+    ) -> SimilarRequest:
         """The ``similar`` request: the bounding boxes of the reference features in the index's CRS."""
         crs = index_crs(info)
         transform = QgsCoordinateTransform(source.sourceCrs(), crs, context.transformContext())
@@ -333,7 +387,8 @@ class FindSimilarAlgorithm(ClipSearchAlgorithm):
                 geometry.transform(transform)
             box = geometry.boundingBox()
             if box.width() > 0 and box.height() > 0:
-                boxes.append([box.xMinimum(), box.yMinimum(), box.xMaximum(), box.yMaximum()])
+                boxes.append((box.xMinimum(), box.yMinimum(), box.xMaximum(), box.yMaximum()))
         if not boxes:
             raise QgsProcessingException("The reference layer has no features with an area (or none are selected).")
-        return {"index": info["path"], "bbox": boxes, **self.search_params(parameters, context)}
+        with refused_as_processing_error():
+            return SimilarRequest(str(info["path"]), bbox=tuple(boxes), options=options)

@@ -19,8 +19,10 @@ from qgis.core import (
 )
 
 from ..engine.embedding.models import DEFAULT_PRESET, PRESETS
+from ..engine.requests import IndexRequest
+from ..engine.settings import ModelSpec, TilingSettings
 from ..session.settings import PluginSettings, parse_scales
-from .algorithms import DEVICES, UNITS, ClipSearchAlgorithm, raster_file
+from .algorithms import DEVICES, UNITS, ClipSearchAlgorithm, raster_file, refused_as_processing_error
 from .run import BUILD_WEIGHT, EngineRun
 
 
@@ -78,7 +80,18 @@ class BuildIndexAlgorithm(ClipSearchAlgorithm):
         self, parameters: dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback
     ) -> dict[str, Any]:
         settings = PluginSettings.load()
-        raster = raster_file(self.parameterAsRasterLayer(parameters, "INPUT", context))
+        request = self.index_request(parameters, context)
+        feedback.pushInfo(f"Indexing {request.raster} with {request.model.name}…")
+        with EngineRun(settings, feedback, 1 + BUILD_WEIGHT, request.device) as engine:
+            result = engine.call(request, BUILD_WEIGHT)
+        feedback.pushInfo(
+            f"{result['tiles']} tiles in {result['seconds']:.1f} s with {result['model']}; index: {result['path']}"
+        )
+        return {"INDEX": result["path"], "TILES": result["tiles"]}
+
+    def index_request(self, parameters: dict[str, Any], context: QgsProcessingContext) -> IndexRequest:
+        """The ``index`` request of the parameters (the request, its model and its tiling check their values)."""
+        raster = raster_file(self.parameterAsRasterLayer(parameters, "INPUT", context)) or ""  # "": refused below
         scales_text = self.parameterAsString(parameters, "SCALES", context)
         try:
             scales = parse_scales(scales_text) or [1.0]
@@ -88,25 +101,16 @@ class BuildIndexAlgorithm(ClipSearchAlgorithm):
             ) from None
         checkpoint = self.parameterAsFile(parameters, "CHECKPOINT", context)
         weights = checkpoint or self.parameterAsString(parameters, "WEIGHTS", context) or None
-        device = DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)]
-        params: dict[str, Any] = {
-            "raster": raster,
-            "model": {"name": self.parameterAsString(parameters, "MODEL", context).strip(), "pretrained": weights},
-            "tiling": {
-                "tile_size": self.parameterAsDouble(parameters, "TILE_SIZE", context),
-                "tile_units": UNITS[self.parameterAsEnum(parameters, "TILE_UNITS", context)],
-                "overlap": self.parameterAsDouble(parameters, "OVERLAP", context),
-                "scales": scales,
-            },
-            "device": device,
-        }
-        output = self.parameterAsString(parameters, "OUTPUT", context)
-        if output:
-            params["output"] = output
-        feedback.pushInfo(f"Indexing {raster} with {params['model']['name']}…")
-        with EngineRun(settings, feedback, 1 + BUILD_WEIGHT, device) as engine:
-            result = engine.call("index", params, BUILD_WEIGHT)
-        feedback.pushInfo(
-            f"{result['tiles']} tiles in {result['seconds']:.1f} s with {result['model']}; index: {result['path']}"
-        )
-        return {"INDEX": result["path"], "TILES": result["tiles"]}
+        name = self.parameterAsString(parameters, "MODEL", context).strip() or ModelSpec().name
+        with refused_as_processing_error():
+            tiling = TilingSettings(
+                tile_size=self.parameterAsDouble(parameters, "TILE_SIZE", context),
+                tile_units=UNITS[self.parameterAsEnum(parameters, "TILE_UNITS", context)],
+                overlap=self.parameterAsDouble(parameters, "OVERLAP", context),
+                scales=tuple(scales),
+            )
+            return IndexRequest(
+                raster, ModelSpec(name, weights), tiling,
+                device=DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)],
+                output=self.parameterAsString(parameters, "OUTPUT", context),
+            )

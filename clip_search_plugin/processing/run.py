@@ -1,4 +1,4 @@
-"""What a Processing run of the algorithms needs besides QGIS: one engine process with the progress bar shared out
+"""What a Processing run of the algorithms needs besides QGIS: one engine session with the progress bar shared out
 over the run's steps, and the names and styles of the outputs QGIS loads when the run ends (as the dock shows its
 own results)."""
 
@@ -18,8 +18,10 @@ from qgis.core import (
 )
 from qgis.PyQt import sip
 
+from ..engine.requests import Request
 from ..results import layers
-from ..session.client import EngineClient, EngineUnavailable
+from ..session.client import EngineUnavailable
+from ..session.session import EngineSession
 from ..session.settings import PluginSettings
 
 Event = dict[str, Any]
@@ -27,7 +29,7 @@ BUILD_WEIGHT = 19.0  # a build's share of its run, in steps: starting the engine
 
 
 class EngineRun:
-    """One engine process for one algorithm run, its requests sent in order.
+    """One engine session (process) for one algorithm run, its requests sent in order.
 
     The progress bar is shared out over the run's ``steps``: starting the engine is one, each request its
     ``weight`` (one unless told); within a request, the engine's progress events (tiles embedded, for a build)
@@ -37,16 +39,16 @@ class EngineRun:
     def __init__(
         self, settings: PluginSettings, feedback: QgsProcessingFeedback | None, steps: float, device: str | None = None
     ) -> None:
-        self.client = EngineClient(settings.engine_python, device or settings.device, extra_env=settings.engine_env())
+        self.session = EngineSession(settings, device)
         self.feedback = feedback
         self.steps = max(float(steps), 1.0)
         self.done = 0.0
 
     def __enter__(self) -> EngineRun:
         try:
-            self.client.start()
+            self.session.client()
         except EngineUnavailable as exc:
-            self.client.stop()
+            self.session.stop()
             raise QgsProcessingException(str(exc)) from exc
         self.advance(1.0)
         return self
@@ -54,7 +56,7 @@ class EngineRun:
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
     ) -> None:
-        self.client.stop()
+        self.session.stop()
 
     def advance(self, steps: float) -> None:
         self.done = min(self.steps, self.done + steps)
@@ -65,7 +67,7 @@ class EngineRun:
         if self.feedback is not None:
             self.feedback.setProgress(100.0 * min(self.done + within, self.steps) / self.steps)
 
-    def call(self, method: str, params: dict[str, Any], weight: float = 1.0) -> dict[str, Any]:
+    def call(self, request: Request, weight: float = 1.0) -> dict[str, Any]:
         """The result of one request, or QgsProcessingException with the engine's message."""
 
         def report(event: Event) -> None:
@@ -75,7 +77,10 @@ class EngineRun:
                 self.feedback.pushDebugInfo(str(event.get("message", "")))
 
         is_cancelled = self.feedback.isCanceled if self.feedback is not None else None
-        answer = self.client.run(method, params, is_cancelled, report)
+        try:
+            answer = self.session.run(request, is_cancelled, report)
+        except EngineUnavailable as exc:  # the process ended between requests
+            raise QgsProcessingException(str(exc)) from exc
         if answer["event"] == "error":
             raise QgsProcessingException(answer["error"]["message"])
         self.advance(weight)

@@ -22,9 +22,10 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
+from ..engine.requests import EvaluateRequest, ResultOptions, SearchRequest
 from ..results import layers
 from ..session.settings import PluginSettings
-from .algorithms import INDEX_HELP, PROMPT_HELP, ClipSearchAlgorithm
+from .algorithms import INDEX_HELP, PROMPT_HELP, UNOPENED, ClipSearchAlgorithm, at_index, refused_as_processing_error
 from .run import EngineRun, HeatmapStyle, load_as
 
 
@@ -58,18 +59,18 @@ class ScoreHeatmapAlgorithm(ClipSearchAlgorithm):
         self, parameters: dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback
     ) -> dict[str, Any]:
         settings = PluginSettings.load()
-        query = self.parameterAsString(parameters, "QUERY", context).strip()
-        if not query:
-            raise QgsProcessingException("Give the text to map, e.g. 'swimming pool'.")
         output = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
         if Path(output).suffix.lower() not in (".tif", ".tiff"):
             raise QgsProcessingException(f"The heatmap is written as a GeoTIFF; choose a .tif file, not {output}.")
+        lookup = self.lookup(parameters, context, settings)
+        with refused_as_processing_error():
+            search = SearchRequest(UNOPENED, self.parameterAsString(parameters, "QUERY", context),
+                                   self.templates(parameters, context, settings),
+                                   options=ResultOptions(top_k=1, heatmap=output))
         Path(output).parent.mkdir(parents=True, exist_ok=True)
-        with EngineRun(settings, feedback, 2 + self.lookup_steps(parameters, context)) as engine:
-            info = self.open_index(parameters, context, settings, feedback, engine)
-            params = {"index": info["path"], "query": query, "top_k": 1, "heatmap": output,
-                      "templates": self.templates_param(parameters, context, settings)}
-            result = engine.call("search", params)
+        with EngineRun(settings, feedback, 2 + self.lookup_steps(lookup)) as engine:
+            info = self.open_index(lookup, feedback, engine)
+            result = engine.call(at_index(search, info))
         feedback.pushInfo(f"Heatmap of {result['query']!r}: index mean score {result['score_mean']:.4f}, "
                           f"standard deviation {result['score_std']:.4f}")
         if result.get("random_weights"):
@@ -135,23 +136,12 @@ class EvaluateAlgorithm(ClipSearchAlgorithm):
             parameters, "LABELS", context, ["gpkg", "shp", "geojson"], "gpkg", feedback)
         if not labels:
             raise QgsProcessingException(self.invalidSourceError(parameters, "LABELS"))
-        sets = [TEMPLATE_SET_CHOICES[i] for i in self.parameterAsEnums(parameters, "TEMPLATE_SETS", context)]
-        if not sets:
-            raise QgsProcessingException("Choose at least one prompt set.")
-        top_k = self.parameterAsInt(parameters, "TOP_K", context)
-        ks = sorted({k for k in (5, 10, 20) if k <= top_k} | {top_k})
-        output = self.parameterAsString(parameters, "OUTPUT_FOLDER", context)
-        Path(output).mkdir(parents=True, exist_ok=True)
-        params = {
-            "labels": labels, "output": output,
-            "class_field": self.parameterAsString(parameters, "CLASS_FIELD", context) or "class",
-            "queries": self.parameterAsString(parameters, "QUERIES", context).strip() or None,
-            "template_sets": sets, "top_k": top_k, "ks": ks,
-            "min_overlap": self.parameterAsDouble(parameters, "MIN_OVERLAP", context),
-        }
-        with EngineRun(settings, feedback, 2 + self.lookup_steps(parameters, context)) as engine:
-            params["index"] = self.open_index(parameters, context, settings, feedback, engine)["path"]
-            result = engine.call("evaluate", params)
+        lookup = self.lookup(parameters, context, settings)
+        evaluation = self.evaluation(parameters, context, labels)
+        Path(evaluation.output).mkdir(parents=True, exist_ok=True)
+        with EngineRun(settings, feedback, 2 + self.lookup_steps(lookup)) as engine:
+            info = self.open_index(lookup, feedback, engine)
+            result = engine.call(at_index(evaluation, info))
         means = result["means"]
         for mean in means:
             feedback.pushInfo(f"{mean['templates']:>7} {mean['ranking']:>6}: mAP {mean['AP']:.3f}")
@@ -160,5 +150,20 @@ class EvaluateAlgorithm(ClipSearchAlgorithm):
         first = next(m for m in means if m["ranking"] == "mean")
         random = next(m for m in means if m["ranking"] == "random")
         files = result["files"]
-        return {"OUTPUT_FOLDER": output, "CSV": files["csv"], "MARKDOWN": files["markdown"], "PLOT": files["plot"],
-                "MAP": first["AP"], "RANDOM_MAP": random["AP"]}
+        return {"OUTPUT_FOLDER": evaluation.output, "CSV": files["csv"], "MARKDOWN": files["markdown"],
+                "PLOT": files["plot"], "MAP": first["AP"], "RANDOM_MAP": random["AP"]}
+
+    def evaluation(self, parameters: dict[str, Any], context: QgsProcessingContext, labels: str) -> EvaluateRequest:
+        """The ``evaluate`` request of the parameters (the k of the figures: 5, 10, 20 up to the number of results,
+        and that number)."""
+        top_k = self.parameterAsInt(parameters, "TOP_K", context)
+        with refused_as_processing_error():
+            return EvaluateRequest(
+                UNOPENED, labels, self.parameterAsString(parameters, "OUTPUT_FOLDER", context),
+                class_field=self.parameterAsString(parameters, "CLASS_FIELD", context),
+                queries=self.parameterAsString(parameters, "QUERIES", context).strip() or None,
+                template_sets=tuple(TEMPLATE_SET_CHOICES[i]
+                                    for i in self.parameterAsEnums(parameters, "TEMPLATE_SETS", context)),
+                top_k=top_k, ks=tuple(sorted({k for k in (5, 10, 20) if k <= top_k} | {top_k})),
+                min_overlap=self.parameterAsDouble(parameters, "MIN_OVERLAP", context),
+            )

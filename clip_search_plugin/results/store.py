@@ -12,6 +12,16 @@ from typing import Any
 Event = dict[str, Any]
 
 
+@dataclass(frozen=True)
+class TextSearch:
+    """What Search again needs of a text search: its words and the tiles marked in earlier rounds."""
+
+    query: str
+    negative: str | None = None  # the "but not" part
+    relevant_ids: tuple[int, ...] = ()
+    irrelevant_ids: tuple[int, ...] = ()
+
+
 @dataclass
 class ResultRecord:
     """One results layer: the regions the engine gave, what was searched, and the user's marks."""
@@ -20,7 +30,7 @@ class ResultRecord:
     raster_id: str
     regions: list[Event]
     title: str  # what was searched, as the layer is named ("solar panels", "like result 3 of solar panels")
-    search: Event | None = None  # the text search behind it (query, feedback ids), for Search again
+    search: TextSearch | None = None  # the text search behind it, for Search again
     marks: dict[int, int] = field(default_factory=dict)  # rank -> +1 relevant / -1 not relevant
 
     def region(self, rank: int) -> Event | None:

@@ -17,7 +17,7 @@ from ..ui.highlight import ResultHighlight, zoom_to, zoom_to_result
 from ..ui.maptool import ResultPickTool
 from ..ui.messages import Messages
 from . import layers
-from .store import ResultRecord, ResultStore
+from .store import ResultRecord, ResultStore, TextSearch
 
 Event = dict[str, Any]
 EXPORT_FOLDER = "clip_search/export_folder"  # the folder of the last export, offered for the next one
@@ -75,12 +75,12 @@ class ResultsView(QObject):
         if record is None or not isinstance(raster, QgsRasterLayer):
             return
         self.store.show(record)
-        if self.dock.raster_layer() is not raster:
-            self.dock.layerCombo.setLayer(raster)  # the controller's status refresh shows the results
+        if not self.dock.is_current_raster(raster.id()):
+            self.dock.set_raster_layer(raster)  # the controller's status refresh shows the results
         else:
             self.show_current()
 
-    def add_results(self, raster: QgsRasterLayer, result: Event, title: str, search: Event | None,
+    def add_results(self, raster: QgsRasterLayer, result: Event, title: str, search: TextSearch | None,
                     replace: bool) -> QgsVectorLayer:
         """A results layer (and heatmap) for what the engine found, shown in the dock and on the map."""
         results_layer = layers.build_results_layer(result["regions"], result["query"], raster.crs(), raster.id(),
@@ -95,8 +95,7 @@ class ResultsView(QObject):
         layers.add_results_layer(project, results_layer, replace)  # layers it replaces are forgotten as they go
         self.store.add(ResultRecord(results_layer.id(), raster.id(), result["regions"], title, search))
         results_layer.selectionChanged.connect(self._result_selection_changed)
-        current = self.dock.raster_layer()
-        if current is not None and current.id() == raster.id():
+        if self.dock.is_current_raster(raster.id()):
             self.show_current()
         if result["regions"] and self.iface is not None:
             self.iface.setActiveLayer(results_layer)

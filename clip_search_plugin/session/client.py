@@ -1,53 +1,30 @@
 """Starts, talks to and stops an engine process (JSON lines over stdin/stdout).
 
 Plain Python, no Qt: a reader thread parses the engine's events and calls the callbacks registered for
-each request, on that reader thread. The controller hands results to the GUI thread through a Qt
-signal; an index task waits on a queue in its own thread. Nothing here ever blocks waiting for the
-engine unless the caller asks to (``wait``).
+each request, on that reader thread. Only the engine session (:mod:`.session`) makes an EngineClient; the
+process's environment and command line follow the one rule of :mod:`.environment`. Nothing here ever blocks
+waiting for the engine unless the caller asks to (``call``, ``run``).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import queue
-import shutil
 import subprocess
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-PLUGIN_DIR = Path(__file__).resolve().parent.parent
+from .environment import EngineUnavailable as EngineUnavailable
+from .environment import check_engine_python as check_engine_python
+from .environment import engine_command, engine_env
+
 Event = dict[str, Any]
 Callback = Callable[[Event], None]
 CANCEL_GRACE_S = 30.0  # a request stops within one batch of cancelling; one that does not answer by then is ended
-
-
-class EngineUnavailable(Exception):
-    """The engine environment is missing or broken; the message says how to fix it."""
-
-
-def default_engine_python() -> str:
-    """The engine's interpreter: $CLIP_SEARCH_ENGINE_PYTHON, else the newest environment Set up engine made
-    (in the user's data folder, so every QGIS profile finds it), else a .venv-engine beside the plugin's
-    source (a developer's checkout)."""
-    explicit = os.environ.get("CLIP_SEARCH_ENGINE_PYTHON")
-    if explicit:
-        return explicit
-    from ..setup.plan import default_env_root, env_python, made_environments
-
-    for made in made_environments(default_env_root()):
-        if env_python(made).exists():
-            return str(env_python(made))
-    for base in (PLUGIN_DIR.parent, PLUGIN_DIR):
-        candidate = base / ".venv-engine" / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
-        if candidate.exists():
-            return str(candidate)
-    return ""
 
 
 def raster_changed(status: Event) -> bool:
@@ -60,24 +37,6 @@ def searchable(status: Event) -> bool:
     return status.get("status") in ("ready", "stale") and not raster_changed(status)
 
 
-def engine_command(python: str, device: str = "auto") -> list[str]:
-    return [python, "-m", "clip_search_plugin.engine", "serve", "--device", device]
-
-
-def check_engine_python(python: str) -> None:
-    """Refuse clearly when the configured interpreter does not exist."""
-    if not python:
-        raise EngineUnavailable(
-            "CLIP Search needs its engine (torch and CLIP in a Python environment of their own): "
-            "click Set up engine."
-        )
-    if not (Path(python).is_file() or shutil.which(python)):
-        raise EngineUnavailable(
-            f"The engine Python {python} does not exist: click Set up engine, or set the engine Python in "
-            "CLIP Search settings."
-        )
-
-
 @dataclass
 class Pending:
     on_event: Callback
@@ -85,18 +44,19 @@ class Pending:
 
 
 class EngineClient:
-    """One engine process. ``request`` returns an id; events for it go to ``on_event``."""
+    """One engine process. ``request`` returns an id; events for it go to ``on_event``. ``env`` is the
+    process's environment (:func:`.environment.engine_env`: the one rule; by default without a cache folder)."""
 
     def __init__(
         self,
         python: str,
         device: str = "auto",
         on_exit: Callable[[str], None] | None = None,
-        extra_env: dict[str, str] | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.python = python
         self.device = device
-        self.extra_env = extra_env or {}
+        self.env = env if env is not None else engine_env()
         self.on_exit = on_exit
         self.proc: subprocess.Popen[str] | None = None
         self._pending: dict[str, Pending] = {}
@@ -126,10 +86,6 @@ class EngineClient:
     def start(self, timeout: float = 120.0) -> None:
         """Start the process and wait for its ``ready`` event (imports take a few seconds)."""
         check_engine_python(self.python)
-        env = dict(os.environ, **self.extra_env)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PLUGIN_DIR.parent), env.get("PYTHONPATH", "")) if p)
-        env["PYTHONUNBUFFERED"] = "1"
-        env.pop("PYTHONHOME", None)  # QGIS's own Python settings must not leak into the engine's
         self._stopping = False
         self._output_closed = False
         self._ready.clear()
@@ -141,7 +97,7 @@ class EngineClient:
                 stderr=subprocess.PIPE,
                 text=True,
                 encoding="utf-8",
-                env=env,
+                env=self.env,
                 bufsize=1,
                 creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0),
             )

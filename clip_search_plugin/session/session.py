@@ -40,6 +40,11 @@ class EngineSession:
         client = self._client
         return client.pid if client is not None and client.running else None
 
+    @property
+    def running_client(self) -> EngineClient | None:
+        """The engine process started last, if any (without starting one): for diagnostics and tests."""
+        return self._client
+
     def use(self, settings: PluginSettings) -> None:
         """New settings: the running process (if any) is ended, and the next request starts one with these."""
         self.settings, self.device = settings, settings.device
@@ -55,7 +60,7 @@ class EngineSession:
             if client is None or not client.running:
                 if client is not None:
                     client.stop()  # it died: release its pipes
-                client = EngineClient(self.settings.engine_python, self.device, extra_env=self.settings.engine_env())
+                client = EngineClient(self.settings.engine_python, self.device, env=self.settings.engine_env())
                 self._client = client  # visible to stop() while it starts
                 client.start()
                 if self._closed or self._client is not client:

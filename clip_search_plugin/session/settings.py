@@ -10,7 +10,8 @@ from qgis.core import QgsSettings
 from ..engine.embedding.presets import DEFAULT_PRESET
 from ..engine.errors import InputError
 from ..engine.query.templates import parse_templates
-from .client import default_engine_python
+from ..engine.settings import ModelSpec, TilingSettings
+from .environment import default_engine_python, engine_env
 
 PREFIX = "clip_search/"
 
@@ -63,6 +64,15 @@ class PluginSettings:
             scales = []
         return scales or [1.0]
 
+    def model_spec(self) -> ModelSpec:
+        """The model of these settings (the registry's default when none is named)."""
+        return ModelSpec(self.model or ModelSpec().name, self.pretrained or None)
+
+    def tiling(self) -> TilingSettings:
+        """The tiling of these settings; InputError (with what to give instead) for values it refuses."""
+        return TilingSettings(tile_size=float(self.tile_size), tile_units=self.tile_units,
+                              overlap=float(self.overlap), scales=tuple(self.scale_list()))
+
     def model_params(self) -> dict[str, Any]:
         return {"name": self.model, "pretrained": self.pretrained or None}
 
@@ -86,4 +96,5 @@ class PluginSettings:
         return "default"
 
     def engine_env(self) -> dict[str, str]:
-        return {"CLIP_SEARCH_CACHE": self.cache_folder} if self.cache_folder else {}
+        """The environment of an engine process with these settings (the one rule: :func:`.environment.engine_env`)."""
+        return engine_env(self.cache_folder)

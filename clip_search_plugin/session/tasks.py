@@ -7,11 +7,15 @@ from typing import Any
 
 from qgis.core import QgsTask
 
-from .client import EngineClient, EngineUnavailable
+from ..engine.requests import IndexRequest
+from .client import EngineUnavailable
+from .session import EngineSession
+from .settings import PluginSettings
 
 
 class IndexTask(QgsTask):
-    """Builds an index in an engine process of its own (searches elsewhere stay responsive).
+    """Builds an index in an engine session of its own (searches elsewhere stay responsive): started for the
+    task, ``request`` run in it, and stopped when the task ends.
 
     Progress streams into the task manager; cancelling sends ``cancel`` to the engine, which stops
     within one batch and stores nothing (a process that does not answer within 30 s is ended).
@@ -21,17 +25,13 @@ class IndexTask(QgsTask):
     def __init__(
         self,
         description: str,
-        python: str,
-        device: str,
-        params: dict[str, Any],
+        settings: PluginSettings,
+        request: IndexRequest,
         on_done: Callable[[IndexTask], None],
-        extra_env: dict[str, str] | None = None,
     ) -> None:
         super().__init__(description, QgsTask.CanCancel)
-        self.python = python
-        self.device = device
-        self.params = params
-        self.extra_env = extra_env or {}
+        self.settings = settings
+        self.request = request
         self.on_done = on_done
         self.result: dict[str, Any] | None = None
         self.error: str | None = None
@@ -47,17 +47,16 @@ class IndexTask(QgsTask):
             return False
 
     def _run(self) -> bool:
-        client = EngineClient(self.python, self.device, extra_env=self.extra_env)
+        session = EngineSession(self.settings, self.request.device)
         try:
-            client.start()
+            session.client()  # started here, so its process id is known while it indexes
+            self.engine_pid = session.pid
+            answer = session.run(self.request, self.isCanceled, self._progress)
         except EngineUnavailable as exc:
             self.error, self.error_kind = str(exc), "engine"
             return False
-        self.engine_pid = client.pid
-        try:
-            answer = client.run("index", self.params, self.isCanceled, self._progress)
         finally:
-            client.stop()
+            session.stop()
         if answer["event"] == "result":
             self.result = answer["result"]
             return True

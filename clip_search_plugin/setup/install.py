@@ -1,6 +1,6 @@
 """Running a set-up plan: a virtual environment in a new dated folder, pip in steps, the engine's self-test, and
 the record that makes it the engine in use (plain Python, no Qt). What the plan is, and what this computer
-has, is :mod:`.engine_setup`."""
+has, is :mod:`.plan`."""
 
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ from typing import Any
 
 from .log import LOG_FOLDER, PipReader, RawLog, folder_megabytes, gigabytes, selftest_lines, torch_build_words
 from .plan import (
-    ENGINE_PATH,
     ENV_PREFIX,
     MIN_PYTHON,
     NO_MATCH,
@@ -32,7 +31,7 @@ from .plan import (
     inspect_python,
     read_report,
 )
-from .torch_builds import NO_WINDOW, REST_WEIGHT, clean_env, torch_offer
+from .torch_builds import NO_WINDOW, REST_WEIGHT, torch_offer
 
 
 @dataclass
@@ -121,7 +120,7 @@ class Installer:
         pip = step.argv[1:3] == ["-m", "pip"]
         reader = PipReader(self.on_line)
         code, output = self._stream(step, start, reader.feed if pip else lambda _line: None)
-        if code == 0 and step.env != ENGINE_PATH:  # the self-test's report is read on its own
+        if code == 0 and not step.engine:  # the self-test's report is read on its own
             self.on_line(reader.done() if pip else "  done")
         return code, output
 
@@ -160,7 +159,7 @@ class Installer:
         (exit code, output)."""
         try:
             process = subprocess.Popen(step.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                       encoding="utf-8", errors="replace", env=clean_env(step.env),
+                                       encoding="utf-8", errors="replace", env=step.env(),
                                        creationflags=NO_WINDOW)
         except OSError as exc:
             raise SetupError(f"{step.label} could not start: {exc}.") from exc

@@ -18,18 +18,27 @@ import re
 import shutil
 import subprocess
 import sys
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from ..session.environment import (  # noqa: F401 - where set-ups put environments, used as plan.X
+    ENV_PREFIX,
+    RECORD,
+    default_env_root,
+    engine_env,
+    engine_selftest_command,
+    env_python,
+    made_environments,
+    python_env,
+)
 from .log import (
     gigabytes,
     tail,
 )
-from .torch_builds import (  # noqa: F401 - part of what set-up means, used as engine_setup.X
+from .torch_builds import (  # noqa: F401 - part of what set-up means, used as plan.X
     BUILD_CHOICES,
     BUILD_WORDS,
     CU126_CAPABILITIES,
@@ -48,7 +57,6 @@ from .torch_builds import (  # noqa: F401 - part of what set-up means, used as e
     Weight,
     _run,
     choose_build,
-    clean_env,
     detect_gpus,
     find_nvidia_smi,
     parse_cuda_version,
@@ -61,12 +69,10 @@ PLUGIN_DIR = Path(__file__).resolve().parent.parent
 REQUIREMENTS = PLUGIN_DIR / "requirements"
 TORCH_PACKAGES = ("torch", "torchvision")
 MIN_PYTHON = (3, 10)
-ENV_PREFIX = "engine-"
 REQUIREMENTS_FILE, CONSTRAINTS_FILE = "clip-search-requirements.txt", "clip-search-constraints.txt"
-RECORD = "clip-search-engine.json"  # what a set-up installed, written into the environment it made
-ENGINE_PATH = {"PYTHONPATH": str(PLUGIN_DIR.parent)}  # how an environment's Python finds the engine's code
 NO_MATCH = re.compile(r"no matching distribution found for ([^\s]+)", re.IGNORECASE)
-RECENT_ERRORS: deque[str] = deque(maxlen=10)  # the last errors the plugin showed, for Copy diagnostics
+
+
 class SetupError(Exception):
     """The set-up failed; the message says what to do."""
 
@@ -157,37 +163,12 @@ def inspect_python(path: str, timeout: float = 30.0) -> BasePython:
     return BasePython(path, version, True)
 
 
-# --- environments ---------------------------------------------------------------------------------------
-def default_env_root(system: str | None = None) -> Path:
-    """Where set-ups make environments: the user's data folder (never the plugin's folder, which a plugin
-    update replaces)."""
-    system = system or platform.system()
-    home = Path.home()
-    if system == "Windows":
-        base = Path(os.environ.get("LOCALAPPDATA") or home / "AppData" / "Local")
-    elif system == "Darwin":
-        base = home / "Library" / "Application Support"
-    else:
-        base = Path(os.environ.get("XDG_DATA_HOME") or home / ".local" / "share")
-    return base / "clip_search"
-
-
-def env_python(folder: Path) -> Path:
-    return folder / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
-
-
-def made_environments(root: Path) -> list[Path]:
-    """Environments a set-up made in ``root`` (finished ones: they hold the set-up's record), newest first."""
-    if not root.is_dir():
-        return []
-    return sorted((p for p in root.glob(f"{ENV_PREFIX}*") if (p / RECORD).is_file()), reverse=True)
-
-
+# --- the engine's self-test ----------------------------------------------------------------------------
 def run_selftest(python: str, timeout: float = 600.0) -> dict[str, Any]:
-    """The engine's self-test report in the environment of ``python`` (``ok`` false with the reason when
-    it cannot even start)."""
+    """The engine's self-test report in the environment of ``python``, run as an engine process runs (the one
+    rule: :func:`engine_env`); ``ok`` false with the reason when it cannot even start."""
     try:
-        done = _run(engine_selftest_command(python), timeout, clean_env(ENGINE_PATH))
+        done = _run(engine_selftest_command(python), timeout, engine_env())
     except (OSError, subprocess.SubprocessError) as exc:
         return {"ok": False, "checks": {"start": {"ok": False, "error": f"the engine did not run: {exc}"}}}
     report = read_report(done.stdout)
@@ -210,18 +191,18 @@ def read_report(output: str) -> dict[str, Any] | None:
     return report if isinstance(report, dict) else None
 
 
-def engine_selftest_command(python: str) -> list[str]:
-    return [python, "-m", "clip_search_plugin.engine", "selftest", "--json"]
-
-
 # --- the set-up -----------------------------------------------------------------------------------------
 @dataclass
 class Step:
     label: str
     argv: list[str]
     share: float  # of the whole progress
-    env: dict[str, str] = field(default_factory=dict)
+    engine: bool = False  # runs the engine (its self-test): in an engine's environment, else a child Python's
     fallback: Step | None = None  # run instead when pip finds no matching version where this step looked
+
+    def env(self) -> dict[str, str]:
+        """The environment the step runs in (read when it starts)."""
+        return engine_env() if self.engine else python_env()
 
 
 @dataclass
@@ -299,7 +280,7 @@ class SetupPlan:
         steps.append(Step("Installing open_clip, Faiss, rasterio and the rest, with torch held",
                           [*pip, *offline, "-r", str(folder / REQUIREMENTS_FILE),
                            "-c", str(folder / CONSTRAINTS_FILE)], 0.3))
-        steps.append(Step("Checking the engine (self-test)", engine_selftest_command(python), 0.05, ENGINE_PATH))
+        steps.append(Step("Checking the engine (self-test)", engine_selftest_command(python), 0.05, engine=True))
         return steps
 
 

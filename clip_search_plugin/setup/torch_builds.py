@@ -1,8 +1,8 @@
 """Which torch build a computer can run, and what each build weighs (plain Python, no Qt).
 
 NVIDIA GPUs and their driver from ``nvidia-smi``; the torch build for them by CUDA minor-version compatibility
-and compute capability; the download and disk size of each build, as data with its sources; and the helpers
-that run a child process without QGIS's Python settings leaking into it.
+and compute capability; the download and disk size of each build, as data with its sources; and the helper
+that runs a child process (in a child Python's environment: :func:`..session.environment.python_env`).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ..session.environment import python_env
 from .log import gigabytes
 
 TORCH_INDEX = "https://download.pytorch.org/whl/{build}"
@@ -34,20 +35,9 @@ def version_tuple(text: str | None) -> tuple[int, ...]:
     return tuple(int(n) for n in re.findall(r"\d+", text or ""))
 
 
-def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment for a child Python: none of QGIS's Python settings (they would make it load QGIS's
-    standard library or packages), no user site-packages, UTF-8 output, and pip never prompting."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("PYTHONHOME", "PYTHONPATH", "PYTHONSTARTUP", "VIRTUAL_ENV", "PYTHONEXECUTABLE",
-                        "__PYVENV_LAUNCHER__")}
-    env.update(PYTHONNOUSERSITE="1", PYTHONIOENCODING="utf-8", PIP_NO_INPUT="1", PIP_DISABLE_PIP_VERSION_CHECK="1")
-    env.update(extra or {})
-    return env
-
-
 def _run(argv: Sequence[str], timeout: float, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(list(argv), capture_output=True, text=True, encoding="utf-8", errors="replace",
-                          timeout=timeout, env=env or clean_env(), creationflags=NO_WINDOW, check=False)
+                          timeout=timeout, env=env or python_env(), creationflags=NO_WINDOW, check=False)
 
 
 # --- GPUs -----------------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from qgis.core import QgsMapLayerProxyModel, QgsRasterLayer
+from qgis.core import QgsMapLayer, QgsMapLayerProxyModel, QgsRasterLayer, QgsVectorLayer
 from qgis.PyQt import uic
 from qgis.PyQt.QtCore import QModelIndex, Qt, pyqtSignal
 from qgis.PyQt.QtWidgets import QDockWidget, QHeaderView, QTableWidgetItem, QWidget
@@ -47,7 +47,7 @@ class ClipSearchDock(QDockWidget, FORM):  # type: ignore[misc, valid-type]
         header.setStretchLastSection(True)
         self._rows: list[int] = []
         self.layerCombo.layerChanged.connect(lambda layer: self.layerChanged.emit(self.raster_layer()))
-        self.indexButton.clicked.connect(lambda: self.indexRequested.emit(self.indexAreaCombo.currentIndex()))
+        self.indexButton.clicked.connect(lambda: self.indexRequested.emit(self.index_area_mode()))
         self.cancelButton.clicked.connect(self.cancelRequested)
         self.queryEdit.returnPressed.connect(self._emit_search)
         self.searchButton.clicked.connect(self._emit_search)
@@ -73,8 +73,31 @@ class ClipSearchDock(QDockWidget, FORM):  # type: ignore[misc, valid-type]
 
     # --- what the user asked for -------------------------------------------------------------------
     def raster_layer(self) -> QgsRasterLayer | None:
+        """The raster the dock works on (None when none is chosen)."""
         layer = self.layerCombo.currentLayer()
         return layer if isinstance(layer, QgsRasterLayer) else None
+
+    def is_current_raster(self, layer_id: str) -> bool:
+        """Whether the layer of ``layer_id`` is the dock's raster now (answers for other rasters are not shown)."""
+        current = self.raster_layer()
+        return current is not None and current.id() == layer_id
+
+    def set_raster_layer(self, layer: QgsRasterLayer | None) -> None:
+        """Make ``layer`` the dock's raster (layerChanged follows when it is another one)."""
+        self.layerCombo.setLayer(layer)
+
+    def hide_layers(self, layers: list[QgsMapLayer]) -> None:
+        """Leave ``layers`` out of the raster list (the plugin's own output, e.g. heatmaps)."""
+        self.layerCombo.setExceptedLayerList(layers)
+
+    def index_area_mode(self) -> int:
+        """What Index layer covers: AREA_WHOLE, AREA_VISIBLE or AREA_SELECTED."""
+        return int(self.indexAreaCombo.currentIndex())
+
+    def polygon_layer(self) -> QgsVectorLayer | None:
+        """The polygon layer whose selected polygons Index layer covers (AREA_SELECTED)."""
+        layer = self.polygonLayerCombo.currentLayer()
+        return layer if isinstance(layer, QgsVectorLayer) else None
 
     def search_options(self) -> dict[str, Any]:
         return {

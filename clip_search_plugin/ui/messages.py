@@ -13,23 +13,24 @@ message says what happened, so QGIS's notice of the plugin's tasks is taken off 
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
 from qgis.core import Qgis
 from qgis.gui import QgsMessageBarItem
 from qgis.PyQt.QtCore import QTimer
 
-from ..setup import plan as engine_setup
-
 TITLE = "CLIP Search"
 STAYS = 0  # duration of a message that stays until the user closes it (what went wrong and must be fixed)
 
 
 class Messages:
-    """Shows the plugin's messages on ``iface``'s message bar; each replaces the plugin's previous one."""
+    """Shows the plugin's messages on ``iface``'s message bar; each replaces the plugin's previous one.
+    Warnings and errors are also kept in ``recent_errors`` (the plugin's, for Copy diagnostics)."""
 
-    def __init__(self, iface: Any) -> None:
+    def __init__(self, iface: Any, recent_errors: deque[str] | None = None) -> None:
         self.bar = iface.messageBar() if iface is not None else None
+        self.recent_errors: deque[str] = recent_errors if recent_errors is not None else deque(maxlen=10)
         self._items: list[Any] = []
         self._quiet: set[str] = set()  # descriptions of our tasks whose QGIS notices are taken off the bar
         if self.bar is not None:
@@ -37,7 +38,7 @@ class Messages:
 
     def show(self, text: str, level: Any = Qgis.Warning, duration: int = 8) -> None:
         if level in (Qgis.Warning, Qgis.Critical):
-            engine_setup.RECENT_ERRORS.append(text)
+            self.recent_errors.append(text)
         if self.bar is None:
             return
         self.clear()

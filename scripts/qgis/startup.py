@@ -86,7 +86,7 @@ def stop_part_way(plugin: object) -> None:
 
 
 def resume_when_stopped(plugin: object) -> None:
-    if plugin.controller.tasks:  # type: ignore[attr-defined]
+    if plugin.controller.indexing.running():  # type: ignore[attr-defined]
         QTimer.singleShot(200, lambda: resume_when_stopped(plugin))
         return
     dock = plugin.dock  # type: ignore[attr-defined]
@@ -95,7 +95,7 @@ def resume_when_stopped(plugin: object) -> None:
 
 def search_when_indexed(plugin: object) -> None:
     controller = plugin.controller  # type: ignore[attr-defined]
-    if controller.tasks:
+    if controller.indexing.running():
         QTimer.singleShot(500, lambda: search_when_indexed(plugin))
         return
     dock = plugin.dock  # type: ignore[attr-defined]

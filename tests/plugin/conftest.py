@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from qgis.core import Qgis, QgsApplication, QgsProject, QgsRasterLayer
+from qgis.core import Qgis, QgsApplication, QgsPointXY, QgsProject, QgsRasterLayer
 from qgis.gui import QgsMessageBar
-from qgis.PyQt.QtCore import QPoint, Qt
+from qgis.PyQt.QtCore import QEvent, QPoint, Qt
+from qgis.PyQt.QtGui import QMouseEvent
 from qgis.PyQt.QtTest import QTest
-from qgis.PyQt.QtWidgets import QAction, QDockWidget, QMenu, QVBoxLayout, QWidget
+from qgis.PyQt.QtWidgets import QAction, QApplication, QDockWidget, QMenu, QVBoxLayout, QWidget
 
 REPO = Path(__file__).resolve().parents[2]
 RASTERS = REPO.parent / "shared" / "data" / "rasters"
@@ -196,9 +197,20 @@ def indexed(plugin: Any, layer: QgsRasterLayer, timeout: float = 180) -> dict[st
     """Click Index layer and wait until the task has finished and the index is ready."""
     controller = plugin.controller
     plugin.dock.indexButton.click()
-    wait_until(lambda: layer.id() not in controller.tasks, timeout, "the index task to finish")
-    return wait_until(lambda: controller.status.get(layer.id(), {}).get("status") == "ready"
-                      and controller.status[layer.id()], 30, "the index status to be ready")
+    wait_until(lambda: not controller.indexing.running(layer.id()), timeout, "the index task to finish")
+    return wait_until(lambda: (controller.rasters.status(layer.id()) or {}).get("status") == "ready"
+                      and controller.rasters.status(layer.id()), 30, "the index status to be ready")
+
+
+def engine_client(controller: Any) -> Any:
+    """The dock's engine process (its client) as it is now: None before the first request, perhaps not running."""
+    return controller.engine.session.running_client
+
+
+def running_engine(controller: Any) -> Any:
+    """The dock's engine process when it is running, else None."""
+    client = engine_client(controller)
+    return client if client is not None and client.running else None
 
 
 def result_ids() -> set[str]:
@@ -224,8 +236,56 @@ def search(plugin: Any, query: str) -> Any:
     return new_results(before)
 
 
+Loader = Callable[[], Any]
+
+
+@pytest.fixture
+def load(iface: Any) -> Iterator[Loader]:
+    """Load the plugin as QGIS does and open its dock; whatever a failed test left loaded is unloaded."""
+    import clip_search_plugin
+
+    loaded: list[Any] = []
+
+    def load_plugin() -> Any:
+        plugin = clip_search_plugin.classFactory(iface)
+        plugin.initGui()
+        plugin.action.trigger()  # open the dock, as a user would from the toolbar
+        loaded.append(plugin)
+        return plugin
+
+    yield load_plugin
+    for plugin in loaded:
+        if plugin.action is not None:
+            plugin.unload()
+    # no orphans: every engine process (the dock's and the index tasks') ends with the plugin
+    wait_until(lambda: not engine_children(), 15, "the engine processes to end")
+
+
 def click_map(canvas: Any, point: Any) -> None:
     """A plain left click on the map at ``point`` (map units)."""
     pixel = canvas.getCoordinateTransform().transform(point)
     QTest.mouseClick(canvas.viewport(), Qt.LeftButton, Qt.NoModifier, QPoint(round(pixel.x()), round(pixel.y())))
     QTest.qWait(50)
+
+
+def drag_rectangle(canvas: Any, box: Any) -> None:
+    """Drag from one corner of ``box`` (map units) to the other with the left button held, as a user does."""
+    transform = canvas.getCoordinateTransform()
+    a = transform.transform(QgsPointXY(box.xMinimum(), box.yMaximum()))
+    b = transform.transform(QgsPointXY(box.xMaximum(), box.yMinimum()))
+    begin, end = QPoint(round(a.x()), round(a.y())), QPoint(round(b.x()), round(b.y()))
+    viewport = canvas.viewport()
+    QTest.mousePress(viewport, Qt.LeftButton, Qt.NoModifier, begin)
+    for step in range(1, 6):
+        QApplication.sendEvent(viewport, QMouseEvent(QEvent.MouseMove, begin + (end - begin) * step / 5,
+                                                     Qt.NoButton, Qt.LeftButton, Qt.NoModifier))
+    QTest.mouseRelease(viewport, Qt.LeftButton, Qt.NoModifier, end)
+    QTest.qWait(50)
+
+
+def show_whole(canvas: Any, raster: Any) -> None:
+    """The map canvas in the raster's CRS, showing all of it."""
+    canvas.setDestinationCrs(raster.crs())
+    canvas.setExtent(raster.extent())
+    canvas.refresh()
+    QTest.qWait(100)

@@ -32,6 +32,7 @@ from .conftest import (
     add_raster,
     click_map,
     engine_children,
+    engine_client,
     indexed,
     new_results,
     result_ids,
@@ -71,16 +72,11 @@ def answered(plugin: Any) -> None:
     """Wait until the dock's engine has started and answered everything it was asked, and those answers
     have reached the main thread."""
     controller = plugin.controller
-    wait_until(lambda: controller.engine is not None and controller.engine._ready.is_set(), 120, "the engine")
+    wait_until(lambda: engine_client(controller) is not None and engine_client(controller)._ready.is_set(), 120,
+               "the engine")
     settle(0.5)  # requests are sent from short-lived threads once the engine is ready
-    wait_until(lambda: not controller.engine.waiting, 60, "the engine's answers")
+    wait_until(lambda: not engine_client(controller).waiting, 60, "the engine's answers")
     settle(0.5)
-
-
-
-
-
-
 
 
 def test_closing_the_project_with_requests_pending_raises_nothing(iface: Any, plugin: Any, errors: list[str]) -> None:
@@ -105,11 +101,11 @@ def test_a_search_and_a_build_in_flight_when_the_project_closes(iface: Any, plug
     wait_until(lambda: plugin.dock.progressBar.value() > 0, 60, "the build to start")
     plugin.controller.apply_settings(engine_settings)
     plugin.dock.layerCombo.setLayer(first)
-    wait_until(lambda: plugin.controller.status.get(first.id()), 30, "the first raster's status")
+    wait_until(lambda: plugin.controller.rasters.status(first.id()), 30, "the first raster's status")
     plugin.dock.queryEdit.setText("a roof")
     plugin.dock.searchButton.click()
     QgsProject.instance().clear()
-    wait_until(lambda: not plugin.controller.tasks, 60, "the build to stop")
+    wait_until(lambda: not plugin.controller.indexing.running(), 60, "the build to stop")
     answered(plugin)
     assert errors == []
     assert plugin.dock.searchButton.isEnabled() and plugin.dock.statusLabel.text() == "Choose a raster layer."
@@ -188,15 +184,15 @@ def test_missing_model_weights_stay_in_the_dock_with_ways_out(iface: Any, plugin
     subprocess.run([engine_settings.engine_python, "-c", save], check=True, timeout=120)
     controller.weights.choose_file(str(wrong))
     assert PluginSettings.load().pretrained == str(wrong) and not dock.weightsFrame.isVisibleTo(dock)
-    assert raster.id() in controller.tasks
-    wait_until(lambda: raster.id() not in controller.tasks, 120, "the build with the chosen file to end")
+    assert controller.indexing.running(raster.id())
+    wait_until(lambda: not controller.indexing.running(raster.id()), 120, "the build with the chosen file to end")
     assert str(wrong) in iface.messageBar().shown()[0]  # that file was tried (and is not RemoteCLIP's)
 
     # a trial with random weights: indexed and searched, every result labelled as meaningless
     dock.randomWeightsButton.click()
     assert PluginSettings.load().pretrained == "none"
-    wait_until(lambda: raster.id() not in controller.tasks and controller.status.get(raster.id(), {}).get("status")
-               == "ready", 300, "the trial build")
+    wait_until(lambda: not controller.indexing.running(raster.id())
+               and (controller.rasters.status(raster.id()) or {}).get("status") == "ready", 300, "the trial build")
     assert "RANDOM WEIGHTS" in dock.statusLabel.text()
     assert search(plugin, "a road").name().endswith("[random weights]")
 
@@ -210,7 +206,7 @@ def test_a_stopped_build_tells_one_story_and_the_resumed_one_counts_the_whole_in
     dock.indexButton.click()
     wait_until(lambda: dock.progressBar.value() >= 5, 120, "the build to be under way")
     dock.cancelButton.click()
-    wait_until(lambda: raster.id() not in controller.tasks, 60, "the build to stop")
+    wait_until(lambda: not controller.indexing.running(raster.id()), 60, "the build to stop")
     told = wait_until(lambda: re.search(r"Indexing was stopped; ([\d,]+) tiles are saved and Index layer resumes "
                                         r"from there\.", dock.statusLabel.text()), 30, "the dock's account")
     saved = int(told.group(1).replace(",", ""))
@@ -281,10 +277,6 @@ def test_a_chosen_result_is_outlined_over_the_imagery_with_land_around_it(iface:
     # a new search takes the outline away
     search(plugin, "a road")
     assert view.highlight.geometry() is None
-
-
-
-
 
 
 def test_what_the_dock_shows_reads_well(iface: Any, plugin: Any, engine_settings: Any, tmp_path: Path,
@@ -390,7 +382,7 @@ def test_a_damaged_raster_is_one_message_that_stays(iface: Any, plugin: Any, tmp
     dock.layerCombo.setLayer(raster)
     answered(plugin)
     dock.indexButton.click()
-    wait_until(lambda: raster.id() not in plugin.controller.tasks, 120, "the build to end")
+    wait_until(lambda: not plugin.controller.indexing.running(raster.id()), 120, "the build to end")
     item = bar.currentItem()
     assert item is not None and item.level() == Qgis.Critical and item.duration() == 0  # stays until closed
     text = item.text()

@@ -243,6 +243,23 @@ def test_bad_input_is_refused_with_what_to_do(provider: Any, tmp_path: Path) -> 
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
+def test_a_requests_refusal_is_the_runs_error_before_an_engine_starts(provider: Any, engine_settings: Any,
+                                                                      tmp_path: Path) -> None:
+    """The algorithms make the dock's typed requests from their parameters; a value a request refuses is the run's
+    error in the request's own words, said before an engine is started (here none could be)."""
+    engine_settings.engine_python = str(tmp_path / "no-engine" / "bin" / "python")
+    engine_settings.save()
+    with pytest.raises(QgsProcessingException, match="The query is 1249 characters long; keep it under 1000"):
+        run("searchindex", {"INDEX": str(tmp_path), "QUERIES": "roof " * 250, "OUTPUT": "TEMPORARY_OUTPUT"})
+    with pytest.raises(QgsProcessingException, match="The query is empty; describe what to find"):
+        run("scoreheatmap", {"INDEX": str(tmp_path), "QUERY": "   ", "OUTPUT": str(tmp_path / "heat.tif")})
+    with pytest.raises(QgsProcessingException, match=r"Scales must be positive numbers, e\.g\. 1 2 4; got \[0\.0\]"):
+        run("buildindex", {"INPUT": str(shared_raster("drone_rgba_alpha.tif")), "MODEL": "tiny-random", "SCALES": "0",
+                           "OUTPUT": str(tmp_path / "index")})
+    with pytest.raises(QgsProcessingException, match="no-engine/bin/python does not exist"):  # had it been started
+        run("searchindex", {"INDEX": str(tmp_path), "QUERIES": "a roof", "OUTPUT": "TEMPORARY_OUTPUT"})
+
+
 def test_cancelling_a_build_stores_no_index(provider: Any, engine_settings: Any, tmp_path: Path) -> None:
     path = str(shared_raster("drone_rgba_alpha.tif"))
     feedback = QgsProcessingFeedback()

@@ -318,7 +318,7 @@ def test_qgis_proxy_reaches_pip(qgis_iface: object) -> None:
 
 def test_an_environment_set_up_earlier_is_found_and_online_installs_never_mix_indexes(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from clip_search_plugin.session.client import default_engine_python
+    from clip_search_plugin.session.environment import default_engine_python
 
     monkeypatch.delenv("CLIP_SEARCH_ENGINE_PYTHON", raising=False)
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))

@@ -71,7 +71,7 @@ def test_the_plan_states_the_torch_build_its_source_its_size_and_the_fallback() 
 
 
 def test_the_size_figures_are_for_the_version_set() -> None:
-    # measured for these pins: a change of torch or torchvision means measuring again (see engine_setup.py)
+    # measured for these pins: a change of torch or torchvision means measuring again (see setup/torch_builds.py)
     for system in ("Linux", "Windows", "Darwin"):
         assert tuple(setup.split_requirements(setup.requirements_file(system))[0]) == setup.SIZES_FOR, system
     assert set(setup.BUILD_CHOICES) <= set(setup.TORCH_WEIGHT)
