@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from qgis.core import Qgis, QgsApplication, QgsCoordinateTransform, QgsProject, QgsRasterLayer, QgsVectorLayer
 from qgis.gui import QgsMapCanvas
 
+from ..engine.answers import IndexAnswer, IndexStatus
 from ..engine.errors import InputError
 from ..engine.requests import IndexRequest
 from ..results import layers
@@ -19,8 +20,6 @@ from .status import indexed_text, stopped_text
 
 if TYPE_CHECKING:
     from .controller import Controller
-
-Event = dict[str, Any]
 
 
 def visible_box(canvas: QgsMapCanvas, layer: QgsRasterLayer) -> tuple[float, float, float, float]:
@@ -125,7 +124,7 @@ class Indexing:
         if self.rasters.is_current(layer_id):
             self.dock.set_indexing(False)
         if task.result is not None:
-            self._finished(layer_id, name, task.result)
+            self._finished(layer_id, name, IndexAnswer.from_dict(task.result))
         elif task.error_kind == "cancelled" and isinstance(layer, QgsRasterLayer):
             self._stopped(layer, name)
         elif task.error_kind == "cancelled":
@@ -135,18 +134,16 @@ class Indexing:
             self._failed(layer_id, task)
         self.rasters.drop_if_gone(layer_id)
 
-    def _finished(self, layer_id: str, name: str, result: Event) -> None:
+    def _finished(self, layer_id: str, name: str, result: IndexAnswer) -> None:
         self.controller.weights.solved()
-        self.rasters.record(layer_id).status = {"status": "ready", "path": result["path"], "manifest": {
-            "model": result["model"], "tiles": result["tiles"], "created": "just now",
-            "random_weights": result["random_weights"]}}
+        self.rasters.record(layer_id).status = result.status()
         self.messages.show(indexed_text(name, result), Qgis.Success, 6)
         self.rasters.show_status(layer_id)
 
     def _stopped(self, layer: QgsRasterLayer, name: str) -> None:
         """A build the user stopped: told with the count of tiles saved, as the dock's status says it."""
-        def tell(status: Event) -> None:
-            self.messages.show(f"{name}: {stopped_text(status.get('partial_tiles') or 0)}", Qgis.Info, 8)
+        def tell(status: IndexStatus) -> None:
+            self.messages.show(f"{name}: {stopped_text(status.saved_tiles)}", Qgis.Info, 8)
 
         if self.rasters.is_current(layer.id()):
             self.rasters.refresh(layer, tell)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from qgis.core import QgsProject, QgsRasterLayer
 
+from ..engine.answers import IndexStatus
 from ..engine.errors import InputError
 from ..engine.requests import LocateRequest
 from ..results import layers
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
     from .controller import Controller
 
 Event = dict[str, Any]
-Then = Callable[[Event], None]
+Then = Callable[[IndexStatus], None]
 
 
 @dataclass
@@ -32,7 +33,7 @@ class RasterRecord:
     """What the dock knows of one raster layer."""
 
     layer_id: str
-    status: Event | None = None  # the engine's last ``locate`` answer (or the build just finished)
+    status: IndexStatus | None = None  # the engine's last ``locate`` answer (or the build just finished)
     task: IndexTask | None = None  # its running build (this reference keeps the task alive)
 
 
@@ -49,7 +50,7 @@ class Rasters:
         """The raster's record (a new, empty one the first time)."""
         return self.records.setdefault(layer_id, RasterRecord(layer_id))
 
-    def status(self, layer_id: str) -> Event | None:
+    def status(self, layer_id: str) -> IndexStatus | None:
         """The raster's last known index status (None: not asked yet, or the engine could not tell)."""
         found = self.records.get(layer_id)
         return found.status if found is not None else None
@@ -132,7 +133,7 @@ class Rasters:
             if self.is_current(layer_id) and not weights.shown_for_model(settings):
                 self.dock.set_status(event["error"]["message"], bool(event["error"].get("unavailable")))
             return
-        record.status = status = event["result"]
+        record.status = status = IndexStatus.from_dict(event["result"])
         if then is not None:
             then(status)
         if self.is_current(layer_id) and record.task is None:

@@ -16,11 +16,10 @@ from qgis.core import (
     QgsRectangle,
 )
 
-from ..engine.answers import fewer_text
+from ..engine.answers import SearchAnswer, fewer_text
 from ..engine.errors import InputError
 from ..engine.requests import ResultOptions, SearchRequest, SimilarRequest
 from ..results.store import TextSearch
-from ..session.client import raster_changed
 from .indexing import visible_box
 
 if TYPE_CHECKING:
@@ -41,13 +40,13 @@ class Searches:
 
     def searchable_index(self, layer: QgsRasterLayer) -> str | None:
         status = self.controller.rasters.status(layer.id())
-        if status is None or status["status"] not in ("ready", "stale"):
-            self.messages.show("Index this layer first (Index layer).")
-            return None
-        if raster_changed(status):
+        if status is not None and status.raster_changed:
             self.messages.show("The raster changed since it was indexed; index it again.")
             return None
-        return str(status["path"])
+        if status is None or not status.searchable:
+            self.messages.show("Index this layer first (Index layer).")
+            return None
+        return status.path
 
     def search(self, query: str) -> None:
         """A text search typed in the dock (the request refuses empty text, with what to type instead)."""
@@ -169,8 +168,8 @@ class Searches:
         raster = QgsProject.instance().mapLayer(raster_id)
         if not isinstance(raster, QgsRasterLayer):
             return  # the raster was removed while searching
-        result = event["result"]
-        record_title = title or str(result["query"])
+        result = SearchAnswer.from_dict(event["result"])
+        record_title = title or result.query
         self.view.add_results(raster, result, record_title, search, self.controller.settings.replace_results)
-        if result.get("fewer"):
+        if result.fewer:
             self.messages.show(fewer_text(result), Qgis.Info, 8)

@@ -8,9 +8,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from ..session.client import raster_changed
-
-Event = dict[str, Any]
+from ..engine.answers import IndexAnswer, IndexStatus, IndexSummary
 
 
 def when(created: Any, now: dt.datetime | None = None) -> str:
@@ -41,42 +39,40 @@ def stopped_text(saved: int) -> str:
     return f"Indexing was stopped; {saved:,} tiles are saved and Index layer resumes from there."
 
 
-def indexed_text(name: str, result: Event) -> str:
+def indexed_text(name: str, result: IndexAnswer) -> str:
     """The one account of a finished build: totals for the whole index, and what was resumed."""
-    tiles, seconds = int(result["tiles"]), float(result["seconds"])
-    resumed = int(result.get("resumed_tiles") or 0)
+    tiles, seconds = int(result.tiles), float(result.seconds)
+    resumed = int(result.resumed_tiles or 0)
     if resumed:
         return (f"Indexed {name}: {tiles:,} tiles ({resumed:,} saved by the build that was stopped, "
                 f"{tiles - resumed:,} embedded now in {seconds:,.0f} s).")
     return f"Indexed {name}: {tiles:,} tiles in {seconds:,.0f} s."
 
 
-def status_text(status: Event) -> str:
+def status_text(status: IndexStatus) -> str:
     """The dock's status line for a ``locate`` answer."""
     text = _status_text(status)
-    saved = status.get("partial_tiles") or 0
-    if saved and status["status"] != "ready":
-        text += " " + stopped_text(saved)
+    if status.saved_tiles and not status.ready:
+        text += " " + stopped_text(status.saved_tiles)
     return text
 
 
-def _status_text(status: Event) -> str:
-    manifest = status.get("manifest") or {}
-    model = manifest.get("model", "")
-    tiles = manifest.get("tiles")
+def _status_text(status: IndexStatus) -> str:
+    manifest = status.manifest or IndexSummary(model="", tiles=None, created=None, random_weights=False)
+    model, tiles = manifest.model, manifest.tiles
     count = f"{tiles:,} tiles" if isinstance(tiles, int) else "tiles"
-    if status["status"] == "ready":
-        return f"Index ready: {count}, {model}, built {when(manifest.get('created'))}."
-    if raster_changed(status):
+    if status.ready:
+        return f"Index ready: {count}, {model}, built {when(manifest.created)}."
+    if status.raster_changed:
         return (
             f"Index out of date: the raster changed since it was indexed ({count}, {model}). "
             "Click Index layer to rebuild it."
         )
-    if status["status"] == "stale":
+    if status.status == "stale":
         return (
             f"Index built with other settings: {count}, {model}. Searching it; "
             "click Index layer to index with the current settings."
         )
-    if status["status"] == "damaged":
-        return f"The index is damaged: {status.get('message')} Click Index layer to rebuild it."
+    if status.status == "damaged":
+        return f"The index is damaged: {status.message} Click Index layer to rebuild it."
     return "Not indexed yet. Click Index layer."

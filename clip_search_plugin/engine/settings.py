@@ -35,6 +35,10 @@ class TilingSettings:
     area: Area | None = None
 
     def __post_init__(self) -> None:
+        for name in ("tile_size", "overlap", "max_empty_fraction"):  # 32 and 32.0 are one setting (one cache key)
+            if isinstance(getattr(self, name), int) and not isinstance(getattr(self, name), bool):
+                object.__setattr__(self, name, float(getattr(self, name)))
+        object.__setattr__(self, "scales", tuple(float(s) if isinstance(s, int) else s for s in self.scales))
         if self.tile_units not in ("px", "m"):
             raise InputError(f"Tile units must be 'px' or 'm'; got {self.tile_units!r}.")
         if not self.tile_size > 0:

@@ -41,6 +41,7 @@ from qgis.core import (
 )
 from qgis.PyQt.QtGui import QIcon
 
+from ..engine.answers import InfoAnswer, SearchAnswer
 from ..engine.errors import InputError
 from ..engine.request_values import Templates
 from ..engine.requests import (
@@ -52,7 +53,6 @@ from ..engine.requests import (
     SimilarRequest,
 )
 from ..results import layers
-from ..session.client import raster_changed, searchable
 from ..session.settings import PluginSettings
 from .run import EngineRun, ResultsStyle, load_as
 
@@ -74,9 +74,9 @@ def refused_as_processing_error() -> Iterator[None]:
         raise QgsProcessingException(str(exc)) from None
 
 
-def at_index(request: IndexedRequest, info: dict[str, Any]) -> IndexedRequest:
+def at_index(request: IndexedRequest, info: InfoAnswer) -> IndexedRequest:
     """``request`` (made before the engine started) for the index ``info`` describes."""
-    return replace(request, index=str(info["path"]))
+    return replace(request, index=info.path)
 
 
 def raster_file(layer: QgsRasterLayer | None) -> str | None:
@@ -151,21 +151,21 @@ class ClipSearchAlgorithm(QgsProcessingAlgorithm):
         return 2 if isinstance(lookup, LocateRequest) else 1
 
     @staticmethod
-    def open_index(lookup: Lookup, feedback: QgsProcessingFeedback, engine: EngineRun) -> dict[str, Any]:
+    def open_index(lookup: Lookup, feedback: QgsProcessingFeedback, engine: EngineRun) -> InfoAnswer:
         """The index's description (``info``: path, CRS, model, random weights), found from the raster layer
         or given as a folder (``lookup``), and opened in ``engine`` (it stays open for the run)."""
         if isinstance(lookup, LocateRequest):
-            status = engine.call(lookup)
-            if raster_changed(status):
+            status = engine.locate(lookup)
+            if status.raster_changed:
                 raise QgsProcessingException(
                     f"{lookup.raster} changed since it was indexed; run Build CLIP index on it again."
                 )
-            if not searchable(status):
+            if not status.searchable:
                 raise QgsProcessingException(f"{lookup.raster} has no CLIP index yet; run Build CLIP index on it "
                                              "first (or give its index folder).")
-            lookup = InfoRequest(str(status["path"]))
-        info = engine.call(lookup)
-        feedback.pushInfo(f"Index: {info['path']} ({info.get('model')})")
+            lookup = InfoRequest(status.path)
+        info = engine.info(lookup)
+        feedback.pushInfo(f"Index: {info.path} ({info.model})")
         return info
 
     # --- prompt templates ----------------------------------------------------------------------------------
@@ -204,8 +204,8 @@ class ClipSearchAlgorithm(QgsProcessingAlgorithm):
         )
 
     def write_results(
-        self, parameters: dict[str, Any], context: QgsProcessingContext, results: list[dict[str, Any]],
-        info: dict[str, Any], title: str, query: str | None = None,
+        self, parameters: dict[str, Any], context: QgsProcessingContext, results: list[SearchAnswer],
+        info: InfoAnswer, title: str, query: str | None = None,
     ) -> dict[str, Any]:
         """Write the regions with the dock's fields (``query``, when given, in place of each result's) in the CRS
         of the index ``info`` describes; loaded when the run ends, the layer is named after ``title`` and styled
@@ -218,12 +218,12 @@ class ClipSearchAlgorithm(QgsProcessingAlgorithm):
         if sink is None:
             raise QgsProcessingException(self.invalidSinkError(parameters, "OUTPUT"))
         for result in results:
-            for region in result["regions"]:
+            for region in result.regions:
                 feature = QgsFeature(fields)
                 feature.setGeometry(layers.polygon_geometry(region["geometry"]))
-                feature.setAttributes(layers.region_attributes(region, query or result["query"]))
+                feature.setAttributes(layers.region_attributes(region, query or result.query))
                 sink.addFeature(feature, QgsFeatureSink.FastInsert)
-        load_as(context, dest, layers.layer_name(title, bool(info.get("random_weights"))), ResultsStyle())
+        load_as(context, dest, layers.layer_name(title, info.random_weights), ResultsStyle())
         return {"OUTPUT": dest}
 
 
@@ -250,14 +250,9 @@ RESULTS_HELP = (
 )
 
 
-def ranking_note(result: dict[str, Any]) -> str:
-    """How the engine ranked a search's tiles, for the log."""
-    return ", re-ranked with look-alikes" if result.get("reranked") else ", ranked by each tile's own score"
-
-
-def index_crs(info: dict[str, Any]) -> QgsCoordinateReferenceSystem:
+def index_crs(info: InfoAnswer) -> QgsCoordinateReferenceSystem:
     """The CRS of an index's raster (none for a raster without georeference)."""
-    wkt = info.get("crs_wkt")
+    wkt = info.crs_wkt
     return QgsCoordinateReferenceSystem.fromWkt(wkt) if wkt else QgsCoordinateReferenceSystem()
 
 
@@ -303,10 +298,10 @@ class SearchIndexAlgorithm(ClipSearchAlgorithm):
             info = self.open_index(lookup, feedback, engine)
             results = []
             for search in searches:  # one request each: the progress bar moves query by query
-                results.append(engine.call(at_index(search, info)))
-                feedback.pushInfo(f"{results[-1]['query']!r}: {len(results[-1]['regions'])} region(s)"
-                                  f"{ranking_note(results[-1])}")
-        if info.get("random_weights"):
+                results.append(engine.search(at_index(search, info)))
+                feedback.pushInfo(f"{results[-1].query!r}: {len(results[-1].regions)} region(s)"
+                                  f"{results[-1].ranking_note()}")
+        if info.random_weights:
             feedback.pushWarning("This index uses random weights: scores and ranks are meaningless.")
         return self.write_results(parameters, context, results, info, "; ".join(s.label for s in searches))
 
@@ -361,9 +356,9 @@ class FindSimilarAlgorithm(ClipSearchAlgorithm):
             options = self.result_options(parameters, context)
         with EngineRun(settings, feedback, 2 + self.lookup_steps(lookup)) as engine:
             info = self.open_index(lookup, feedback, engine)
-            results = [engine.call(self.similar_request(info, source, context, options))]
+            results = [engine.search(self.similar_request(info, source, context, options))]
         title = f"like {self.reference_name(parameters, context)}"
-        feedback.pushInfo(f"{len(results[0]['regions'])} region(s) {title}{ranking_note(results[0])}")
+        feedback.pushInfo(f"{len(results[0].regions)} region(s) {title}{results[0].ranking_note()}")
         return self.write_results(parameters, context, results, info, title, title)
 
     def reference_name(self, parameters: dict[str, Any], context: QgsProcessingContext) -> str:
@@ -373,7 +368,7 @@ class FindSimilarAlgorithm(ClipSearchAlgorithm):
 
     @staticmethod
     def similar_request(
-        info: dict[str, Any], source: Any, context: QgsProcessingContext, options: ResultOptions
+        info: InfoAnswer, source: Any, context: QgsProcessingContext, options: ResultOptions
     ) -> SimilarRequest:
         """The ``similar`` request: the bounding boxes of the reference features in the index's CRS."""
         crs = index_crs(info)
@@ -391,4 +386,4 @@ class FindSimilarAlgorithm(ClipSearchAlgorithm):
         if not boxes:
             raise QgsProcessingException("The reference layer has no features with an area (or none are selected).")
         with refused_as_processing_error():
-            return SimilarRequest(str(info["path"]), bbox=tuple(boxes), options=options)
+            return SimilarRequest(info.path, bbox=tuple(boxes), options=options)

@@ -83,11 +83,9 @@ class BuildIndexAlgorithm(ClipSearchAlgorithm):
         request = self.index_request(parameters, context)
         feedback.pushInfo(f"Indexing {request.raster} with {request.model.name}…")
         with EngineRun(settings, feedback, 1 + BUILD_WEIGHT, request.device) as engine:
-            result = engine.call(request, BUILD_WEIGHT)
-        feedback.pushInfo(
-            f"{result['tiles']} tiles in {result['seconds']:.1f} s with {result['model']}; index: {result['path']}"
-        )
-        return {"INDEX": result["path"], "TILES": result["tiles"]}
+            result = engine.build(request, BUILD_WEIGHT)
+        feedback.pushInfo(f"{result.tiles} tiles in {result.seconds:.1f} s with {result.model}; index: {result.path}")
+        return {"INDEX": result.path, "TILES": result.tiles}
 
     def index_request(self, parameters: dict[str, Any], context: QgsProcessingContext) -> IndexRequest:
         """The ``index`` request of the parameters (the request, its model and its tiling check their values)."""

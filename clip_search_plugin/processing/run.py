@@ -18,7 +18,8 @@ from qgis.core import (
 )
 from qgis.PyQt import sip
 
-from ..engine.requests import Request
+from ..engine.answers import IndexAnswer, IndexStatus, InfoAnswer, SearchAnswer
+from ..engine.requests import IndexRequest, InfoRequest, LocateRequest, Request, SearchRequest, SimilarRequest
 from ..results import layers
 from ..session.client import EngineUnavailable
 from ..session.session import EngineSession
@@ -85,6 +86,18 @@ class EngineRun:
             raise QgsProcessingException(answer["error"]["message"])
         self.advance(weight)
         return dict(answer["result"])
+
+    def build(self, request: IndexRequest, weight: float = 1.0) -> IndexAnswer:
+        return IndexAnswer.from_dict(self.call(request, weight))
+
+    def locate(self, request: LocateRequest) -> IndexStatus:
+        return IndexStatus.from_dict(self.call(request))
+
+    def info(self, request: InfoRequest) -> InfoAnswer:
+        return InfoAnswer.from_dict(self.call(request))
+
+    def search(self, request: SearchRequest | SimilarRequest) -> SearchAnswer:
+        return SearchAnswer.from_dict(self.call(request))
 
 
 class ResultsStyle(QgsProcessingLayerPostProcessorInterface):

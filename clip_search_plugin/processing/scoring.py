@@ -70,13 +70,13 @@ class ScoreHeatmapAlgorithm(ClipSearchAlgorithm):
         Path(output).parent.mkdir(parents=True, exist_ok=True)
         with EngineRun(settings, feedback, 2 + self.lookup_steps(lookup)) as engine:
             info = self.open_index(lookup, feedback, engine)
-            result = engine.call(at_index(search, info))
-        feedback.pushInfo(f"Heatmap of {result['query']!r}: index mean score {result['score_mean']:.4f}, "
-                          f"standard deviation {result['score_std']:.4f}")
-        if result.get("random_weights"):
+            result = engine.search(at_index(search, info))
+        feedback.pushInfo(f"Heatmap of {result.query!r}: index mean score {result.score_mean:.4f}, "
+                          f"standard deviation {result.score_std:.4f}")
+        if result.random_weights:
             feedback.pushWarning("This index uses random weights: the heatmap is meaningless.")
-        load_as(context, output, layers.heatmap_name(result["query"]), HeatmapStyle())
-        return {"OUTPUT": result["heatmap"]}
+        load_as(context, output, layers.heatmap_name(result.query), HeatmapStyle())
+        return {"OUTPUT": result.heatmap}
 
 
 TEMPLATE_SET_CHOICES = ["aerial", "raw"]

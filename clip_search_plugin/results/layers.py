@@ -29,6 +29,8 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QVariant
 from qgis.PyQt.QtGui import QColor
 
+from ..engine.answers import SearchAnswer
+
 RESULTS_PROPERTY = "clip_search/results_of"
 QUERY_PROPERTY = "clip_search/query"
 FIELDS = (
@@ -95,22 +97,18 @@ def file_stem(name: str) -> str:
 
 
 def build_results_layer(
-    regions: list[dict[str, Any]],
-    query: str,
-    crs: QgsCoordinateReferenceSystem,
-    raster_id: str,
-    random_weights: bool = False,
-    title: str | None = None,
+    result: SearchAnswer, crs: QgsCoordinateReferenceSystem, raster_id: str, title: str | None = None
 ) -> QgsVectorLayer:
-    """A memory polygon layer of the regions, styled, tagged with the raster it belongs to, named after
-    ``title`` (default: the query).
+    """A memory polygon layer of a search's regions, styled, tagged with the raster it belongs to, named after
+    ``title`` (default: the search's label).
 
     Its CRS is exactly the raster's as QGIS holds it, also when QGIS has none for it (a raster without
     georeference): such a raster is drawn untransformed, and so are its results, right on top of it. (A memory
     layer made without a CRS would get EPSG:4326 and land elsewhere.)"""
     options = QgsVectorLayer.LayerOptions()
     options.skipCrsValidation = True  # never ask the user for a CRS: the raster's is set below
-    layer = QgsVectorLayer("Polygon", layer_name(title or query, random_weights), "memory", options)
+    regions, query = result.regions, result.query
+    layer = QgsVectorLayer("Polygon", layer_name(title or query, result.random_weights), "memory", options)
     layer.setCrs(crs)
     provider = layer.dataProvider()
     provider.addAttributes(result_fields())

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..engine.answers import SearchAnswer
+
 Event = dict[str, Any]
 
 
@@ -24,14 +26,19 @@ class TextSearch:
 
 @dataclass
 class ResultRecord:
-    """One results layer: the regions the engine gave, what was searched, and the user's marks."""
+    """One results layer: the engine's answer (its regions), what was searched, and the user's marks."""
 
     layer_id: str
     raster_id: str
-    regions: list[Event]
+    answer: SearchAnswer
     title: str  # what was searched, as the layer is named ("solar panels", "like result 3 of solar panels")
     search: TextSearch | None = None  # the text search behind it, for Search again
     marks: dict[int, int] = field(default_factory=dict)  # rank -> +1 relevant / -1 not relevant
+
+    @property
+    def regions(self) -> list[Event]:
+        """The results, best first, as the engine gave them."""
+        return self.answer.regions
 
     def region(self, rank: int) -> Event | None:
         return next((r for r in self.regions if int(r["rank"]) == rank), None)

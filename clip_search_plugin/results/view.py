@@ -12,6 +12,7 @@ from qgis.gui import QgsMapToolExtent, QgsMapToolPan
 from qgis.PyQt.QtCore import QObject
 from qgis.PyQt.QtWidgets import QFileDialog
 
+from ..engine.answers import SearchAnswer
 from ..ui.dock import ClipSearchDock
 from ..ui.highlight import ResultHighlight, zoom_to, zoom_to_result
 from ..ui.maptool import ResultPickTool
@@ -19,7 +20,6 @@ from ..ui.messages import Messages
 from . import layers
 from .store import ResultRecord, ResultStore, TextSearch
 
-Event = dict[str, Any]
 EXPORT_FOLDER = "clip_search/export_folder"  # the folder of the last export, offered for the next one
 
 
@@ -80,24 +80,23 @@ class ResultsView(QObject):
         else:
             self.show_current()
 
-    def add_results(self, raster: QgsRasterLayer, result: Event, title: str, search: TextSearch | None,
+    def add_results(self, raster: QgsRasterLayer, result: SearchAnswer, title: str, search: TextSearch | None,
                     replace: bool) -> QgsVectorLayer:
         """A results layer (and heatmap) for what the engine found, shown in the dock and on the map."""
-        results_layer = layers.build_results_layer(result["regions"], result["query"], raster.crs(), raster.id(),
-                                                   result["random_weights"], title)
+        results_layer = layers.build_results_layer(result, raster.crs(), raster.id(), title)
         project = QgsProject.instance()
-        if result.get("heatmap"):  # under the results layer, which is added after it
-            heatmap = layers.heatmap_layer(result["heatmap"], title, raster.id())
+        if result.heatmap:  # under the results layer, which is added after it
+            heatmap = layers.heatmap_layer(result.heatmap, title, raster.id())
             if heatmap.isValid():
                 layers.add_heatmap_layer(project, heatmap, replace)
             else:
-                self.messages.show(f"The heatmap {result['heatmap']} could not be opened.")
+                self.messages.show(f"The heatmap {result.heatmap} could not be opened.")
         layers.add_results_layer(project, results_layer, replace)  # layers it replaces are forgotten as they go
-        self.store.add(ResultRecord(results_layer.id(), raster.id(), result["regions"], title, search))
+        self.store.add(ResultRecord(results_layer.id(), raster.id(), result, title, search))
         results_layer.selectionChanged.connect(self._result_selection_changed)
         if self.dock.is_current_raster(raster.id()):
             self.show_current()
-        if result["regions"] and self.iface is not None:
+        if result.regions and self.iface is not None:
             self.iface.setActiveLayer(results_layer)
             zoom_to(self.iface.mapCanvas(), results_layer)
             self._offer_pick_tool()

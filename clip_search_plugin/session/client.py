@@ -27,16 +27,6 @@ Callback = Callable[[Event], None]
 CANCEL_GRACE_S = 30.0  # a request stops within one batch of cancelling; one that does not answer by then is ended
 
 
-def raster_changed(status: Event) -> bool:
-    """A ``locate`` answer saying the raster changed since its index was built (the index is unusable)."""
-    return status.get("status") == "stale" and bool(status.get("changed"))
-
-
-def searchable(status: Event) -> bool:
-    """A ``locate`` answer whose index can be searched: ready, or built with other model / tiling settings."""
-    return status.get("status") in ("ready", "stale") and not raster_changed(status)
-
-
 @dataclass
 class Pending:
     on_event: Callback

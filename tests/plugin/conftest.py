@@ -194,12 +194,14 @@ def engine_children() -> list[int]:
 
 
 def indexed(plugin: Any, layer: QgsRasterLayer, timeout: float = 180) -> dict[str, Any]:
-    """Click Index layer and wait until the task has finished and the index is ready."""
+    """Click Index layer and wait until the task has finished and the index is ready (its status, as the engine
+    sends it)."""
     controller = plugin.controller
     plugin.dock.indexButton.click()
     wait_until(lambda: not controller.indexing.running(layer.id()), timeout, "the index task to finish")
-    return wait_until(lambda: (controller.rasters.status(layer.id()) or {}).get("status") == "ready"
-                      and controller.rasters.status(layer.id()), 30, "the index status to be ready")
+    status = wait_until(lambda: getattr(controller.rasters.status(layer.id()), "ready", False)
+                        and controller.rasters.status(layer.id()), 30, "the index status to be ready")
+    return status.to_dict()
 
 
 def engine_client(controller: Any) -> Any:

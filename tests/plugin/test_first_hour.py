@@ -192,7 +192,7 @@ def test_missing_model_weights_stay_in_the_dock_with_ways_out(iface: Any, plugin
     dock.randomWeightsButton.click()
     assert PluginSettings.load().pretrained == "none"
     wait_until(lambda: not controller.indexing.running(raster.id())
-               and (controller.rasters.status(raster.id()) or {}).get("status") == "ready", 300, "the trial build")
+               and getattr(controller.rasters.status(raster.id()), "ready", False), 300, "the trial build")
     assert "RANDOM WEIGHTS" in dock.statusLabel.text()
     assert search(plugin, "a road").name().endswith("[random weights]")
 

@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -150,11 +151,11 @@ class Checkpoint:
 
 def locate_build(raster: RasterInfo, identity: ModelIdentity, tiling: TilingSettings) -> dict[str, Any]:
     """The index status of :func:`..index.store.locate_index`, and, unless the index is ready, how many tiles a
-    stopped build of it has saved (``partial_tiles``: Index layer resumes from there)."""
+    stopped build of it has saved (``partial_tiles``: Index layer resumes from there): the ``locate`` answer."""
     found = locate_index(raster, identity, tiling)
-    if found["status"] != "ready":
-        found["partial_tiles"] = saved_tile_count(default_index_dir(raster, identity, tiling))
-    return found
+    if not found.ready:
+        found = replace(found, partial_tiles=saved_tile_count(default_index_dir(raster, identity, tiling)))
+    return found.to_dict()
 
 
 def saved_tile_count(target: Path) -> int:

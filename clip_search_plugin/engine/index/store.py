@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from ..answers import IndexStatus, IndexSummary, InfoAnswer
 from ..embedding.models import ModelIdentity, file_sha256
 from ..errors import NO_SPACE_ERRNOS, IndexFormatError, InputError, storage_error
 from ..paths import inside, user_cache_base
@@ -58,7 +59,7 @@ def default_index_dir(raster: RasterInfo, identity: ModelIdentity, tiling: Tilin
     return default_cache_root() / name
 
 
-def locate_index(raster: RasterInfo, identity: ModelIdentity, tiling: TilingSettings) -> dict[str, Any]:
+def locate_index(raster: RasterInfo, identity: ModelIdentity, tiling: TilingSettings) -> IndexStatus:
     """Status of the default index for this raster, model and tiling: ready, stale or none.
 
     "stale": an index of this raster's path exists in the cache but the raster's content has changed
@@ -67,12 +68,12 @@ def locate_index(raster: RasterInfo, identity: ModelIdentity, tiling: TilingSett
     return _locate(raster, default_index_dir(raster, identity, tiling))
 
 
-def _locate(raster: RasterInfo, expected: Path) -> dict[str, Any]:
+def _locate(raster: RasterInfo, expected: Path) -> IndexStatus:
     if (expected / MANIFEST).is_file():
         try:
-            return {"status": "ready", "path": str(expected), "manifest": _summary(read_manifest(expected))}
+            return IndexStatus("ready", str(expected), manifest=_summary(read_manifest(expected)))
         except IndexFormatError as exc:
-            return {"status": "damaged", "path": str(expected), "message": str(exc)}
+            return IndexStatus("damaged", str(expected), message=str(exc))
     root = default_cache_root()
     others = []
     for manifest_path in root.glob(f"*/{MANIFEST}") if root.is_dir() else []:
@@ -85,24 +86,17 @@ def _locate(raster: RasterInfo, expected: Path) -> dict[str, Any]:
     if others:
         _, path, manifest = max(others, key=lambda o: o[0])
         changed = manifest["raster"].get("fingerprint") != raster.fingerprint
-        return {
-            "status": "stale",
-            "path": str(path),
-            "expected": str(expected),
-            "manifest": _summary(manifest),
-            "changed": changed,
-            "reason": "the raster changed since it was indexed" if changed else "other model or tiling settings",
-        }
-    return {"status": "none", "path": str(expected)}
+        return IndexStatus(
+            "stale", str(path), expected=str(expected), manifest=_summary(manifest), changed=changed,
+            reason="the raster changed since it was indexed" if changed else "other model or tiling settings",
+        )
+    return IndexStatus("none", str(expected))
 
 
-def _summary(manifest: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "model": manifest.get("model_label", ""),
-        "tiles": manifest.get("tile_count"),
-        "created": manifest.get("created"),
-        "random_weights": bool(manifest.get("model", {}).get("random_weights")),
-    }
+def _summary(manifest: dict[str, Any]) -> IndexSummary:
+    return IndexSummary(model=manifest.get("model_label", ""), tiles=manifest.get("tile_count"),
+                        created=manifest.get("created"),
+                        random_weights=bool(manifest.get("model", {}).get("random_weights")))
 
 
 @dataclass
@@ -168,21 +162,23 @@ class OpenIndex:
     def scale_index(self, tile_id: int) -> int:
         return int(self.tiles[tile_id, 4])
 
-    def summary(self) -> dict[str, Any]:
+    def info(self, pid: int) -> InfoAnswer:
+        """The index described, as an ``info`` answer of the engine process ``pid``."""
         m = self.manifest
-        return {
-            "path": str(self.path),
-            "raster": m["raster"]["path"],
-            "model": self.identity.label(),
-            "random_weights": self.identity.random_weights,
-            "tiles": self.count,
-            "dim": self.dim,
-            "tiling": m["tiling"],
-            "base_tile_px": m["base_tile_px"],
-            "created": m["created"],
-            "crs_wkt": m["raster"]["crs_wkt"],
-            "georeferenced": m["raster"]["georeferenced"],
-        }
+        return InfoAnswer(
+            path=str(self.path),
+            raster=m["raster"]["path"],
+            model=self.identity.label(),
+            random_weights=self.identity.random_weights,
+            tiles=self.count,
+            dim=self.dim,
+            tiling=m["tiling"],
+            base_tile_px=m["base_tile_px"],
+            created=m["created"],
+            crs_wkt=m["raster"]["crs_wkt"],
+            georeferenced=m["raster"]["georeferenced"],
+            pid=pid,
+        )
 
 
 def _fsync(path: Path) -> None:

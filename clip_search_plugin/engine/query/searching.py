@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ..answers import SearchAnswer
 from ..embedding.embedder import Embedder, normalise_rows
 from ..errors import InputError
 from ..index.neighbours import smoothed
@@ -49,16 +50,14 @@ class SearchResult:
     seconds: float
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def answer(self) -> SearchAnswer:
+        """The answer the engine sends (``extra``: the fields of a search's account besides its regions)."""
+        return SearchAnswer(query=self.query, model=self.model, random_weights=self.random_weights,
+                            crs_wkt=self.crs_wkt, seconds=self.seconds, regions=[r.to_dict() for r in self.regions],
+                            **self.extra)
+
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "query": self.query,
-            "model": self.model,
-            "random_weights": self.random_weights,
-            "crs_wkt": self.crs_wkt,
-            "seconds": self.seconds,
-            "regions": [r.to_dict() for r in self.regions],
-            **self.extra,
-        }
+        return self.answer().to_dict()
 
 
 def square(pixels: np.ndarray) -> np.ndarray:

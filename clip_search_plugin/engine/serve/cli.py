@@ -15,7 +15,7 @@ from types import TracebackType
 from typing import Any, TypeAlias
 
 from .. import request_values as values
-from ..answers import IndexAnswer, fewer_text
+from ..answers import IndexAnswer, SearchAnswer, fewer_text
 from ..embedding.models import DEFAULT_PRESET, PRESETS
 from ..errors import ClipSearchError
 from ..query.export import to_feature_collection, write_regions
@@ -167,42 +167,34 @@ def _search_request(a: argparse.Namespace) -> SearchRequest | SimilarRequest:
                          options=options)
 
 
-def _print_table(result: dict[str, Any]) -> None:
-    if result["random_weights"]:
+def _print_table(result: SearchAnswer) -> None:
+    if result.random_weights:
         print("NOTE: this index uses RANDOM WEIGHTS (test model); scores and ranks are meaningless.")
-    print(f"query: {result['query']!r}   model: {result['model']}   {len(result['regions'])} region(s)")
-    if result.get("fewer"):
+    print(f"query: {result.query!r}   model: {result.model}   {len(result.regions)} region(s)")
+    if result.fewer:
         print(f"NOTE: {fewer_text(result)}")
     print(f"{'rank':>4}  {'score':>7}  {'rel':>5}  {'tiles':>5}  {'area':>12}  bounds (xmin, ymin, xmax, ymax)")
-    for r in result["regions"]:
+    for r in result.regions:
         b = ", ".join(f"{v:.6g}" for v in r["bounds"])
         rel = f"{r['relative']:>5.1f}" if r.get("relative") is not None else f"{'-':>5}"
         print(f"{r['rank']:>4}  {r['score']:>7.4f}  {rel}  {r['tile_count']:>5}  {r['area']:>10.1f}"
               f"{r['area_units']:>3}  {b}")
 
 
-def _output_results(a: argparse.Namespace, result: dict[str, Any]) -> None:
+def _output_results(a: argparse.Namespace, result: SearchAnswer) -> None:
     fmt = a.format or ("table" if not a.output else None)
     if a.output:
-        path = write_regions(
-            a.output,
-            result["regions"],
-            result["query"],
-            result["crs_wkt"],
-            result["random_weights"],
-            None if fmt in (None, "table", "json") else fmt,
-        )
-        print(f"wrote {len(result['regions'])} region(s) to {path}", file=sys.stderr)
+        path = write_regions(a.output, result.regions, result.query, result.crs_wkt, result.random_weights,
+                             None if fmt in (None, "table", "json") else fmt)
+        print(f"wrote {len(result.regions)} region(s) to {path}", file=sys.stderr)
         if a.format is None:
             return
     if fmt == "geojson":
-        json.dump(
-            to_feature_collection(result["regions"], result["query"], result["crs_wkt"], result["random_weights"]),
-            sys.stdout,
-        )
+        json.dump(to_feature_collection(result.regions, result.query, result.crs_wkt, result.random_weights),
+                  sys.stdout)
         print()
     elif fmt == "json":
-        json.dump(result, sys.stdout, indent=1)
+        json.dump(result.to_dict(), sys.stdout, indent=1)
         print()
     elif fmt == "table":
         _print_table(result)
@@ -244,7 +236,7 @@ def run(argv: list[str] | None = None) -> int:
     elif a.command == "info":
         print(json.dumps(service.answer(InfoRequest(index=a.index), quiet, never), indent=1))
     else:
-        _output_results(a, service.answer(_search_request(a), quiet, never))
+        _output_results(a, SearchAnswer.from_dict(service.answer(_search_request(a), quiet, never)))
     return 0
 
 

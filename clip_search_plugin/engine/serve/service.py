@@ -150,6 +150,4 @@ class Service:
         return {"files": files, "means": means, "queries": len(queries), "random_weights": random_weights}
 
     def do_info(self, request: InfoRequest, progress: Progress, is_cancelled: IsCancelled) -> Answer:
-        info = self.open(request.index).summary()
-        info["pid"] = os.getpid()
-        return info
+        return self.open(request.index).info(os.getpid()).to_dict()

@@ -92,7 +92,7 @@ def test_a_search_gives_the_number_of_results_asked_for_each_one_local(drone_ind
     everything = search(drone_index, tiny, "a roof", top_k=10_000)
     assert everything.extra["fewer"] and not everything.extra["below_threshold"]
     assert everything.extra["searched_tiles"] == drone_index.count and len(everything.regions) < drone_index.count
-    assert "every separate place among the" in fewer_text(everything.to_dict())
+    assert "every separate place among the" in fewer_text(everything.answer())
 
 
 def test_more_like_this_leaves_out_the_examples_own_ground(drone_index: Any, tiny: ClipEmbedder) -> None:

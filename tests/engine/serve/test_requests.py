@@ -230,3 +230,10 @@ def test_a_real_engine_answers_a_bad_request_with_one_error_event() -> None:
         if engine.proc.poll() is None:
             engine.proc.kill()
             engine.proc.wait()
+
+
+def test_whole_and_decimal_numbers_are_one_tiling_and_one_cache_key() -> None:
+    made_in_python = TilingSettings(tile_size=32, overlap=0, scales=(1, 2))
+    read_from_json = TilingSettings.from_dict(json.loads(json.dumps(made_in_python.to_dict())))
+    assert made_in_python == read_from_json and made_in_python.key() == read_from_json.key()
+    assert made_in_python.key() == TilingSettings(tile_size=32.0, overlap=0.0, scales=(1.0, 2.0)).key()
