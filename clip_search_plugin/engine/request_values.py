@@ -84,19 +84,6 @@ def tiling(value: object) -> TilingSettings:
         raise InputError(f"tiling has a value of the wrong kind: {exc}.") from exc
 
 
-def boxes(value: object) -> tuple[tuple[float, float, float, float], ...]:
-    if value is None or value == []:
-        return ()
-    boxes = [value] if isinstance(value, list | tuple) and value and not isinstance(value[0], list | tuple) else value
-    try:
-        out = tuple(tuple(float(v) for v in box) for box in boxes)  # type: ignore[attr-defined]
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"bbox must be xmin, ymin, xmax, ymax (or a list of such boxes); got {value!r}.") from exc
-    if any(len(b) != 4 or not (b[0] < b[2] and b[1] < b[3]) for b in out):
-        raise InputError(f"Each example box is xmin, ymin, xmax, ymax with min below max; got {value!r}.")
-    return out  # type: ignore[return-value]
-
-
 def template_sets(value: object) -> tuple[str, ...]:
     """The named template sets an evaluation compares (see ``TEMPLATE_SETS``)."""
     if value is None:

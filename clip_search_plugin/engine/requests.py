@@ -13,7 +13,7 @@ from typing import Any, ClassVar, TypeVar
 
 from . import request_values as values
 from .errors import InputError
-from .query.text import clean_query, search_label, similar_label, split_negative
+from .query.text import clean_query, example_boxes, search_label, similar_label, split_negative
 from .settings import Area, ModelSpec, TilingSettings
 
 Params = dict[str, Any]
@@ -208,7 +208,7 @@ class SimilarRequest(_Searching):
     def __post_init__(self) -> None:
         values.path(self.index, "the index folder", "index")
         object.__setattr__(self, "tile_ids", values.ids(self.tile_ids, "tile_ids"))
-        object.__setattr__(self, "bbox", values.boxes(self.bbox))
+        object.__setattr__(self, "bbox", example_boxes(self.bbox))
         object.__setattr__(self, "exclude_examples", values.flag(self.exclude_examples, "exclude_examples"))
         if bool(self.tile_ids) == bool(self.bbox):
             raise InputError("Give the examples as tile ids or as boxes (one of them).")

@@ -25,7 +25,7 @@ from ..tiling.raster_io import fingerprint_file, open_dataset, read_chunk
 from .heatmap import write_heatmap
 from .places import gather_places
 from .regions import Hit, Region, build_regions, merge_hits
-from .text import search_label, similar_label, split_negative
+from .text import example_boxes, search_label, similar_label, split_negative
 from .vectors import (
     AERIAL_TEMPLATES,
     NEGATIVE_WEIGHT,
@@ -314,29 +314,14 @@ def search_similar(
         check_model(index, embedder)
         assert bbox is not None
         boxes = example_boxes(bbox)
+        if not boxes:
+            raise InputError("Give at least one example box.")
         vector = normalise_rows(np.mean([embed_box(index, embedder, b) for b in boxes], axis=0, keepdims=True))[0]
         exclude = None
         if exclude_examples:
             exclude = np.logical_or.reduce([tiles_in_area(index.tiles, box, index.raster.affine) for box in boxes])
         label = label or similar_label(boxes=boxes)
     return search_vector(index, vector, label, top_k, threshold, area, merge, exclude, min_relative, heatmap, rerank)
-
-
-def example_boxes(value: Any) -> list[tuple[float, float, float, float]]:
-    """One box (xmin, ymin, xmax, ymax) or a list of them, checked."""
-    items = [value] if len(value) == 4 and all(isinstance(v, (int, float)) for v in value) else list(value)
-    boxes = []
-    for item in items:
-        try:
-            xmin, ymin, xmax, ymax = (float(v) for v in item)
-        except (TypeError, ValueError):
-            raise InputError(f"An example box is four numbers xmin, ymin, xmax, ymax; got {item!r}.") from None
-        if not (xmin < xmax and ymin < ymax):
-            raise InputError(f"An example box needs xmin < xmax and ymin < ymax; got {item!r}.")
-        boxes.append((xmin, ymin, xmax, ymax))
-    if not boxes:
-        raise InputError("Give at least one example box.")
-    return boxes
 
 
 def embed_box(index: OpenIndex, embedder: Embedder, bbox: tuple[float, float, float, float]) -> np.ndarray:

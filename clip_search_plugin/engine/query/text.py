@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Any
 
 from ..errors import InputError
 
 MAX_QUERY_CHARS = 1000
+Box = tuple[float, float, float, float]  # xmin, ymin, xmax, ymax in the raster's CRS
 NEGATION = re.compile(r"\s+but\s+not\s+", re.IGNORECASE)
 
 
@@ -64,3 +66,19 @@ def check_search_limits(top_k: object, threshold: float | None) -> None:
         raise InputError(f"top-k must be a whole number of at least 1; got {top_k!r}.")
     if threshold is not None and not -1.0 <= threshold <= 1.0:
         raise InputError(f"The score threshold is a cosine similarity between -1 and 1; got {threshold}.")
+
+
+def example_boxes(value: Any) -> tuple[Box, ...]:
+    """One example box (xmin, ymin, xmax, ymax) or a list of them, checked; () for none."""
+    if value is None or (isinstance(value, list | tuple) and not value):
+        return ()
+    try:
+        first = value[0]
+        nested = hasattr(first, "__len__") and not isinstance(first, str)
+        out = tuple(tuple(float(v) for v in box) for box in (value if nested else [value]))
+    except (TypeError, ValueError, IndexError, KeyError) as exc:
+        raise InputError(f"bbox must be xmin, ymin, xmax, ymax (or a list of such boxes); got {value!r}.") from exc
+    if any(len(b) != 4 or not (b[0] < b[2] and b[1] < b[3]) for b in out):
+        raise InputError("Each example box is xmin, ymin, xmax, ymax with min below max (xmin < xmax and "
+                         f"ymin < ymax); got {value!r}.")
+    return out  # type: ignore[return-value]
