@@ -73,17 +73,6 @@ class PluginSettings:
         return TilingSettings(tile_size=float(self.tile_size), tile_units=self.tile_units,
                               overlap=float(self.overlap), scales=tuple(self.scale_list()))
 
-    def model_params(self) -> dict[str, Any]:
-        return {"name": self.model, "pretrained": self.pretrained or None}
-
-    def tiling_params(self) -> dict[str, Any]:
-        return {
-            "tile_size": self.tile_size,
-            "tile_units": self.tile_units,
-            "overlap": self.overlap,
-            "scales": self.scale_list(),
-        }
-
     def templates_param(self, use_templates: bool = True) -> str | list[str]:
         """The engine's ``templates`` value: "raw" (the query as typed), the user's set, or "default"."""
         if not use_templates:
