@@ -13,7 +13,7 @@ QGIS_VENV ?= .venv-qgis
 QGIS_PY := $(QGIS_VENV)/bin/python
 QGIS_STAMP := $(QGIS_VENV)/.installed
 
-.PHONY: env qgis-env run demo package bench test lint typecheck pytest pytest-plugin clean
+.PHONY: env qgis-env servers run demo package bench test lint typecheck pytest pytest-plugin clean
 
 env: $(STAMP)
 
@@ -47,6 +47,7 @@ bench: env
 	$(ENGINE_PY) scripts/bench_index.py --size 4096 --naive-tiles 256 --json build/bench/index.json $(BENCH_ARGS)
 	$(ENGINE_PY) scripts/bench_query.py --json build/bench/query.json $(BENCH_ARGS)
 	$(ENGINE_PY) scripts/bench_memory.py --base-size 4096 --json build/bench/memory.json
+	$(ENGINE_PY) scripts/bench_web.py --size 4096 --json build/bench/web.json $(BENCH_ARGS)
 
 # bandit -ll: no medium or high finding may remain (the low ones are explained in DESIGN.md)
 package: env
@@ -59,10 +60,14 @@ lint: env
 typecheck: env
 	$(ENGINE_VENV)/bin/mypy clip_search_plugin
 
-pytest: env
+# the real test servers: a WMS is MapServer's mapserv (Debian package mapserver-bin)
+servers:
+	scripts/apt-install.sh mapserver-bin
+
+pytest: env servers
 	$(ENGINE_PY) -m pytest tests/engine
 
-pytest-plugin: env qgis-env
+pytest-plugin: env qgis-env servers
 	QT_QPA_PLATFORM=offscreen $(QGIS_PY) -m pytest tests/plugin
 
 test: lint typecheck pytest pytest-plugin

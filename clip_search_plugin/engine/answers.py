@@ -56,6 +56,41 @@ class IndexAnswer(_Typed):
 
 
 @dataclass(frozen=True)
+class SurveyAnswer(_Typed):
+    """What a build of a source would read: the grid, its tiles, the server requests, the download and the time
+    (estimates, before anything is downloaded). ``kind``: file, folder, remote, xyz, wms, wmts or gdal-web."""
+
+    optional: ClassVar[frozenset[str]] = frozenset({"zoom", "native_resolution", "extent", "resolution", "files"})
+    name: str
+    kind: str
+    title: str
+    crs: str
+    width: int
+    height: int
+    tiles: int
+    requests: int
+    download_mb: float
+    seconds: float
+    extent: list[float] | None = None
+    resolution: float | None = None
+    native_resolution: float | None = None
+    zoom: int | None = None
+    files: int | None = None
+
+    @property
+    def web(self) -> bool:
+        return self.kind in ("xyz", "wms", "wmts", "gdal-web")
+
+    def summary(self) -> str:
+        """One line for people: tiles, requests, download, time."""
+        minutes = self.seconds / 60
+        time = f"about {minutes:.0f} min" if minutes >= 1.5 else f"about {max(1, round(self.seconds))} s"
+        reads = f", {self.requests:,} requests to the server (about {self.download_mb:,.0f} MB)" if self.requests \
+            else ""
+        return f"{self.tiles:,} tiles{reads}; {time} on this computer"
+
+
+@dataclass(frozen=True)
 class SearchAnswer(_Typed):
     """A search's places (text, feedback or examples): ``regions`` are the records the results layers are made of
     (rank, score, relative, geometry, bounds, area, area_units, tile_count, members), best first."""

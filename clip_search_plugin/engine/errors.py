@@ -63,8 +63,10 @@ NO_SPACE_ERRNOS = {28, 27, 122}  # ENOSPC, EFBIG, EDQUOT
 
 
 def storage_error(exc: OSError, folder: object) -> ClipSearchError | None:
-    """A clear error for a write that failed because the disk is full (None for other failures)."""
-    if exc.errno in NO_SPACE_ERRNOS:
+    """A clear error for a write that failed because the disk is full (None for other failures). numpy reports a
+    short write without an errno ("116736 requested and 74968 written"): a full disk too."""
+    short_write = exc.errno is None and " requested and " in str(exc) and str(exc).endswith(" written")
+    if exc.errno in NO_SPACE_ERRNOS or short_write:
         return StorageError(
             f"Not enough disk space to write in {folder} ({exc.strerror}). Free some space, or choose another "
             "index folder in the settings; any earlier index there is unchanged."

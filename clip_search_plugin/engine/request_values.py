@@ -84,6 +84,18 @@ def tiling(value: object) -> TilingSettings:
         raise InputError(f"tiling has a value of the wrong kind: {exc}.") from exc
 
 
+AUTH_KEYS = ("user", "password", "header")
+
+
+def auth(value: object) -> dict[str, str] | None:
+    """A web layer's credentials (user, password, one "Name: value" header), kept in the engine's memory only."""
+    if value is None or value == {}:
+        return None
+    if not isinstance(value, dict) or any(k not in AUTH_KEYS or not isinstance(v, str) for k, v in value.items()):
+        raise InputError(f"auth must be an object of text with the keys {', '.join(AUTH_KEYS)}.")
+    return dict(value)
+
+
 def template_sets(value: object) -> tuple[str, ...]:
     """The named template sets an evaluation compares (see ``TEMPLATE_SETS``)."""
     if value is None:

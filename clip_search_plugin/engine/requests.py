@@ -123,17 +123,27 @@ class _Searching(Request):
 
 @dataclass(frozen=True)
 class RasterRequest(Request):
-    """What the requests about one raster's index share: the raster, the model and the tiling."""
+    """What the requests about one raster's index share: the raster (a file, a folder of sheets, a remote file or
+    a web layer's source), the model and the tiling, and a web layer's credentials (never written down)."""
 
     raster_words: ClassVar[str] = "the raster"
     raster: str
     model: ModelSpec = field(default_factory=ModelSpec)
     tiling: TilingSettings = field(default_factory=TilingSettings)
+    auth: dict[str, str] | None = field(default=None, repr=False, kw_only=True)
 
     def __post_init__(self) -> None:
         values.path(self.raster, self.raster_words, "raster")
         object.__setattr__(self, "model", values.model(self.model))
         object.__setattr__(self, "tiling", values.tiling(self.tiling))
+        object.__setattr__(self, "auth", values.auth(self.auth))
+
+
+@dataclass(frozen=True)
+class SurveyRequest(RasterRequest):
+    """What a build of a source would read, before anything is downloaded: tiles, server requests, time."""
+
+    method: ClassVar[str] = "survey"
 
 
 @dataclass(frozen=True)
@@ -158,6 +168,22 @@ class IndexRequest(RasterRequest):
         object.__setattr__(self, "batch_size", values.number(self.batch_size, "batch_size", int) or 0)
         object.__setattr__(self, "output", values.optional_text(self.output, "output"))
         object.__setattr__(self, "device", values.optional_text(self.device, "device"))
+
+
+@dataclass(frozen=True)
+class CollectRequest(Request):
+    """Several raster files in one CRS made into one collection (a mosaic VRT in the cache) to index as one."""
+
+    method: ClassVar[str] = "collect"
+    files: tuple[str, ...]
+    label: str = "collection"
+
+    def __post_init__(self) -> None:
+        files = self.files
+        if not isinstance(files, list | tuple) or len(files) < 2 or not all(isinstance(f, str) and f for f in files):
+            raise InputError("Give two or more raster files to make one collection of ('files' parameter).")
+        object.__setattr__(self, "files", tuple(files))
+        object.__setattr__(self, "label", values.optional_text(self.label, "label") or "collection")
 
 
 @dataclass(frozen=True)
@@ -273,7 +299,8 @@ class EvaluateRequest(Request):
 
 
 REQUESTS: dict[str, type[Request]] = {
-    r.method: r for r in (IndexRequest, LocateRequest, SearchRequest, SimilarRequest, InfoRequest, EvaluateRequest)
+    r.method: r for r in (IndexRequest, LocateRequest, SurveyRequest, CollectRequest, SearchRequest, SimilarRequest,
+                          InfoRequest, EvaluateRequest)
 }
 
 

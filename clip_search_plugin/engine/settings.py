@@ -24,6 +24,8 @@ class TilingSettings:
     base tile; every tile is resampled to the model's input size. Tiles with more than
     ``max_empty_fraction`` of nodata / transparent pixels are skipped; wholly empty tiles always are.
     ``bands`` are 1-based band numbers to use as red, green, blue (``None``: chosen from the raster).
+    ``resolution`` is the size of a pixel to read at, in the CRS's units (``None``: the source's own; a web
+    layer's finest zoom). A web layer is read over the bounds of ``area``, which it needs.
     """
 
     tile_size: float = 224.0
@@ -33,6 +35,7 @@ class TilingSettings:
     max_empty_fraction: float = 0.8
     bands: tuple[int, ...] | None = None
     area: Area | None = None
+    resolution: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("tile_size", "overlap", "max_empty_fraction"):  # 32 and 32.0 are one setting (one cache key)
@@ -51,12 +54,20 @@ class TilingSettings:
             raise InputError(f"Maximum empty fraction must be between 0 and 1; got {self.max_empty_fraction}.")
         if self.bands is not None and (len(self.bands) not in (1, 3) or any(b < 1 for b in self.bands)):
             raise InputError(f"Give 1 or 3 band numbers (1-based); got {list(self.bands)}.")
+        if self.resolution is not None:
+            if isinstance(self.resolution, bool) or not isinstance(self.resolution, int | float) \
+                    or not 0 < self.resolution < float("inf"):
+                raise InputError(f"The resolution is the size of a pixel in the CRS's units, a positive number; "
+                                 f"got {self.resolution!r}.")
+            object.__setattr__(self, "resolution", float(self.resolution))
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["scales"] = list(self.scales)
         data["bands"] = list(self.bands) if self.bands is not None else None
         data["area"] = list(self.area) if isinstance(self.area, tuple) else self.area
+        if self.resolution is None:  # left out, so the settings of every earlier index keep their key
+            del data["resolution"]
         return data
 
     @classmethod
@@ -73,6 +84,7 @@ class TilingSettings:
             max_empty_fraction=float(data.get("max_empty_fraction", 0.8)),
             bands=tuple(int(b) for b in bands) if bands is not None else None,
             area=area,
+            resolution=data.get("resolution"),
         )
 
     def key(self) -> str:

@@ -6,11 +6,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import threading
 import time
-from collections import deque
-from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,21 +22,20 @@ from ..index.store import check_target, default_index_dir, open_index, write_ind
 from ..query.searching import SearchResult, search, search_similar, square
 from ..query.vectors import embed_query
 from ..settings import IndexSettings, ModelSpec, TilingSettings
+from ..sources.access import BlankSourceError, SourceReadError
 from ..tiling.area import tiles_in_area
 from ..tiling.geodesy import pixel_ground_size
 from ..tiling.grid import Tile, build_grid, ground_size_to_pixels
-from ..tiling.raster_io import RasterInfo, bounded_block_cache, describe_raster, open_dataset, read_chunk
+from ..tiling.raster_io import RasterInfo, bounded_block_cache, describe_source, open_source
 from .checkpoint import Checkpoint, partial_folder, plan_key, sweep_abandoned
+from .reading import BlankWatch, Cut, chunks_of, read_chunks, reader_threads
 
 __all__ = ["IndexResult", "SearchResult", "build_index", "open_index", "search", "search_similar"]
 
 log = logging.getLogger("clip_search.engine")
 Progress = Callable[[int, int], None]
 IsCancelled = Callable[[], bool]
-CHUNK_SOURCE_PIXELS = 2048
 CHECKPOINT_SECONDS = float(os.environ.get("CLIP_SEARCH_CHECKPOINT_SECONDS", "30"))
-READ_AHEAD = 3  # chunks each reader may have ready before the model takes them: bounded memory
-Cut = tuple[Tile, np.ndarray, float]
 
 
 @dataclass
@@ -78,84 +74,6 @@ def plan_tiles(info: RasterInfo, tiling: TilingSettings) -> tuple[int, list[Tile
     return base, tiles
 
 
-def _chunks(tiles: Sequence[Tile], base: int, scales: Sequence[float]) -> Iterator[tuple[float, list[Tile]]]:
-    """Tiles grouped by scale and by a coarse grid of source chunks, in reading order."""
-    for scale_index, scale in enumerate(scales):
-        span = max(CHUNK_SOURCE_PIXELS, 2 * round(base * scale))
-        groups: dict[tuple[int, int], list[Tile]] = {}
-        for t in tiles:
-            if t.scale_index == scale_index:
-                groups.setdefault((t.window.row_off // span, t.window.col_off // span), []).append(t)
-        for key in sorted(groups):
-            yield base * scale, groups[key]
-
-
-def _cut_tiles(
-    ds: Any, info: RasterInfo, tiles: list[Tile], source_size: float, input_size: int
-) -> Iterator[tuple[Tile, np.ndarray, float]]:
-    """Read the chunk holding ``tiles`` once (resampled to the model's input scale) and cut each tile.
-
-    Yields (tile, uint8 pixels, empty fraction).
-    """
-    chunk = tiles[0].window
-    for t in tiles[1:]:
-        chunk = chunk.union_bounds(t.window)
-    factor = source_size / input_size
-    out_h = max(1, round(chunk.height / factor))
-    out_w = max(1, round(chunk.width / factor))
-    rgb, valid = read_chunk(ds, info, chunk, (out_h, out_w))
-    for t in tiles:
-        th = max(1, min(out_h, round(t.window.height / factor)))
-        tw = max(1, min(out_w, round(t.window.width / factor)))
-        r0 = min(round((t.window.row_off - chunk.row_off) / factor), out_h - th)
-        c0 = min(round((t.window.col_off - chunk.col_off) / factor), out_w - tw)
-        mask = valid[r0 : r0 + th, c0 : c0 + tw]
-        yield t, rgb[r0 : r0 + th, c0 : c0 + tw], 1.0 - float(mask.mean())
-
-
-def reader_threads(device: str) -> int:
-    """How many threads read chunks: one beside a model on the CPU (the model needs the cores), several
-    beside a GPU, which would otherwise wait for the reading."""
-    if not device.startswith("cuda"):
-        return 1
-    return max(1, min(8, (os.cpu_count() or 2) - 1))
-
-
-def read_chunks(
-    info: RasterInfo, jobs: Iterable[tuple[float, list[Tile]]], input_size: int, workers: int
-) -> Generator[list[Cut], None, None]:
-    """Read and cut ``jobs`` (chunks of tiles) in ``workers`` background threads, each with a dataset
-    handle of its own (GDAL releases the GIL while it decodes), yielding them in order while the caller
-    embeds. At most ``workers * READ_AHEAD`` chunks are read ahead, so memory stays bounded."""
-    local = threading.local()
-    handles: list[Any] = []
-    lock = threading.Lock()
-
-    def read(job: tuple[float, list[Tile]]) -> list[Cut]:
-        ds = getattr(local, "ds", None)
-        if ds is None:
-            ds = local.ds = open_dataset(info.path)
-            with lock:
-                handles.append(ds)
-        source_size, group = job
-        with bounded_block_cache():
-            return list(_cut_tiles(ds, info, group, source_size, input_size))
-
-    pool = ThreadPoolExecutor(workers, thread_name_prefix="clip-search-read")
-    pending: deque[Future[list[Cut]]] = deque()
-    try:
-        for job in jobs:
-            pending.append(pool.submit(read, job))
-            if len(pending) > workers * READ_AHEAD:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-        for ds in handles:
-            ds.close()
-
-
 class TileEmbedding:
     """Embeds the non-empty tiles of a plan into a Faiss index: :meth:`run` returns (index, kept tiles in id order).
 
@@ -185,38 +103,50 @@ class TileEmbedding:
 
     def run(self, info: RasterInfo, tiling: TilingSettings, base: int, progress: Progress,
             is_cancelled: IsCancelled) -> tuple[Any, list[Tile]]:
-        jobs = list(_chunks(self.tiles, base, tiling.scales))
+        jobs = list(chunks_of(self.tiles, base, tiling.scales))
         first, total = self.chunk_number, len(self.tiles)
-        done = sum(len(group) for _, group in jobs[:first])
-        open_dataset(info.path).close()  # a raster that cannot be opened fails here, before any thread starts
+        with bounded_block_cache(info):
+            open_source(info).close()  # a source that cannot be opened fails here, before any thread starts
         chunks = read_chunks(info, jobs[first:], self.embedder.input_size, reader_threads(self.embedder.device))
+        watch = BlankWatch(info, len(jobs) - first) if info.remote else None
+        done = sum(len(group) for _, group in jobs[:first])
         try:
-            with bounded_block_cache(), contextlib.closing(chunks):
+            with bounded_block_cache(info), contextlib.closing(chunks):
                 for self.chunk_number, cuts in enumerate(chunks, start=first):
-                    if is_cancelled():
-                        raise Cancelled()
-                    for tile, pixels, empty in cuts:
-                        done += 1
-                        if self.take(tile, pixels, empty, tiling.max_empty_fraction):
-                            progress(done, total)
-                            if time.monotonic() - self.last_save >= self.checkpoint_seconds:
-                                self.save()
-                            if is_cancelled():
-                                raise Cancelled()
+                    if watch is not None:
+                        watch.see(cuts)
+                    done = self.embed(cuts, done, total, tiling.max_empty_fraction, progress, is_cancelled)
                 self.chunk_number = len(jobs)
                 for shape in sorted(self.pending):  # a fixed order, whatever order the shapes first appeared in
                     self.flush(shape)
-        except KeyboardInterrupt:
-            self.save()  # interrupted: what is embedded is kept for the next build of the same plan
-            raise
+        except BlankSourceError:
+            raise  # nothing worth keeping was read
         except Cancelled:
             self.save()  # cancelled: what is embedded is kept for the next build of the same plan
             raise Cancelled(
                 f"Cancelled; no index was stored yet. The {len(self.kept):,} tiles embedded so far are saved: "
                 "the same build resumes from there."
             ) from None
+        except (KeyboardInterrupt, SourceReadError):
+            self.save()  # interrupted, or a server failed (down, or refusing): kept for the next build of the plan
+            raise
         progress(total, total)
         return self.vectors, self.kept
+
+    def embed(self, cuts: list[Cut], done: int, total: int, max_empty: float, progress: Progress,
+              is_cancelled: IsCancelled) -> int:
+        """Take one chunk's tiles (embedding each batch as it fills); the count of grid tiles seen after it."""
+        if is_cancelled():
+            raise Cancelled()
+        for tile, pixels, empty in cuts:
+            done += 1
+            if self.take(tile, pixels, empty, max_empty):
+                progress(done, total)
+                if time.monotonic() - self.last_save >= self.checkpoint_seconds:
+                    self.save()
+                if is_cancelled():
+                    raise Cancelled()
+        return done
 
     def take(self, tile: Tile, pixels: np.ndarray, empty: float, max_empty: float) -> bool:
         """Add a cut tile to its batch unless it is embedded already or too empty; True when a batch was embedded."""
@@ -270,6 +200,7 @@ def build_index(
     is_cancelled: IsCancelled | None = None,
     embedder: Embedder | None = None,
     approximate_from: int = APPROXIMATE_FROM,
+    auth: dict[str, str] | None = None,
 ) -> IndexResult:
     """Index ``raster``: tile, embed, and write an index folder (default: the user cache folder).
 
@@ -282,16 +213,13 @@ def build_index(
     """
     started = time.perf_counter()
     is_cancelled = is_cancelled or (lambda: False)
-    plan = _plan(raster, settings or IndexSettings(), output, embedder)
+    plan = _plan(raster, settings or IndexSettings(), output, embedder, auth)
     checkpoint = _checkpoint(plan)
     resumed = checkpoint.tile_count
     vectors, kept = TileEmbedding(plan.tiles, plan.embedder, plan.batch_size, checkpoint).run(
         plan.info, plan.settings.tiling, plan.base, progress or (lambda done, total: None), is_cancelled)
     if not kept:
-        raise InputError(
-            "Every tile is empty (nodata or transparent) or beyond the allowed empty fraction; "
-            "check the raster's nodata value, or raise the maximum empty fraction."
-        )
+        raise _nothing_kept(plan.info)
     table = np.array(
         [[t.window.col_off, t.window.row_off, t.window.width, t.window.height, t.scale_index] for t in kept],
         dtype=np.int32,
@@ -309,10 +237,24 @@ def build_index(
                        identity.label(), identity.random_weights, resumed)
 
 
+def _nothing_kept(info: RasterInfo) -> InputError:
+    """The error of a build whose every tile is empty: for a web source, most likely one it does not cover."""
+    if info.remote:
+        return InputError(
+            f"{info.title} sent no imagery for this area: every tile was missing (HTTP 404), transparent or "
+            "beyond the allowed empty fraction. Check the layer's address and zoom levels, and that the area is "
+            "one the service covers (look at the layer in QGIS there)."
+        )
+    return InputError(
+        "Every tile is empty (nodata or transparent) or beyond the allowed empty fraction; "
+        "check the raster's nodata value, or raise the maximum empty fraction."
+    )
+
+
 def _plan(raster: str | Path, settings: IndexSettings, output: str | Path | None,
-          embedder: Embedder | None) -> _Plan:
-    """The raster described, its tiles planned, the model loaded and the target checked."""
-    info = describe_raster(str(raster), settings.tiling.bands)
+          embedder: Embedder | None, auth: dict[str, str] | None = None) -> _Plan:
+    """The source described, its tiles planned, the model loaded and the target checked."""
+    info = describe_source(str(raster), settings.tiling, auth)
     base, tiles = plan_tiles(info, settings.tiling)
     embedder = embedder or load_embedder(settings.model, settings.device)
     batch_size = settings.batch_size or embedder.default_batch_size()

@@ -27,6 +27,25 @@ _FILE: Schema = {
     },
 }
 
+# Where the pixels came from when not a plain local file: a web layer, a remote file, a folder or VRT of sheets.
+# "name" never holds credentials; "files" are the sheets of a collection with their pixel windows in the mosaic.
+_SOURCE: Schema = {
+    "type": "object",
+    "required": ["kind", "name"],
+    "properties": {
+        "kind": {"enum": ["file", "folder", "remote", "xyz", "wms", "wmts", "gdal-web"]},
+        "name": {"type": "string", "minLength": 1},
+        "title": {"type": "string"},
+        "crs": {"type": "string"},
+        "extent": _BOX,
+        "resolution": {"type": "number", "exclusiveMinimum": 0},
+        "native_resolution": {"anyOf": [{"type": "null"}, {"type": "number", "exclusiveMinimum": 0}]},
+        "zoom": {"anyOf": [{"type": "null"}, {"type": "integer", "minimum": 0}]},
+        "requests": {"type": "integer", "minimum": 0},
+        "files": {"type": "array", "items": {"type": "array", "minItems": 5, "maxItems": 5}},
+    },
+}
+
 SCHEMA: Schema = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "title": "CLIP Search index manifest",
@@ -56,6 +75,7 @@ SCHEMA: Schema = {
                     {"type": "array", "items": {"type": "array", "items": _NUMBER, "minItems": 2, "maxItems": 2}},
                 ]},
                 "fingerprint": {"type": "string", "pattern": "^[0-9a-f]{8,64}$"},
+                "source": _SOURCE,
             },
         },
         "model": {
@@ -90,6 +110,7 @@ SCHEMA: Schema = {
                     {"type": "array", "items": {"type": "integer", "minimum": 1}, "minItems": 1, "maxItems": 3},
                 ]},
                 "area": {"anyOf": [{"type": "null"}, _BOX, {"type": "array", "items": _GEOMETRY}]},
+                "resolution": {"anyOf": [{"type": "null"}, {"type": "number", "exclusiveMinimum": 0}]},
             },
         },
         "base_tile_px": {"type": "integer", "minimum": 1},

@@ -31,6 +31,7 @@ from ..embedding.models import ModelIdentity, file_sha256
 from ..errors import NO_SPACE_ERRNOS, IndexFormatError, InputError, storage_error
 from ..paths import inside, user_cache_base
 from ..settings import TilingSettings
+from ..sources.names import WEB_KINDS
 from ..tiling.grid import Window
 from ..tiling.raster_io import RasterInfo
 from .manifest_schema import SCHEMA, problems
@@ -53,7 +54,7 @@ def default_cache_root() -> Path:
 
 def default_index_dir(raster: RasterInfo, identity: ModelIdentity, tiling: TilingSettings) -> Path:
     """Cache folder keyed by raster fingerprint + model + tiling."""
-    stem = Path(raster.path).stem[:40]
+    stem = (raster.title if raster.remote else Path(raster.path).stem)[:40]
     safe_stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in stem)
     name = f"{safe_stem}-{raster.fingerprint[:12]}-{identity.key()}-{tiling.key()}"
     return default_cache_root() / name
@@ -74,6 +75,21 @@ def _locate(raster: RasterInfo, expected: Path) -> IndexStatus:
             return IndexStatus("ready", str(expected), manifest=_summary(read_manifest(expected)))
         except IndexFormatError as exc:
             return IndexStatus("damaged", str(expected), message=str(exc))
+    newest = _newest_of(raster.path)
+    if newest is not None:
+        path, manifest = newest
+        other_grid = raster.remote and manifest["raster"].get("source", {}).get("kind") in WEB_KINDS
+        changed = manifest["raster"].get("fingerprint") != raster.fingerprint and not other_grid
+        reason = ("the raster changed since it was indexed" if changed else "another area or resolution"
+                  if other_grid and manifest["raster"].get("fingerprint") != raster.fingerprint
+                  else "other model or tiling settings")
+        return IndexStatus("stale", str(path), expected=str(expected), manifest=_summary(manifest), changed=changed,
+                           reason=reason)
+    return IndexStatus("none", str(expected))
+
+
+def _newest_of(raster_path: str) -> tuple[Path, dict[str, Any]] | None:
+    """The newest index in the cache of the raster (or source) named ``raster_path``, with its manifest."""
     root = default_cache_root()
     others = []
     for manifest_path in root.glob(f"*/{MANIFEST}") if root.is_dir() else []:
@@ -81,16 +97,29 @@ def _locate(raster: RasterInfo, expected: Path) -> IndexStatus:
             manifest = read_manifest(manifest_path.parent)
         except IndexFormatError:
             continue
-        if manifest["raster"].get("path") == raster.path:
+        if manifest["raster"].get("path") == raster_path:
             others.append((manifest.get("created", ""), manifest_path.parent, manifest))
-    if others:
-        _, path, manifest = max(others, key=lambda o: o[0])
-        changed = manifest["raster"].get("fingerprint") != raster.fingerprint
-        return IndexStatus(
-            "stale", str(path), expected=str(expected), manifest=_summary(manifest), changed=changed,
-            reason="the raster changed since it was indexed" if changed else "other model or tiling settings",
-        )
-    return IndexStatus("none", str(expected))
+    if not others:
+        return None
+    _, path, manifest = max(others, key=lambda o: o[0])
+    return path, manifest
+
+
+def locate_web(public: str, identity: ModelIdentity, tiling: TilingSettings) -> IndexStatus:
+    """The status of a web layer's newest index when no area is given: ``ready`` when it was built with this
+    model and tiling (over whatever area and resolution), ``stale`` when with others, ``none`` when never."""
+    newest = _newest_of(public)
+    if newest is None:
+        return IndexStatus("none", "")
+    path, manifest = newest
+    built = TilingSettings.from_dict(manifest["tiling"])
+    same = manifest["model"] == identity.to_dict() and \
+        (built.tile_size, built.tile_units, built.overlap, built.scales) == \
+        (tiling.tile_size, tiling.tile_units, tiling.overlap, tiling.scales)
+    if same:
+        return IndexStatus("ready", str(path), manifest=_summary(manifest))
+    return IndexStatus("stale", str(path), manifest=_summary(manifest), changed=False,
+                       reason="other model or tiling settings")
 
 
 def _summary(manifest: dict[str, Any]) -> IndexSummary:

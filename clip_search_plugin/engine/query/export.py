@@ -28,7 +28,7 @@ def region_properties(region: dict[str, Any], query: str, random_weights: bool) 
         "area": round(float(region["area"]), 3),
         "area_units": str(region["area_units"]),
         "random_weights": int(random_weights),
-    }
+    } | ({"file": str(region["file"])} if region.get("file") else {})
 
 
 def to_feature_collection(
@@ -72,9 +72,10 @@ def write_regions(
     if multi:
         geoms = [g if g.geom_type == "MultiPolygon" else shapely.MultiPolygon([g]) for g in geoms]
     props = [region_properties(r, query, random_weights) for r in regions]
-    names = list(FIELDS)
+    names = list(FIELDS) + (["file"] if any("file" in p for p in props) else [])  # a collection: the sheet
     field_data = [
-        np.array([p[n] for p in props], dtype=object if n in ("query", "area_units") else None) for n in names
+        np.array([p.get(n, "") for p in props], dtype=object if n in ("query", "area_units", "file") else None)
+        for n in names
     ]
     tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
     if tmp.exists():

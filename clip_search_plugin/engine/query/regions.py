@@ -44,9 +44,10 @@ class Region:
     area_units: str
     members: list[Hit] = field(default_factory=list)
     relative: float | None = None  # standard deviations above the index's typical tile for this query
+    file: str | None = None  # the sheet it lies on, in an index of a collection
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        return ({"file": self.file} if self.file is not None else {}) | {
             "rank": self.rank,
             "score": self.score,
             "relative": self.relative,

@@ -19,9 +19,10 @@ from ..errors import InputError
 from ..index.neighbours import smoothed
 from ..index.store import OpenIndex
 from ..settings import Area, ModelSpec
+from ..sources.collection import sheet_of
 from ..tiling.area import area_geometry, tiles_in_area, tiles_overlapping, to_pixels
 from ..tiling.grid import Window
-from ..tiling.raster_io import fingerprint_file, open_dataset, read_chunk
+from ..tiling.raster_io import bounded_block_cache, fingerprint_file, open_source, read_chunk
 from .heatmap import write_heatmap
 from .places import gather_places
 from .regions import Hit, Region, build_regions, merge_hits
@@ -177,8 +178,12 @@ def search_vector(
         threshold = min(threshold, 1.0)
     top = top_places(index, vector, top_k, threshold, allowed, merge, rerank)
     regions, hits = place_regions(index, top)
+    sheets = (index.raster.source or {}).get("files")
     for region in regions:
         region.relative = (region.score - mean) / std
+        if sheets:  # a collection: the sheet the place's best tile lies on
+            best = region.members[0].window
+            region.file = sheet_of(sheets, (best.col_off, best.row_off, best.col_end, best.row_end))
     extra: dict[str, Any] = {"score_mean": mean, "score_std": std, "requested": top_k, "fewer": top.fewer,
                              "searched_tiles": top.searched,
                              "below_threshold": top.fewer and len(top.found) < top.searched, "reranked": rerank}
@@ -327,7 +332,7 @@ def search_similar(
 def embed_box(index: OpenIndex, embedder: Embedder, bbox: tuple[float, float, float, float]) -> np.ndarray:
     """Unit vector of the raster's content inside ``bbox`` (raster CRS), read and embedded now."""
     info = index.raster
-    if fingerprint_file(info.path) != info.fingerprint:
+    if info.source is None and fingerprint_file(info.path) != info.fingerprint:
         raise InputError(f"{info.path} changed since it was indexed; build the index again.")
     geom = to_pixels(area_geometry(bbox), info.affine)
     c0, r0, c1, r1 = geom.bounds
@@ -338,6 +343,6 @@ def embed_box(index: OpenIndex, embedder: Embedder, bbox: tuple[float, float, fl
     window = Window(c0, r0, c1 - c0, r1 - r0)
     factor = max(window.width, window.height) / embedder.input_size
     shape = (max(1, round(window.height / factor)), max(1, round(window.width / factor)))
-    with open_dataset(info.path) as ds:
+    with bounded_block_cache(info), open_source(info) as ds:
         rgb, _ = read_chunk(ds, info, window, shape)
     return embedder.encode_images(square(rgb)[None])[0]

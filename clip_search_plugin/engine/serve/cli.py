@@ -9,22 +9,35 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from types import TracebackType
 from typing import Any, TypeAlias
 
 from .. import request_values as values
-from ..answers import IndexAnswer, SearchAnswer, fewer_text
+from ..answers import IndexAnswer, SearchAnswer, SurveyAnswer, fewer_text
 from ..embedding.models import DEFAULT_PRESET, PRESETS
 from ..errors import ClipSearchError
 from ..query.export import to_feature_collection, write_regions
 from ..query.templates import read_templates
-from ..requests import IndexRequest, InfoRequest, ResultOptions, SearchRequest, SimilarRequest
+from ..requests import IndexRequest, InfoRequest, ResultOptions, SearchRequest, SimilarRequest, SurveyRequest
 from ..settings import ModelSpec, TilingSettings
 from .service import Service
 
 BOX = ("XMIN", "YMIN", "XMAX", "YMAX")
+SOURCES_HELP = """Index a raster, a folder of sheets, a remote file or a web layer.
+
+Examples:
+  index ortho.tif
+  index sheets/                                   (every GeoTIFF/JP2 sheet in it: one index)
+  index /vsicurl/https://example.org/ortho.tif    (a Cloud-Optimised GeoTIFF, read by range requests)
+  index "type=xyz&url=https://tiles.example.org/{z}/{x}/{y}.jpg&zmax=19" --bbox 1000 2000 3000 4000
+  index "url=https://example.org/wms&layers=ortho&crs=EPSG:25832&format=image/jpeg" --bbox ... --resolution 0.5
+
+A web layer needs --bbox (in its CRS); downloaded tiles are kept in the user's cache, so a resumed or repeated
+build downloads nothing again. Credentials: set GDAL_HTTP_USERPWD or GDAL_HTTP_HEADERS in the environment
+(never on the command line); proxies: GDAL_HTTP_PROXY or the usual http_proxy / https_proxy variables."""
 Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
@@ -46,8 +59,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _add_index(sub: Commands) -> None:
-    ix = sub.add_parser("index", help="index a raster")
-    ix.add_argument("raster")
+    ix = sub.add_parser("index", help="index a raster, a folder of sheets, a remote file or a web layer",
+                        description=SOURCES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ix.add_argument("raster", nargs="+", metavar="SOURCE",
+                    help="a raster file or VRT, a folder of sheets, /vsicurl/URL, a GDAL WMS/TMS description, or a "
+                    "QGIS data source of an XYZ/WMS/WMTS layer; several files: one collection")
     ix.add_argument(
         "--model", default=DEFAULT_PRESET, help=f"preset ({', '.join(PRESETS)}), open_clip architecture, or hf-hub:NAME"
     )
@@ -59,7 +75,12 @@ def _add_index(sub: Commands) -> None:
     ix.add_argument("--scales", type=float, nargs="+", default=[1.0], help="multiples of the tile, e.g. 1 2 4")
     ix.add_argument("--max-empty", type=float, default=0.8, help="skip tiles emptier than this (default 0.8)")
     ix.add_argument("--bands", type=int, nargs="+", help="1-based bands to use as R G B (or one for grey)")
-    ix.add_argument("--bbox", type=float, nargs=4, metavar=BOX, help="index only this area (raster CRS)")
+    ix.add_argument("--bbox", type=float, nargs=4, metavar=BOX,
+                    help="index only this area, in the source's CRS (EPSG:3857 for XYZ); needed for a web layer")
+    ix.add_argument("--resolution", type=float, metavar="UNITS",
+                    help="read at this pixel size, in the source's CRS units (default: its own; XYZ: its top zoom)")
+    ix.add_argument("--dry-run", action="store_true",
+                    help="say what the build would read (tiles, server requests, download, time) and stop")
     ix.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     ix.add_argument("--batch-size", type=int, default=0)
     ix.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -132,7 +153,7 @@ class TerminalProgress:
         sys.stderr.flush()
 
 
-def _index_request(a: argparse.Namespace) -> IndexRequest:
+def _index_request(a: argparse.Namespace) -> IndexRequest | SurveyRequest:
     tiling = TilingSettings(
         tile_size=a.tile_size,
         tile_units=a.tile_units,
@@ -141,8 +162,16 @@ def _index_request(a: argparse.Namespace) -> IndexRequest:
         max_empty_fraction=a.max_empty,
         bands=tuple(a.bands) if a.bands else None,
         area=tuple(a.bbox) if a.bbox else None,
+        resolution=a.resolution,
     )
-    return IndexRequest(raster=a.raster, model=ModelSpec(a.model, a.pretrained), tiling=tiling, device=a.device,
+    raster = a.raster[0]
+    if len(a.raster) > 1:  # several files: one collection, a mosaic VRT of them
+        from ..sources.collection import collection_vrt
+
+        raster = str(collection_vrt([os.path.abspath(r) for r in a.raster], "collection")[0])
+    if a.dry_run:
+        return SurveyRequest(raster=raster, model=ModelSpec(a.model, a.pretrained), tiling=tiling)
+    return IndexRequest(raster=raster, model=ModelSpec(a.model, a.pretrained), tiling=tiling, device=a.device,
                         batch_size=a.batch_size, output=a.output)
 
 
@@ -232,7 +261,12 @@ def run(argv: list[str] | None = None) -> int:
     never = lambda: False  # noqa: E731
     quiet = lambda done, total: None  # noqa: E731
     if a.command == "index":
-        _print_index(a, service.answer(_index_request(a), TerminalProgress(), never))
+        request = _index_request(a)
+        if isinstance(request, SurveyRequest):
+            survey = SurveyAnswer.from_dict(service.answer(request, quiet, never))
+            print(json.dumps(survey.to_dict(), indent=1) if a.json else f"{survey.title}: {survey.summary()}")
+            return 0
+        _print_index(a, service.answer(request, TerminalProgress(), never))
     elif a.command == "info":
         print(json.dumps(service.answer(InfoRequest(index=a.index), quiet, never), indent=1))
     else:

@@ -16,12 +16,14 @@ from typing import Any
 from ..answers import IndexAnswer
 from ..building.build import IsCancelled, Progress, build_index
 from ..building.checkpoint import locate_build
+from ..building.survey import survey
 from ..embedding.embedder import Embedder, load_embedder
 from ..embedding.models import pick_device, resolve_identity
-from ..index.store import OpenIndex, open_index
+from ..index.store import OpenIndex, locate_web, open_index
 from ..query.searching import index_model_spec, search, search_similar
 from ..query.templates import TEMPLATE_SETS, prompt_templates
 from ..requests import (
+    CollectRequest,
     EvaluateRequest,
     IndexRequest,
     InfoRequest,
@@ -30,10 +32,13 @@ from ..requests import (
     ResultOptions,
     SearchRequest,
     SimilarRequest,
+    SurveyRequest,
     read_request,
 )
 from ..settings import IndexSettings, ModelSpec
-from ..tiling.raster_io import describe_raster
+from ..sources.collection import collection_vrt
+from ..sources.names import read_source
+from ..tiling.raster_io import describe_source
 
 Answer = dict[str, Any]
 Handler = Callable[[Any, Progress, IsCancelled], Answer]
@@ -57,6 +62,8 @@ class Service:
             SimilarRequest: self.do_similar,
             InfoRequest: self.do_info,
             LocateRequest: self.do_locate,
+            SurveyRequest: self.do_survey,
+            CollectRequest: self.do_collect,
             EvaluateRequest: self.do_evaluate,
         }
 
@@ -92,7 +99,8 @@ class Service:
         settings = IndexSettings(tiling=request.tiling, model=request.model, device=request.device or self.device,
                                  batch_size=request.batch_size)
         embedder = self.embedder(request.model, settings.device)
-        result = build_index(request.raster, settings, request.output, progress, is_cancelled, embedder)
+        result = build_index(request.raster, settings, request.output, progress, is_cancelled, embedder,
+                             auth=request.auth)
         self._indexes.pop(str(result.path), None)
         return IndexAnswer(path=str(result.path), tiles=result.tile_count, skipped_empty=result.skipped_empty,
                            grid_tiles=result.grid_count, seconds=round(result.seconds, 3), model=result.model,
@@ -122,7 +130,19 @@ class Service:
     def do_locate(self, request: LocateRequest, progress: Progress, is_cancelled: IsCancelled) -> Answer:
         """Where the index for a raster with these settings is, and whether it is ready, stale or missing."""
         identity, _ = resolve_identity(request.model)
-        return locate_build(describe_raster(request.raster, request.tiling.bands), identity, request.tiling)
+        name = read_source(request.raster)
+        if name.is_web and request.tiling.area is None:  # a web layer before an area is chosen: its newest index
+            return locate_web(name.public(), identity, request.tiling).to_dict()
+        return locate_build(describe_source(request.raster, request.tiling, request.auth), identity, request.tiling)
+
+    def do_survey(self, request: SurveyRequest, progress: Progress, is_cancelled: IsCancelled) -> Answer:
+        """What a build would read (tiles, server requests, download, time), before anything is downloaded."""
+        return survey(request.raster, request.tiling, pick_device(self.device), request.auth).to_dict()
+
+    def do_collect(self, request: CollectRequest, progress: Progress, is_cancelled: IsCancelled) -> Answer:
+        """Several files as one collection: the mosaic VRT to index (written in the cache) and its sheets."""
+        path, members, _ = collection_vrt(list(request.files), request.label)
+        return {"path": str(path), "files": len(members)}
 
     def do_evaluate(self, request: EvaluateRequest, progress: Progress, is_cancelled: IsCancelled) -> Answer:
         """Score searches of an index against label polygons; write results.csv, results.md and pr.png."""

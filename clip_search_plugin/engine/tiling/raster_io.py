@@ -12,42 +12,30 @@ declaring more than its file holds is refused before a build plans tiles (:func:
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import math
 import os
-import re
 import struct
-import warnings
-from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
-import rasterio
 from affine import Affine
-from rasterio._err import CPLE_BaseError
 from rasterio.enums import ColorInterp, MaskFlags, Resampling
-from rasterio.errors import CRSError, NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window as RioWindow
 
 from ..errors import DamagedRasterError, RasterError
+from ..settings import TilingSettings
+from ..sources.access import gdal_words, read_failure, reading, with_retries
+from ..sources.datasets import GDAL_ERRORS, fingerprint_file, gdal_reason, open_dataset
+from ..sources.resolve import reopen, resolve
 from .grid import Window
+from .tiff_header import advice, check_plausible, damaged_header
 
 # QGIS shows a raster without georeference with x = column and y = -row; so do we.
 PIXEL_TRANSFORM = Affine(1.0, 0.0, 0.0, 0.0, -1.0, 0.0)
 STRETCH_PERCENTILES = (2.0, 98.0)
 STRETCH_SAMPLE_SIDE = 1024
-FINGERPRINT_SAMPLE = 1 << 20
 BLOCK_CACHE_MB = 64
-# What GDAL raises on a damaged file: rasterio's errors, GDAL's own CPLE_* errors, a CRS it cannot parse.
-GDAL_ERRORS: tuple[type[Exception], ...] = (RasterioError, CPLE_BaseError, CRSError)
-# How far a codec packs pixels (deflate about 1,000 to 1, LZW a few thousand; TIFF codes for none, LZW, JPEG,
-# deflate twice, PackBits): a first block needing more was declared larger than it is. ZSTD, LERC, WebP
-# pack constant pixels further, but no real block reaches a million to one.
-MAX_PACKING = {1: 16, 5: 10_000, 7: 10_000, 8: 10_000, 32946: 10_000, 32773: 10_000}
-MAX_PACKING_OTHERS = 1_000_000
-REASON_CHARS = 200
-TIFF_TAGS = (259, 273, 278, 279, 284, 322, 323, 324, 325)  # compression, strips, planar configuration, tiles
 
 
 @dataclass(frozen=True)
@@ -67,6 +55,19 @@ class RasterInfo:
     bands: tuple[int, int, int]
     stretch: tuple[tuple[float, float], ...] | None
     fingerprint: str
+    # where the pixels come from when not a plain local file: kind, public name, extent and resolution read
+    source: dict[str, Any] | None = field(default=None, compare=False, hash=False)
+    dataset: str = field(default="", compare=False, hash=False, repr=False)  # what GDAL opens ("" : path)
+
+    @property
+    def remote(self) -> bool:
+        """Read over the network (a web layer or a remote file): reads are retried, failures name the server."""
+        return self.source is not None and self.source.get("kind") not in ("file", "folder")
+
+    @property
+    def title(self) -> str:
+        """A short name for messages: the file's name, or the web source's host and layer."""
+        return str(self.source.get("title") or self.path) if self.source else os.path.basename(self.path)
 
     @property
     def affine(self) -> Affine:
@@ -94,7 +95,7 @@ class RasterInfo:
             "bands": list(self.bands),
             "stretch": [list(s) for s in self.stretch] if self.stretch is not None else None,
             "fingerprint": self.fingerprint,
-        }
+        } | ({"source": self.source} if self.source is not None else {})
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RasterInfo:
@@ -115,114 +116,15 @@ class RasterInfo:
             bands=(b[0], b[1], b[2]),
             stretch=tuple((float(lo), float(hi)) for lo, hi in stretch) if stretch else None,
             fingerprint=str(data["fingerprint"]),
+            source=data.get("source"),
         )
-
-
-def fingerprint_file(path: str) -> str:
-    """A content fingerprint: size plus the first, middle and last MiB (fast on huge rasters)."""
-    size = os.path.getsize(path)
-    digest = hashlib.sha256(str(size).encode())
-    with open(path, "rb") as f:
-        for offset in sorted({0, max(0, size // 2 - FINGERPRINT_SAMPLE // 2), max(0, size - FINGERPRINT_SAMPLE)}):
-            f.seek(offset)
-            digest.update(f.read(FINGERPRINT_SAMPLE))
-    return digest.hexdigest()[:32]
-
-
-def gdal_reason(exc: BaseException, path: str) -> str:
-    """GDAL's own words for a failure, on one line: the innermost message of the exception chain, which
-    names the defect (e.g. "TIFFFillTile:Read error at row 0, ...; got 0 bytes, expected 148616")."""
-    chain = [exc]
-    while (cause := chain[-1].__cause__) is not None and len(chain) < 8:
-        chain.append(cause)
-    messages = [re.sub(r"\s+", " ", str(e)).strip() for e in reversed(chain)]
-    text = next((m for m in messages if m and "See previous exception" not in m), type(exc).__name__)
-    text = re.sub(f"^({re.escape(path)}|{re.escape(os.path.basename(path))}): ?", "", text)  # we name the file
-    return text if len(text) <= REASON_CHARS else text[: REASON_CHARS - 3] + "..."
-
-
-def _advice(path: str) -> str:
-    command = f'gdalinfo -checksum "{path}"'
-    return f"The file is damaged or incomplete: check it with {command} and copy it again from its source."
 
 
 def unreadable(path: str, window: Window, exc: BaseException, purpose: str = "") -> DamagedRasterError:
     """The error for pixels of ``path`` that GDAL could not read: the file, the window, GDAL's reason, what to do."""
     where = f"columns {window.col_off}-{window.col_end - 1}, rows {window.row_off}-{window.row_end - 1}{purpose}"
     return DamagedRasterError(f"Cannot read {path}: the pixels in {where} could not be read "
-                              f"({gdal_reason(exc, path)}). {_advice(path)}")
-
-
-def damaged_header(path: str, reason: str) -> DamagedRasterError:
-    return DamagedRasterError(f"Cannot read {path}: its header is damaged ({reason}). {_advice(path)}")
-
-
-def open_dataset(path: str) -> Any:
-    """Open a raster for reading, turning rasterio's errors into a message that says what to do."""
-    if not os.path.exists(path):
-        raise RasterError(f"Raster not found: {path}. Check the path, or re-add the layer in QGIS.")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            return rasterio.open(path)
-    except GDAL_ERRORS as exc:
-        raise DamagedRasterError(
-            f"Cannot read {path} as a raster ({gdal_reason(exc, path)}). Check that it is a complete "
-            "GDAL-readable image (e.g. open it in QGIS, or run gdalinfo on it), or copy it again from its source."
-        ) from exc
-
-
-def _tiff_tags(path: str, ifd_offset: int) -> dict[int, tuple[int, int]]:
-    """{tag: (count, first value)} of the layout tags (:data:`TIFF_TAGS`) in the TIFF directory at ``ifd_offset``."""
-    with open(path, "rb") as f:
-        order = {b"II": "<", b"MM": ">"}.get(f.read(2))
-        if order is None:
-            return {}
-        big = struct.unpack(order + "H", f.read(2))[0] == 43  # BigTIFF: 8-byte counts and value fields
-        number, size = ("Q", 20) if big else ("I", 12)
-        f.seek(ifd_offset)
-        entries = struct.unpack(order + ("Q" if big else "H"), f.read(8 if big else 2))[0]
-        table, field = f.read(min(entries, 4096) * size), struct.calcsize(number)
-        tags = {}
-        for at in range(0, len(table) - size + 1, size):
-            tag, kind = struct.unpack_from(order + "HH", table, at)
-            code = {3: "H", 4: "I", 16: "Q"}.get(kind)  # SHORT, LONG, LONG8
-            if tag not in TIFF_TAGS or code is None:
-                continue
-            count = struct.unpack_from(order + number, table, at + 4)[0]
-            if count * struct.calcsize(code) <= field:  # the value is in the entry, else where the entry points
-                tags[tag] = (count, struct.unpack_from(order + code, table, at + 4 + field)[0])
-            else:
-                f.seek(struct.unpack_from(order + number, table, at + 4 + field)[0])
-                tags[tag] = (count, struct.unpack(order + code, f.read(struct.calcsize(code)))[0])
-    return tags
-
-
-def check_plausible(ds: Any, path: str) -> None:
-    """Refuse a GeoTIFF whose header declares more pixels than its file holds.
-
-    One flipped bit can make 383 columns 2,147,483,647, which GDAL opens: a build would plan billions of
-    tiles before a read failed. The TIFF directory must list an offset for every strip or tile the size
-    needs (a sparse file lists zeros), and its first block's bytes must hold its pixels at a packing its
-    codec reaches (:data:`MAX_PACKING`).
-    """
-    ifd = ds.get_tag_item("IFD_OFFSET", "TIFF", bidx=1) if ds.driver == "GTiff" else None
-    tags = _tiff_tags(path, int(ifd)) if ifd else {}
-    if not tags:
-        return
-    tiled = 322 in tags  # TileWidth; else strips of RowsPerStrip rows (one strip when it is absent)
-    rows = tags[323][1] if tiled and 323 in tags else min(tags.get(278, (1, ds.height))[1], ds.height)
-    cols = tags[322][1] if tiled else ds.width
-    planes = ds.count if tags.get(284, (1, 1))[1] == 2 else 1  # PlanarConfiguration 2: a block per band
-    blocks = math.ceil(ds.width / max(cols, 1)) * math.ceil(ds.height / max(rows, 1)) * planes
-    declared = f"it declares {ds.width} x {ds.height} pixels"
-    listed, first = tags.get(324 if tiled else 273, (blocks, 0))[0], tags.get(325 if tiled else 279, (0, 0))[1]
-    if listed < blocks:
-        raise damaged_header(path, f"{declared} in {blocks} blocks but lists only {listed}")
-    dtype = np.dtype("complex64" if ds.dtypes[0] == "complex_int16" else ds.dtypes[0])  # numpy has no complex int16
-    raw = rows * cols * (ds.count // planes) * dtype.itemsize
-    if first and raw > MAX_PACKING.get(tags.get(259, (1, 1))[1], MAX_PACKING_OTHERS) * first:
-        raise damaged_header(path, f"{declared}, far more than its first block of {first} bytes can hold")
+                              f"({gdal_reason(exc, path)}). {advice(path)}")
 
 
 def choose_bands(colorinterp: list[ColorInterp], requested: tuple[int, ...] | None) -> tuple[int, int, int]:
@@ -282,7 +184,29 @@ def describe_raster(path: str, bands: tuple[int, ...] | None = None) -> RasterIn
             raise damaged_header(path, str(exc)) from exc
 
 
-def _describe(ds: Any, path: str, bands: tuple[int, ...] | None) -> RasterInfo:
+def describe_source(text: str, tiling: TilingSettings, auth: dict[str, str] | None = None) -> RasterInfo:
+    """The :class:`RasterInfo` of any source (see :mod:`..sources`) as a build with ``tiling`` reads it."""
+    resolved = resolve(text, tiling, auth)
+    if resolved.source is None:
+        return describe_raster(text, tiling.bands)
+    remote = resolved.source["kind"] not in ("file", "folder")
+    title = str(resolved.source.get("title") or resolved.public)
+
+    def described() -> RasterInfo:
+        with open_dataset(resolved.dataset) as ds:
+            try:
+                return _describe(ds, resolved.public, tiling.bands, resolved.fingerprint or
+                                 fingerprint_file(resolved.public))
+            except GDAL_ERRORS as exc:
+                raise DamagedRasterError(f"Cannot read {title} ({gdal_words(exc)}).") from exc
+
+    with reading(resolved.public if remote else None):
+        info = with_retries(described, lambda e: read_failure(resolved.public, title, e, "opening"),
+                            (RasterError,)) if remote else described()
+    return replace(info, source=resolved.source, dataset=resolved.dataset)
+
+
+def _describe(ds: Any, path: str, bands: tuple[int, ...] | None, fingerprint: str | None = None) -> RasterInfo:
     transform, crs_wkt, georeferenced = _georeference(ds)
     chosen = choose_bands(list(ds.colorinterp), bands)
     dtype = ds.dtypes[chosen[0] - 1]
@@ -301,7 +225,7 @@ def _describe(ds: Any, path: str, bands: tuple[int, ...] | None) -> RasterInfo:
         georeferenced=georeferenced,
         bands=chosen,
         stretch=stretch,
-        fingerprint=fingerprint_file(path),
+        fingerprint=fingerprint or fingerprint_file(path),
     )
 
 
@@ -355,23 +279,39 @@ def all_valid(ds: Any, bands: list[int]) -> bool:
     return all(ds.mask_flag_enums[b - 1] == [MaskFlags.all_valid] for b in bands)
 
 
-@contextlib.contextmanager
-def bounded_block_cache() -> Iterator[None]:
-    """GDAL's block cache limited while a build reads.
+def bounded_block_cache(info: RasterInfo | None = None) -> contextlib.AbstractContextManager[None]:
+    """GDAL's block cache limited while a build reads (and GDAL set up for ``info``'s server, when remote).
 
     Chunks are read once, so a large cache buys nothing; at GDAL's default (5% of RAM) it would keep
-    every block read and make memory grow with the raster's area.
+    every block read and make memory grow with the raster's area. rasterio takes the size in bytes (64 alone
+    was a cache of 64 bytes, under which GDAL's WMS driver fetched a tile again for every band it filled).
     """
-    with rasterio.Env(GDAL_CACHEMAX=BLOCK_CACHE_MB):
-        yield
+    return reading(info.path if info is not None and info.remote else None, GDAL_CACHEMAX=BLOCK_CACHE_MB << 20)
+
+
+def open_source(info: RasterInfo) -> Any:
+    """Open what ``info`` reads: the file, or the web or remote source (a failure names the server's answer)."""
+    dataset = info.dataset or (reopen(info.source, info.bands) if info.source else info.path)
+    if not info.remote:
+        return open_dataset(dataset)
+    return with_retries(lambda: open_dataset(dataset), lambda e: read_failure(info.path, info.title, e, "opening"),
+                        (RasterError,))
 
 
 def read_chunk(ds: Any, info: RasterInfo, window: Window, out_shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Read ``window`` resampled to ``out_shape`` (rows, cols).
+    """Read ``window`` resampled to ``out_shape`` (rows, cols); a remote source's transient failures are retried.
 
     Returns ``(rgb, valid)``: uint8 (rows, cols, 3) with invalid pixels zeroed, and a bool mask of
     pixels that are valid in all three chosen bands (nodata, alpha, NaN and outside-mask are invalid).
     """
+    if not info.remote:
+        return _read_chunk(ds, info, window, out_shape)
+    where = f"pixels {window.col_off}-{window.col_end - 1} x {window.row_off}-{window.row_end - 1}"
+    return with_retries(lambda: _read_chunk(ds, info, window, out_shape),
+                        lambda e: read_failure(info.path, info.title, e.__cause__ or e, where), (DamagedRasterError,))
+
+
+def _read_chunk(ds: Any, info: RasterInfo, window: Window, out_shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     rio_window = RioWindow(window.col_off, window.row_off, window.width, window.height)
     downsampling = out_shape[0] < window.height or out_shape[1] < window.width
     resampling = Resampling.average if downsampling else Resampling.bilinear

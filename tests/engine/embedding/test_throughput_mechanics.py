@@ -10,14 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from clip_search_plugin.engine.building.build import (
-    _chunks,
-    _cut_tiles,
-    build_index,
-    open_index,
-    plan_tiles,
-    read_chunks,
-)
+from clip_search_plugin.engine.building.build import build_index, open_index, plan_tiles
+from clip_search_plugin.engine.building.reading import chunks_of, cut_tiles, read_chunks
 from clip_search_plugin.engine.embedding.embedder import ClipEmbedder
 from clip_search_plugin.engine.errors import ModelError, RasterError
 from clip_search_plugin.engine.settings import IndexSettings, ModelSpec, TilingSettings
@@ -35,12 +29,12 @@ def scene(tmp_path: Path, size: int = 1200) -> Path:
 def test_chunks_read_in_threads_come_back_in_order_and_equal_to_a_plain_read(
     workers: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("clip_search_plugin.engine.building.build.CHUNK_SOURCE_PIXELS", 256)  # many small chunks
+    monkeypatch.setattr("clip_search_plugin.engine.building.reading.CHUNK_SOURCE_PIXELS", 256)  # many small chunks
     raster = scene(tmp_path)
     info = describe_raster(str(raster))
     tiling = TilingSettings(tile_size=100, overlap=0.5, scales=(1.0, 3.0))
     base, tiles = plan_tiles(info, tiling)
-    jobs = list(_chunks(tiles, base, tiling.scales))
+    jobs = list(chunks_of(tiles, base, tiling.scales))
     assert len(jobs) > 2 * workers  # enough chunks for the threads to read ahead
     got, readers = [], set()
     for cuts in read_chunks(info, jobs, 50, workers):
@@ -48,7 +42,7 @@ def test_chunks_read_in_threads_come_back_in_order_and_equal_to_a_plain_read(
         readers |= {t.name for t in threading.enumerate() if t.name.startswith("clip-search-read")}
     assert 1 <= len(readers) <= workers  # read in the reader threads, no more of them than asked
     with open_dataset(info.path) as ds:
-        expected = [list(_cut_tiles(ds, info, group, size, 50)) for size, group in jobs]
+        expected = [list(cut_tiles(ds, info, group, size, 50)) for size, group in jobs]
     assert [[t for t, _, _ in cuts] for cuts in got] == [[t for t, _, _ in cuts] for cuts in expected]
     for cuts, plain in zip(got, expected, strict=True):
         for (_, pixels, empty), (_, want, want_empty) in zip(cuts, plain, strict=True):
@@ -60,7 +54,7 @@ def test_a_read_error_in_a_reader_thread_reaches_the_caller(tmp_path: Path) -> N
     raster = scene(tmp_path, 600)
     info = describe_raster(str(raster))
     base, tiles = plan_tiles(info, TilingSettings(tile_size=100))
-    jobs = list(_chunks(tiles, base, (1.0,)))
+    jobs = list(chunks_of(tiles, base, (1.0,)))
     raster.write_bytes(b"no longer a raster")  # the file breaks after it was described
     with pytest.raises(RasterError, match="Cannot read"):
         list(read_chunks(info, jobs, 50, 2))
@@ -69,7 +63,7 @@ def test_a_read_error_in_a_reader_thread_reaches_the_caller(tmp_path: Path) -> N
 
 def test_index_is_the_same_whatever_the_number_of_readers(tiny: ClipEmbedder, tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("clip_search_plugin.engine.building.build.CHUNK_SOURCE_PIXELS", 256)
+    monkeypatch.setattr("clip_search_plugin.engine.building.reading.CHUNK_SOURCE_PIXELS", 256)
     raster = scene(tmp_path, 700)
     settings = IndexSettings(tiling=TilingSettings(tile_size=96, scales=(1.0, 2.0)), model=ModelSpec("tiny-random"))
     one = open_index(build_index(raster, settings, tmp_path / "one", embedder=tiny).path)

@@ -16,6 +16,7 @@ from clip_search_plugin.engine.embedding.presets import DEFAULT_PRESET, PRESETS
 from clip_search_plugin.engine.errors import InputError
 from clip_search_plugin.engine.requests import (
     REQUESTS,
+    CollectRequest,
     EvaluateRequest,
     IndexRequest,
     InfoRequest,
@@ -24,6 +25,7 @@ from clip_search_plugin.engine.requests import (
     ResultOptions,
     SearchRequest,
     SimilarRequest,
+    SurveyRequest,
     read_request,
     search_label,
     similar_label,
@@ -41,6 +43,9 @@ EVERY_KIND: list[Request] = [
                                        max_empty_fraction=0.5, bands=(3, 2, 1), area=(0.0, 0.0, 10.0, 10.0))),
     IndexRequest(raster="r.tif", tiling=TilingSettings(area=SQUARE)),
     LocateRequest(raster="r.tif", model=ModelSpec("ViT-B-32", "openai"), tiling=TilingSettings(tile_size=112)),
+    SurveyRequest(raster="type=xyz&url=http://127.0.0.1:9/{z}/{x}/{y}.png&zmax=19", auth={"user": "u", "password": "p"},
+                  tiling=TilingSettings(area=(0.0, 0.0, 10.0, 10.0), resolution=0.5)),
+    CollectRequest(files=("a.tif", "b.tif"), label="sheets"),
     SearchRequest(index="ix", query="red roofs", templates=("a {} from above", "{} on a map"), negative="tents",
                   negative_weight=0.3, relevant_ids=(1, 2), irrelevant_ids=(3,),
                   options=ResultOptions(top_k=5, threshold=0.2, min_relative=1.5, area=(0.0, 0.0, 1.0, 1.0),
@@ -110,7 +115,8 @@ REFUSALS: list[tuple[Any, Any, str]] = [
     ("index", {"raster": "r.tif", "model": "RemoteCLIP"}, "model must be an object with 'name'"),
     ("index", {"raster": "r.tif", "tiling": {"overlap": 1.5}}, "Overlap must be at least 0 and below 1"),
     ("index", {"raster": "r.tif", "tiling": {"tile_size": "big"}}, "tiling has a value of the wrong kind"),
-    ("teleport", {}, "Unknown request 'teleport'; use one of index, locate, search, similar, info, evaluate."),
+    ("teleport", {}, "Unknown request 'teleport'; use one of index, locate, survey, collect, search, similar, info, "
+                       "evaluate."),
     (None, {}, "Unknown request None"),
     ("info", ["ix"], "Request parameters must be a JSON object."),
 ]
@@ -206,7 +212,7 @@ def test_the_python_api_and_the_engine_name_a_search_alike(small_index: Path, ti
 
 def test_the_service_refuses_an_unknown_request_or_bad_parameters_in_one_message(small_index: Path) -> None:
     quiet = (lambda done, total: None, lambda: False)
-    with pytest.raises(InputError, match=r"^Unknown request 'teleport'; use one of index, locate, search"):
+    with pytest.raises(InputError, match=r"^Unknown request 'teleport'; use one of index, locate, survey"):
         Service("cpu").handle("teleport", {}, *quiet)
     with pytest.raises(InputError, match=r"^Unknown parameter\(s\) for info: query; use index\.$"):
         Service("cpu").handle("info", {"index": str(small_index), "query": "pool"}, *quiet)

@@ -1,0 +1,95 @@
+"""Sources on the command line and through the engine's requests: a web layer with --bbox and --resolution, a dry
+run that says what a build would download, several files as one collection, sheets in two CRSs refused, and the
+status of a web layer's index found again without an area."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import rasterio
+
+from clip_search_plugin.engine.errors import InputError
+from clip_search_plugin.engine.requests import CollectRequest, LocateRequest, SurveyRequest
+from clip_search_plugin.engine.serve.service import Service
+from clip_search_plugin.engine.settings import ModelSpec, TilingSettings
+from clip_search_plugin.engine.sources.collection import collection_vrt
+from tests.servers.http import TileServer
+from tests.servers.imagery import XyzInfo, cut_sheets, make_xyz_tiles
+
+from ..serve.test_cli import cli
+
+TINY = ("--model", "clip-search-tiny", "--pretrained", "none")
+NEVER = (lambda done, total: None, lambda: False)
+
+
+@pytest.fixture
+def tiles(scene_tif: Path, tmp_path: Path) -> XyzInfo:
+    return make_xyz_tiles(scene_tif, tmp_path / "tiles", zoom=18)
+
+
+def test_the_cli_indexes_an_xyz_layer_over_a_bbox_after_a_dry_run(tiles: XyzInfo, scene_tif: Path,
+                                                                   tmp_path: Path) -> None:
+    coarser = make_xyz_tiles(scene_tif, tmp_path / "tiles", zoom=17)  # the server has zooms 17 and 18
+    bbox = [str(v) for v in tiles.footprint_3857]
+    with TileServer(tmp_path / "tiles") as server:
+        source = f"type=xyz&url={server.url_template}&zmax=18&zmin=0"
+        refused = cli("index", source, *TINY, cwd=tmp_path)
+        assert refused.returncode == 2 and refused.stderr.count("\n") == 1
+        assert "web layer, which has no edges of its own: give the area" in refused.stderr
+        dry = cli("index", source, *TINY, "--bbox", *bbox, "--tile-size", "64", "--dry-run", "--json", cwd=tmp_path)
+        assert dry.returncode == 0, dry.stderr
+        survey = json.loads(dry.stdout)
+        assert survey["requests"] == tiles.written and survey["zoom"] == 18 and survey["tiles"] > 0
+        assert server.count("/tiles/") == 0  # a dry run downloads nothing
+        done = cli("index", source, *TINY, "--bbox", *bbox, "--tile-size", "64", "--resolution", "1.2",
+                   "--output", str(tmp_path / "ix"), cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert server.count("/tiles/") == server.count("/tiles/17/") == coarser.written  # 1.2 m a pixel: zoom 17
+    manifest = json.loads((tmp_path / "ix" / "manifest.json").read_text())
+    assert manifest["raster"]["source"]["zoom"] == 17 and manifest["raster"]["source"]["resolution"] == 1.2
+    assert manifest["tiling"]["resolution"] == 1.2
+
+
+def test_several_files_on_the_cli_are_one_collection(scene_tif: Path, tmp_path: Path) -> None:
+    sheets = cut_sheets(scene_tif, tmp_path / "sheets", cols=2, rows=2)
+    done = cli("index", *map(str, sheets), *TINY, "--tile-size", "64", "--output", str(tmp_path / "ix"),
+               cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    source = json.loads((tmp_path / "ix" / "manifest.json").read_text())["raster"]["source"]
+    assert sorted(f[0] for f in source["files"]) == sorted(s.name for s in sheets)
+
+
+def test_sheets_in_two_crss_are_refused_naming_them(scene_tif: Path, tmp_path: Path) -> None:
+    sheets = cut_sheets(scene_tif, tmp_path / "sheets", cols=2, rows=1)
+    with rasterio.open(sheets[1], "r+") as odd:
+        odd.crs = "EPSG:32634"
+    with pytest.raises(InputError, match=r"more than one CRS: 1 of 2 \(sheet_r00_c01.tif\).*gdalwarp"):
+        collection_vrt([str(s) for s in sheets], "odd")
+    with pytest.raises(InputError, match="two or more raster files"):
+        CollectRequest(files=(str(sheets[0]),))
+
+
+def test_a_web_layers_index_is_found_again_without_an_area(tiles: XyzInfo, tmp_path: Path) -> None:
+    service = Service("cpu")
+    model = ModelSpec("clip-search-tiny", "none")
+    with TileServer(tmp_path / "tiles") as server:
+        source = f"type=xyz&url={server.url_template}&zmax=18&zmin=0"
+        before = service.handle("locate", LocateRequest(source, model, TilingSettings(tile_size=64)).to_params(),
+                                *NEVER)
+        assert before["status"] == "none"
+        tiling = TilingSettings(tile_size=64, area=tiles.footprint_3857)
+        survey = service.handle("survey", SurveyRequest(source, model, tiling).to_params(), *NEVER)
+        assert survey["kind"] == "xyz" and survey["requests"] == tiles.written and survey["download_mb"] > 0
+        service.handle("index", {"raster": source, "model": model.to_dict(), "tiling": tiling.to_dict()}, *NEVER)
+        ready = service.handle("locate", LocateRequest(source, model, TilingSettings(tile_size=64)).to_params(),
+                               *NEVER)
+        assert ready["status"] == "ready"
+        other = service.handle("locate", LocateRequest(source, model, TilingSettings(tile_size=96)).to_params(),
+                               *NEVER)
+        assert other["status"] == "stale" and other["reason"] == "other model or tiling settings"
+        elsewhere = TilingSettings(tile_size=64, area=tuple(v + 50 for v in tiles.footprint_3857))
+        moved = service.handle("locate", LocateRequest(source, model, elsewhere).to_params(), *NEVER)
+        assert moved["status"] == "stale" and moved["reason"] == "another area or resolution"
+        assert not moved.get("changed")
