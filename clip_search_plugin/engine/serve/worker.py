@@ -25,6 +25,7 @@ import traceback
 from typing import Any, TextIO
 
 from ..errors import Cancelled, ClipSearchError
+from ..sources.names import hide_urls
 from .service import Service
 
 PROTOCOL = 1
@@ -146,10 +147,23 @@ def protocol_stream() -> TextIO:
     return os.fdopen(protocol_fd, "w", encoding="utf-8", buffering=1)
 
 
+class HiddenCredentials(logging.Filter):
+    """Every log line without the credentials of a URL in it: GDAL's messages (which rasterio logs) quote the
+    addresses they fetched, a web layer's key among them, and the QGIS side keeps the engine's last lines."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "://" in message:
+            record.msg, record.args = hide_urls(message), None
+        return True
+
+
 def serve(device: str = "auto") -> int:
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s", force=True
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(HiddenCredentials())
     out = protocol_stream()
     worker = Worker(Service(device), out)
     logging.getLogger("clip_search").addHandler(EventLogHandler(worker))

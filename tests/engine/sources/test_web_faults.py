@@ -150,3 +150,25 @@ def test_a_web_layer_without_an_area_and_a_wms_without_a_resolution_are_refused(
         build_index("crs=EPSG:3857&layers=a&styles=&format=image/png&url=http://127.0.0.1:9/wms",
                     IndexSettings(tiling=TilingSettings(area=(0.0, 0.0, 100.0, 100.0))), tmp_path / "ix",
                     embedder=ColourEmbedder())
+
+
+def test_the_engine_process_keeps_a_layers_key_out_of_its_answers_and_its_log(tiles: XyzInfo, tmp_path: Path) -> None:
+    """Through the engine process as the dock drives it: a refused layer whose address holds a key, and one whose
+    source holds a password; neither reaches an answer, an event or the log the QGIS side keeps."""
+    from ..serve.test_worker import Engine
+
+    engine = Engine()
+    try:
+        with TileServer(tmp_path / "tiles") as server:
+            server.always(403)
+            keyed = f"type=xyz&url={server.base_url}/tiles/{{z}}/{{x}}/{{y}}.png?apikey=s3cret-key&zmax=18"
+            tiling = TilingSettings(tile_size=64, area=tiles.footprint_3857).to_dict()
+            engine.send(1, "index", raster=keyed, model={"name": "tiny-random"}, tiling=tiling,
+                        auth={"user": "alice", "password": "s3cret-pw"})
+            _, answer = engine.until(1)
+    finally:
+        engine.close()
+    assert answer["event"] == "error" and "HTTP 403" in answer["error"]["message"]
+    assert engine.proc.stderr is not None
+    said = json.dumps(engine.seen) + engine.proc.stderr.read()
+    assert "s3cret" not in said and "apikey=***" in said
