@@ -65,10 +65,13 @@ class Controller(QObject):
         dock.exportRequested.connect(self.view.export_results)
         dock.pickToggled.connect(self.view.set_picking)
         dock.drawExampleToggled.connect(self.view.set_drawing)
+        dock.drawAreaToggled.connect(self.view.set_area_drawing)
         dock.markChanged.connect(self.view.set_mark)
         dock.refineRequested.connect(self.searches.search_again)
         if self.view.example_tool is not None:
             self.view.example_tool.extentChanged.connect(self.searches.search_example)
+        if self.view.area_tool is not None:
+            self.view.area_tool.extentChanged.connect(self.indexing.area_drawn)
 
     def stop(self) -> None:
         """Cancel running builds, disconnect from QGIS and stop the engine process (plugin unload, QGIS exit)."""
@@ -128,4 +131,5 @@ class Controller(QObject):
         them (what is embedded so far is saved, so indexing the raster again resumes)."""
         gone = set(layer_ids)
         self.rasters.forget(gone)
+        self.indexing.forget(gone)
         self.view.forget(gone)

@@ -1,5 +1,9 @@
-"""Index builds from the dock: start one for the dock's raster (whole, the visible part or selected polygons),
-show its progress, cancel it, and tell one account of how it ended, in the dock and on the message bar."""
+"""Index builds from the dock: start one for the dock's raster (whole, the visible part, selected polygons or a
+drawn box), show its progress, cancel it, and tell one account of how it ended, in the dock and on the message bar.
+
+A web layer is read over the area chosen, at the resolution in the dock (Auto: see :mod:`.web`); before anything
+is downloaded the engine says what the build would read (a ``survey``) and the user is asked, with the layer's
+terms of use, whether to download it."""
 
 from __future__ import annotations
 
@@ -7,15 +11,27 @@ import json
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from qgis.core import Qgis, QgsApplication, QgsCoordinateTransform, QgsProject, QgsRasterLayer, QgsVectorLayer
+from qgis.core import (
+    Qgis,
+    QgsApplication,
+    QgsCoordinateTransform,
+    QgsProject,
+    QgsRasterLayer,
+    QgsRectangle,
+    QgsReferencedRectangle,
+    QgsVectorLayer,
+)
 from qgis.gui import QgsMapCanvas
 
-from ..engine.answers import IndexAnswer, IndexStatus
+from ..engine.answers import IndexAnswer, IndexStatus, SurveyAnswer
 from ..engine.errors import InputError
-from ..engine.requests import IndexRequest
-from ..results import layers
+from ..engine.requests import IndexRequest, SurveyRequest
+from ..engine.sources.names import read_source
+from ..results.sources import LayerSource, SourceRefused, layer_source
 from ..session.tasks import IndexTask
-from ..ui.dock import AREA_SELECTED, AREA_VISIBLE
+from ..ui.confirm import DownloadQuestion
+from ..ui.dock import AREA_DRAWN, AREA_SELECTED, AREA_VISIBLE
+from . import web
 from .status import indexed_text, stopped_text
 
 if TYPE_CHECKING:
@@ -43,6 +59,15 @@ def selected_polygons(polygons: QgsVectorLayer | None, layer: QgsRasterLayer) ->
     return area
 
 
+def drawn_box(drawn: QgsReferencedRectangle | None, layer: QgsRasterLayer) -> tuple[float, float, float, float]:
+    """The box drawn on the map, in the raster's CRS; ValueError when none is drawn."""
+    if drawn is None or drawn.isEmpty():
+        raise ValueError("Draw the box to index first: click Draw the box on the map, then drag a rectangle.")
+    transform = QgsCoordinateTransform(drawn.crs(), layer.crs(), QgsProject.instance())
+    box = transform.transformBoundingBox(QgsRectangle(drawn))
+    return box.xMinimum(), box.yMinimum(), box.xMaximum(), box.yMaximum()
+
+
 class Indexing:
     """The dock's index builds, each in a task of QGIS's task manager, held in its raster's record."""
 
@@ -51,6 +76,8 @@ class Indexing:
         self.dock = controller.dock
         self.rasters = controller.rasters
         self.messages = controller.messages
+        self.drawn: QgsReferencedRectangle | None = None  # the box drawn for AREA_DRAWN (the canvas's CRS)
+        self.questions: dict[str, DownloadQuestion | None] = {}  # layer id -> the question asked (None: surveying)
 
     def running(self, layer_id: str | None = None) -> bool:
         """Whether the raster's build (any build, without ``layer_id``) is running."""
@@ -59,18 +86,26 @@ class Indexing:
         return self.rasters.task(layer_id) is not None
 
     def start(self, area_mode: int) -> None:
-        """Index the dock's raster: the whole layer, the visible part or the selected polygons (AREA_*)."""
+        """Index the dock's raster over the area chosen (AREA_*); a web layer once the user agrees to download."""
         layer = self.dock.raster_layer()
-        if layer is None or layers.raster_path(layer) is None:
-            self.messages.show("Choose a raster layer backed by a file to index.")
+        if layer is None:
+            self.messages.show("Choose a raster layer to index.")
             return
-        if self.running(layer.id()):
+        if self.running(layer.id()) or layer.id() in self.questions:
             return
         try:
-            request = self.request(layer, area_mode)
-        except (ValueError, InputError) as exc:
+            source = layer_source(layer)
+            request = self.request(layer, area_mode, source)
+        except (ValueError, InputError) as exc:  # SourceRefused is a ValueError
             self.messages.show(str(exc))
             return
+        if source.is_web:
+            self._survey(layer, request)
+        else:
+            self.build(layer, request)
+
+    def build(self, layer: QgsRasterLayer, request: IndexRequest) -> None:
+        """Start the build of ``layer`` (``request``) in a task."""
         layer_id, name = layer.id(), layer.name()
         task = IndexTask(f"CLIP Search: indexing {name}", self.controller.settings, request,
                          lambda t: self._done(layer_id, name, t))
@@ -82,23 +117,95 @@ class Indexing:
         self.dock.set_status(f"Indexing {name}…")
         QgsApplication.taskManager().addTask(task)
 
-    def request(self, layer: QgsRasterLayer, area_mode: int) -> IndexRequest:
-        """The build of ``layer`` with the plugin's settings over the area chosen in the dock."""
+    def request(self, layer: QgsRasterLayer, area_mode: int, source: LayerSource | None = None) -> IndexRequest:
+        """The build of ``layer`` with the plugin's settings over the area chosen in the dock (and, for a web
+        layer, at the dock's resolution)."""
         settings = self.controller.settings
+        source = source or layer_source(layer)
         tiling = settings.tiling()
         area = self.area(layer, area_mode)
+        if source.is_web:
+            if area is None:
+                raise SourceRefused(f"{layer.name()} is a web layer, which has no edges of its own: choose the area "
+                                    "to index (the visible extent, selected polygons or a drawn box).")
+            canvas = self.controller.iface.mapCanvas() if self.controller.iface is not None else None
+            resolution = self.dock.index_resolution() or web.default_resolution(source, layer, area, tiling, canvas)
+            tiling = replace(tiling, resolution=resolution)
         if area is not None:
             tiling = replace(tiling, area=area)
-        return IndexRequest(str(layers.raster_path(layer)), settings.model_spec(), tiling, settings.device)
+        return IndexRequest(source.text, settings.model_spec(), tiling, settings.device, auth=source.auth)
 
     def area(self, layer: QgsRasterLayer, area_mode: int) -> Any:
-        """None (the whole layer), the visible extent's box, or the selected polygons, in the raster's CRS."""
+        """None (the whole layer), the visible extent's box, the selected polygons or the drawn box, in the
+        raster's CRS."""
         iface = self.controller.iface
         if area_mode == AREA_VISIBLE and iface is not None:
             return visible_box(iface.mapCanvas(), layer)
         if area_mode == AREA_SELECTED:
             return selected_polygons(self.dock.polygon_layer(), layer)
+        if area_mode == AREA_DRAWN:
+            return drawn_box(self.drawn, layer)
         return None
+
+    def area_drawn(self, extent: QgsRectangle) -> None:
+        """A box was dragged on the map with the area tool: Index layer covers it (AREA_DRAWN)."""
+        view, iface = self.controller.view, self.controller.iface
+        view.set_area_drawing(False)  # one box per click of the button
+        if iface is None or extent.isEmpty() or extent.width() <= 0 or extent.height() <= 0:
+            self.messages.show("Drag a rectangle on the map: Index layer covers that box.", Qgis.Info, 5)
+            return
+        self.drawn = QgsReferencedRectangle(extent, iface.mapCanvas().mapSettings().destinationCrs())
+        view.show_area(extent)
+        self.dock.set_area_drawn("Box drawn")
+
+    # --- web layers: what a build downloads, asked first --------------------------------------------------
+    def _survey(self, layer: QgsRasterLayer, request: IndexRequest) -> None:
+        """Ask the engine what the build would download; the user is asked next (see ``_ask``)."""
+        layer_id = layer.id()
+        self.questions[layer_id] = None
+        self.dock.set_status(f"Working out what indexing {layer.name()} downloads…")
+        survey = SurveyRequest(request.raster, request.model, request.tiling, auth=request.auth)
+        self.controller.engine.ask(survey, lambda event: self._ask(layer_id, request, event))
+
+    def _ask(self, layer_id: str, request: IndexRequest, event: dict[str, Any]) -> None:
+        layer = QgsProject.instance().mapLayer(layer_id)
+        if not isinstance(layer, QgsRasterLayer) or layer_id not in self.questions:
+            self.questions.pop(layer_id, None)
+            return  # removed meanwhile
+        if event["event"] == "error":
+            del self.questions[layer_id]
+            self.controller.report_error({**event["error"], "message": f"{layer.name()}: {event['error']['message']}"})
+            if self.rasters.is_current(layer_id):
+                self.rasters.refresh(layer)
+            return
+        survey = SurveyAnswer.from_dict(event["result"])
+        question = DownloadQuestion(self.dock, layer.name(), web.figures(survey, layer.crs()), web.terms(layer))
+        question.decided.connect(lambda yes: self._answered(layer_id, request, yes))
+        self.questions[layer_id] = question
+        if self.rasters.is_current(layer_id):
+            self.dock.set_status(f"Download and index {layer.name()}? {survey.summary()}.")
+        question.open()
+
+    def _answered(self, layer_id: str, request: IndexRequest, download: bool) -> None:
+        question = self.questions.pop(layer_id, None)
+        if question is not None:
+            question.deleteLater()
+        layer = QgsProject.instance().mapLayer(layer_id)
+        if not isinstance(layer, QgsRasterLayer):
+            return
+        if download and not self.running(layer_id):
+            self.build(layer, request)
+        elif self.rasters.is_current(layer_id):
+            self.rasters.refresh(layer)
+
+    def forget(self, layer_ids: set[str]) -> None:
+        """Layers are leaving the project: questions about them are withdrawn (unanswered)."""
+        for layer_id in layer_ids & set(self.questions):
+            question = self.questions.pop(layer_id)
+            if question is not None:
+                question.decided.disconnect()
+                question.reject()
+                question.deleteLater()
 
     def cancel(self) -> None:
         """Stop the build of the dock's raster (what is embedded so far is kept, and a new build resumes)."""
@@ -109,7 +216,8 @@ class Indexing:
             self.dock.set_status("Stopping… (what is embedded so far is kept)")
 
     def stop(self) -> None:
-        """Cancel every running build (plugin unload, QGIS exit)."""
+        """Cancel every running build and withdraw every question (plugin unload, QGIS exit)."""
+        self.forget(set(self.questions))
         for task in self.rasters.tasks():
             task.cancel()
 
@@ -155,8 +263,11 @@ class Indexing:
             if self.rasters.is_current(layer_id):
                 self.start(self.dock.index_area_mode())
 
-        self.controller.report_error({"kind": task.error_kind, "message": task.error or "Indexing failed.",
-                                      **task.error_details}, again)
+        message = task.error or "Indexing failed."
+        if not read_source(task.request.raster).is_local:  # the engine names the service; say which layer it is
+            layer = QgsProject.instance().mapLayer(layer_id)
+            message = f"{layer.name() if layer is not None else 'Indexing'}: {message}"
+        self.controller.report_error({"kind": task.error_kind, "message": message, **task.error_details}, again)
         layer = QgsProject.instance().mapLayer(layer_id)
         if isinstance(layer, QgsRasterLayer) and self.rasters.is_current(layer_id):
             self.rasters.refresh(layer)

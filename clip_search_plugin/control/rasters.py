@@ -16,9 +16,10 @@ from qgis.core import QgsProject, QgsRasterLayer
 from ..engine.answers import IndexStatus
 from ..engine.errors import InputError
 from ..engine.requests import LocateRequest
-from ..results import layers
+from ..results.sources import SourceRefused, layer_source
 from ..session.client import EngineUnavailable, check_engine_python
 from ..session.tasks import IndexTask
+from . import web
 from .status import status_text
 
 if TYPE_CHECKING:
@@ -92,12 +93,13 @@ class Rasters:
         if layer is None:
             self.dock.set_status("Choose a raster layer.", self.engine_missing())
             return
-        if layers.raster_path(layer) is None:
-            self.dock.set_status(
-                f"{layer.name()} is a {layer.providerType()} layer; CLIP Search indexes "
-                "raster files (GeoTIFF and other GDAL formats) for now."
-            )
+        try:
+            source = layer_source(layer, with_auth=False)
+        except SourceRefused as exc:
+            self.dock.set_web_layer(False)
+            self.dock.set_status(str(exc))
             return
+        self.dock.set_web_layer(source.is_web, *web.units(layer.crs()))
         self.dock.set_indexing(self.task(layer.id()) is not None)
         if controller.weights.shown_for_model(controller.settings):
             return  # the dock keeps saying what is missing until it is fixed
@@ -109,8 +111,9 @@ class Rasters:
         settings = self.controller.settings
         layer_id = layer.id()
         try:
-            request = LocateRequest(str(layers.raster_path(layer)), settings.model_spec(), settings.tiling())
-        except InputError as exc:
+            source = layer_source(layer)
+            request = LocateRequest(source.text, settings.model_spec(), settings.tiling(), auth=source.auth)
+        except (InputError, SourceRefused) as exc:
             self._show_status(layer_id, {"event": "error", "error": {"kind": "input", "message": str(exc)}})
             return
         self.controller.engine.ask(request, lambda event: self._show_status(layer_id, event, then))
@@ -137,10 +140,19 @@ class Rasters:
         if then is not None:
             then(status)
         if self.is_current(layer_id) and record.task is None:
-            self.dock.set_status(status_text(status))
+            self.dock.set_status(self._text(layer_id, status))
 
     def show_status(self, layer_id: str) -> None:
         """Show the raster's known status in the dock, when it is the dock's raster."""
         status = self.status(layer_id)
         if status is not None and self.is_current(layer_id):
-            self.dock.set_status(status_text(status))
+            self.dock.set_status(self._text(layer_id, status))
+
+    @staticmethod
+    def _text(layer_id: str, status: IndexStatus) -> str:
+        layer = QgsProject.instance().mapLayer(layer_id)
+        try:
+            web_layer = layer is not None and layer_source(layer, with_auth=False).is_web
+        except SourceRefused:
+            web_layer = False
+        return status_text(status, web_layer)

@@ -49,8 +49,10 @@ def indexed_text(name: str, result: IndexAnswer) -> str:
     return f"Indexed {name}: {tiles:,} tiles in {seconds:,.0f} s."
 
 
-def status_text(status: IndexStatus) -> str:
-    """The dock's status line for a ``locate`` answer."""
+def status_text(status: IndexStatus, web: bool = False) -> str:
+    """The dock's status line for a ``locate`` answer (of a web layer's newest index, when ``web``)."""
+    if web and status.status == "none":
+        return "Not indexed yet. Choose the area to index (and the resolution), then click Index layer."
     text = _status_text(status)
     if status.saved_tiles and not status.ready:
         text += " " + stopped_text(status.saved_tiles)

@@ -15,6 +15,30 @@ from .errors import InputError
 Area = tuple[float, float, float, float] | list[dict[str, Any]]
 
 
+def area_bounds(area: Area | None) -> tuple[float, float, float, float] | None:
+    """The bounds of an area (a box, or GeoJSON polygons) in its CRS."""
+    if area is None:
+        return None
+    if isinstance(area, tuple):
+        return area
+    xs: list[float] = []
+    ys: list[float] = []
+
+    def walk(value: Any) -> None:
+        if value and isinstance(value[0], int | float):
+            xs.append(float(value[0]))
+            ys.append(float(value[1]))
+        else:
+            for item in value:
+                walk(item)
+
+    for geometry in area:
+        walk(geometry.get("coordinates", []))
+    if not xs:
+        raise InputError("The area has no coordinates; draw or select it again.")
+    return (min(xs), min(ys), max(xs), max(ys))
+
+
 @dataclass(frozen=True)
 class TilingSettings:
     """How a raster is cut into tiles.

@@ -36,7 +36,6 @@ from qgis.core import (
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterString,
-    QgsRasterLayer,
     QgsWkbTypes,
 )
 from qgis.PyQt.QtGui import QIcon
@@ -52,9 +51,11 @@ from ..engine.requests import (
     SearchRequest,
     SimilarRequest,
 )
+from ..engine.sources.names import public_name
 from ..results import layers
 from ..session.settings import PluginSettings
 from .run import EngineRun, ResultsStyle, load_as
+from .sources import engine_source
 
 ICON = str(Path(__file__).resolve().parent.parent / "icon.svg")
 DEVICES = ["auto", "cpu", "cuda", "mps"]
@@ -77,17 +78,6 @@ def refused_as_processing_error() -> Iterator[None]:
 def at_index(request: IndexedRequest, info: InfoAnswer) -> IndexedRequest:
     """``request`` (made before the engine started) for the index ``info`` describes."""
     return replace(request, index=info.path)
-
-
-def raster_file(layer: QgsRasterLayer | None) -> str | None:
-    if layer is None:
-        return None
-    path = layers.raster_path(layer)
-    if path is None:
-        raise QgsProcessingException(
-            f"{layer.name()} is a {layer.providerType()} layer; CLIP Search indexes raster files (GDAL formats)."
-        )
-    return path
 
 
 def help_text(summary: str, parameters: tuple[tuple[str, str], ...]) -> str:
@@ -140,10 +130,10 @@ class ClipSearchAlgorithm(QgsProcessingAlgorithm):
         with refused_as_processing_error():
             if folder:
                 return InfoRequest(folder)
-            raster = raster_file(self.parameterAsRasterLayer(parameters, "RASTER", context))
-            if raster is None:
+            source = engine_source(self.parameterAsRasterLayer(parameters, "RASTER", context))
+            if source is None:
                 raise QgsProcessingException("Give a raster layer that has been indexed, or an index folder.")
-            return LocateRequest(raster, settings.model_spec(), settings.tiling())
+            return LocateRequest(source.text, settings.model_spec(), settings.tiling(), auth=source.auth)
 
     @staticmethod
     def lookup_steps(lookup: Lookup) -> int:
@@ -158,11 +148,11 @@ class ClipSearchAlgorithm(QgsProcessingAlgorithm):
             status = engine.locate(lookup)
             if status.raster_changed:
                 raise QgsProcessingException(
-                    f"{lookup.raster} changed since it was indexed; run Build CLIP index on it again."
+                    f"{public_name(lookup.raster)} changed since it was indexed; run Build CLIP index on it again."
                 )
             if not status.searchable:
-                raise QgsProcessingException(f"{lookup.raster} has no CLIP index yet; run Build CLIP index on it "
-                                             "first (or give its index folder).")
+                raise QgsProcessingException(f"{public_name(lookup.raster)} has no CLIP index yet; run Build CLIP "
+                                             "index on it first (or give its index folder).")
             lookup = InfoRequest(status.path)
         info = engine.info(lookup)
         feedback.pushInfo(f"Index: {info.path} ({info.model})")
@@ -211,8 +201,9 @@ class ClipSearchAlgorithm(QgsProcessingAlgorithm):
         of the index ``info`` describes; loaded when the run ends, the layer is named after ``title`` and styled
         as the dock's."""
         crs = index_crs(info)
+        files = any(layers.has_files(result.regions) for result in results)  # a collection: each result's file
         fields = QgsFields()
-        for field in layers.result_fields():
+        for field in layers.result_fields(files):
             fields.append(field)
         sink, dest = self.parameterAsSink(parameters, "OUTPUT", context, fields, QgsWkbTypes.MultiPolygon, crs)
         if sink is None:
@@ -221,7 +212,7 @@ class ClipSearchAlgorithm(QgsProcessingAlgorithm):
             for region in result.regions:
                 feature = QgsFeature(fields)
                 feature.setGeometry(layers.polygon_geometry(region["geometry"]))
-                feature.setAttributes(layers.region_attributes(region, query or result.query))
+                feature.setAttributes(layers.region_attributes(region, query or result.query, files))
                 sink.addFeature(feature, QgsFeatureSink.FastInsert)
         load_as(context, dest, layers.layer_name(title, info.random_weights), ResultsStyle())
         return {"OUTPUT": dest}

@@ -8,7 +8,7 @@ from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
 from .algorithms import FindSimilarAlgorithm, SearchIndexAlgorithm
-from .build import BuildIndexAlgorithm
+from .build import BuildCollectionAlgorithm, BuildIndexAlgorithm
 from .scoring import EvaluateAlgorithm, ScoreHeatmapAlgorithm
 
 
@@ -26,6 +26,6 @@ class ClipSearchProvider(QgsProcessingProvider):
         return QIcon(str(Path(__file__).resolve().parent.parent / "icon.svg"))
 
     def loadAlgorithms(self) -> None:
-        for algorithm in (BuildIndexAlgorithm(), SearchIndexAlgorithm(), FindSimilarAlgorithm(),
-                          ScoreHeatmapAlgorithm(), EvaluateAlgorithm()):
+        for algorithm in (BuildIndexAlgorithm(), BuildCollectionAlgorithm(), SearchIndexAlgorithm(),
+                          FindSimilarAlgorithm(), ScoreHeatmapAlgorithm(), EvaluateAlgorithm()):
             self.addAlgorithm(algorithm)

@@ -60,19 +60,20 @@ def polygon_geometry(geometry: dict[str, Any]) -> QgsGeometry:
     raise ValueError(f"Not a polygon geometry: {geometry.get('type')}")
 
 
-def raster_path(layer: Any) -> str | None:
-    """The file behind a raster layer, or None for layers the engine cannot read yet (WMS, XYZ...)."""
-    if layer.providerType() != "gdal":
-        return None
-    return str(layer.source().split("|")[0])
+FILE_FIELD = "file"  # results of a collection: the file (sheet) each lies on
 
 
-def result_fields() -> list[QgsField]:
-    """The fields of every results layer (dock and Processing alike)."""
-    return [QgsField(name, kind) for name, kind in FIELDS]
+def has_files(regions: list[dict[str, Any]]) -> bool:
+    """Whether the results come from a collection, so each says which file it lies on."""
+    return any(region.get(FILE_FIELD) for region in regions)
 
 
-def region_attributes(region: dict[str, Any], query: str) -> list[Any]:
+def result_fields(files: bool = False) -> list[QgsField]:
+    """The fields of every results layer (dock and Processing alike); ``files``: with the collection's file."""
+    return [QgsField(name, kind) for name, kind in FIELDS] + ([QgsField(FILE_FIELD, QVariant.String)] if files else [])
+
+
+def region_attributes(region: dict[str, Any], query: str, files: bool = False) -> list[Any]:
     return [
         int(region["rank"]),
         float(region["score"]),
@@ -81,7 +82,7 @@ def region_attributes(region: dict[str, Any], query: str) -> list[Any]:
         int(region["tile_count"]),
         float(region["area"]),
         str(region["area_units"]),
-    ]
+    ] + ([str(region.get(FILE_FIELD) or "")] if files else [])
 
 
 def layer_name(title: str, random_weights: bool) -> str:
@@ -111,13 +112,14 @@ def build_results_layer(
     layer = QgsVectorLayer("Polygon", layer_name(title or query, result.random_weights), "memory", options)
     layer.setCrs(crs)
     provider = layer.dataProvider()
-    provider.addAttributes(result_fields())
+    files = has_files(regions)
+    provider.addAttributes(result_fields(files))
     layer.updateFields()
     features = []
     for region in regions:
         feature = QgsFeature(layer.fields())
         feature.setGeometry(polygon_geometry(region["geometry"]))
-        feature.setAttributes(region_attributes(region, query))
+        feature.setAttributes(region_attributes(region, query, files))
         features.append(feature)
     provider.addFeatures(features)
     layer.updateExtents()

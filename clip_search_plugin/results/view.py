@@ -14,7 +14,7 @@ from qgis.PyQt.QtWidgets import QFileDialog
 
 from ..engine.answers import SearchAnswer
 from ..ui.dock import ClipSearchDock
-from ..ui.highlight import ResultHighlight, zoom_to, zoom_to_result
+from ..ui.highlight import AreaBox, ResultHighlight, zoom_to, zoom_to_result
 from ..ui.maptool import ResultPickTool
 from ..ui.messages import Messages
 from . import layers
@@ -33,6 +33,8 @@ class ResultsView(QObject):
         self.highlight: ResultHighlight | None = None
         self.pick_tool: ResultPickTool | None = None
         self.example_tool: QgsMapToolExtent | None = None
+        self.area_tool: QgsMapToolExtent | None = None  # the box Index layer covers
+        self.area_box: AreaBox | None = None
         self._tool_before: Any = None  # the canvas tool to give back when ours are turned off
         if iface is not None:
             canvas = iface.mapCanvas()
@@ -43,6 +45,10 @@ class ResultsView(QObject):
             self.example_tool = QgsMapToolExtent(canvas)
             self.example_tool.setObjectName("clipSearchExampleTool")
             self.example_tool.deactivated.connect(lambda: self.dock.set_drawing(False))
+            self.area_tool = QgsMapToolExtent(canvas)
+            self.area_tool.setObjectName("clipSearchAreaTool")
+            self.area_tool.deactivated.connect(lambda: self.dock.set_drawing_area(False))
+            self.area_box = AreaBox(canvas)
 
     # --- what is shown --------------------------------------------------------------------------------
     def current_record(self) -> ResultRecord | None:
@@ -168,6 +174,14 @@ class ResultsView(QObject):
     def set_drawing(self, active: bool) -> None:
         self._use_tool(self.example_tool, active)
 
+    def set_area_drawing(self, active: bool) -> None:
+        self._use_tool(self.area_tool, active)
+
+    def show_area(self, extent: Any) -> None:
+        """Show the box Index layer covers (canvas CRS) on the map."""
+        if self.area_box is not None:
+            self.area_box.show(extent)
+
     def _use_tool(self, tool: Any, active: bool) -> None:
         """Make one of our map tools the canvas's tool, or give the canvas back the tool it had before."""
         if self.iface is None or tool is None:
@@ -175,7 +189,7 @@ class ResultsView(QObject):
         canvas = self.iface.mapCanvas()
         current = canvas.mapTool()
         if active and current is not tool:
-            if current is not self.pick_tool and current is not self.example_tool:
+            if current not in (self.pick_tool, self.example_tool, self.area_tool):
                 self._tool_before = current
             canvas.setMapTool(tool)
         elif not active and current is tool:
@@ -188,6 +202,7 @@ class ResultsView(QObject):
                     pass  # that tool was deleted meanwhile
         self.dock.set_picking(self.pick_tool is not None and canvas.mapTool() is self.pick_tool)
         self.dock.set_drawing(self.example_tool is not None and canvas.mapTool() is self.example_tool)
+        self.dock.set_drawing_area(self.area_tool is not None and canvas.mapTool() is self.area_tool)
 
     def _offer_pick_tool(self) -> None:
         """After a search, make results clickable when the user is only panning (never replace other tools)."""
@@ -230,11 +245,15 @@ class ResultsView(QObject):
 
     def stop(self) -> None:
         """Give the canvas back its tools, take our outline off it, stop listening to results layers."""
-        for tool, turn_off in ((self.pick_tool, self.set_picking), (self.example_tool, self.set_drawing)):
+        for tool, turn_off in ((self.pick_tool, self.set_picking), (self.example_tool, self.set_drawing),
+                               (self.area_tool, self.set_area_drawing)):
             if tool is not None:
                 turn_off(False)
                 tool.deleteLater()
-        self.pick_tool = self.example_tool = None
+        self.pick_tool = self.example_tool = self.area_tool = None
+        if self.area_box is not None:
+            self.area_box.remove()
+            self.area_box = None
         if self.highlight is not None:
             self.highlight.remove()
             self.highlight = None

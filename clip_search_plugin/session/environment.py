@@ -14,6 +14,8 @@ import platform
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
 
 PLUGIN_DIR = Path(__file__).resolve().parent.parent
 PACKAGE = __name__.split(".")[0]  # the plugin's package, importable from PLUGIN_DIR's parent folder
@@ -25,6 +27,8 @@ CACHE_VARIABLE = "CLIP_SEARCH_CACHE"  # the engine's index folder (the settings'
 EXPLICIT_PYTHON = "CLIP_SEARCH_ENGINE_PYTHON"  # an engine Python chosen outside QGIS (tests, scripts)
 ENV_PREFIX = "engine-"  # the folders Set up engine makes, named by date
 RECORD = "clip-search-engine.json"  # what a set-up installed, written into the environment it made
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")  # never through a proxy
+PROXY_TYPES = {"HttpProxy": "http", "HttpCachingProxy": "http", "Socks5Proxy": "socks5h"}  # QGIS's proxy types
 
 
 class EngineUnavailable(Exception):
@@ -42,14 +46,53 @@ def python_env(extra: Mapping[str, str] | None = None, base: Mapping[str, str] |
     return env
 
 
-def engine_env(cache_folder: str = "", base: Mapping[str, str] | None = None) -> dict[str, str]:
+def engine_env(cache_folder: str = "", base: Mapping[str, str] | None = None,
+               proxy: Mapping[str, Any] | None = None) -> dict[str, str]:
     """The environment of an engine process: a child Python's (:func:`python_env`) whose only ``PYTHONPATH`` is
-    the plugin's parent folder (where the engine's code is), unbuffered output (events arrive as written), and
-    the settings' cache folder, when one is set, as the engine's index folder."""
+    the plugin's parent folder (where the engine's code is), unbuffered output (events arrive as written), the
+    settings' cache folder, when one is set, as the engine's index folder, and QGIS's proxy settings, when given
+    (:func:`proxy_env`)."""
     env = python_env({"PYTHONPATH": str(PLUGIN_DIR.parent), "PYTHONUNBUFFERED": "1"}, base)
     if cache_folder:
         env[CACHE_VARIABLE] = cache_folder
+    if proxy is not None:
+        env.update(proxy_env(proxy, env))
     return env
+
+
+def proxy_env(proxy: Mapping[str, Any], base: Mapping[str, str]) -> dict[str, str]:
+    """The proxy variables of an engine process from QGIS's network settings (``proxy``: the values under
+    ``proxy/`` of QGIS's settings: proxyEnabled, proxyType, proxyHost, proxyPort, proxyUser, proxyPassword,
+    proxyExcludedUrls, noProxyUrls). GDAL reads GDAL_HTTP_PROXY and GDAL_HTTP_PROXYUSERPWD; the model hub and
+    other HTTP clients read http(s)_proxy. Hosts QGIS excludes, and always this computer, go direct (no_proxy).
+    QGIS's "default proxy" is the system's, which the environment (``base``) already holds."""
+    excluded = [h for h in (base.get("no_proxy") or base.get("NO_PROXY") or "").split(",") if h.strip()]
+    for url in _texts(proxy.get("proxyExcludedUrls")) + _texts(proxy.get("noProxyUrls")):
+        host = urlsplit(url).hostname if "://" in url else url.strip().strip("/")
+        if host:
+            excluded.append(host)
+    env = {"no_proxy": ",".join(dict.fromkeys([*LOCAL_HOSTS, *(h.strip() for h in excluded)]))}
+    env["NO_PROXY"] = env["no_proxy"]
+    scheme = PROXY_TYPES.get(str(proxy.get("proxyType") or ""))
+    host = str(proxy.get("proxyHost") or "").strip()
+    if str(proxy.get("proxyEnabled")).lower() not in ("true", "1") or scheme is None or not host:
+        return env
+    address = f"{host}:{int(proxy.get('proxyPort') or 0) or (1080 if scheme == 'socks5h' else 8080)}"
+    user, password = str(proxy.get("proxyUser") or ""), str(proxy.get("proxyPassword") or "")
+    env["GDAL_HTTP_PROXY"] = address if scheme == "http" else f"{scheme}://{address}"
+    login = f"{quote(user, safe='')}:{quote(password, safe='')}@" if user else ""
+    for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+        env[name] = f"{scheme}://{login}{address}"
+    if user:
+        env["GDAL_HTTP_PROXYUSERPWD"] = f"{user}:{password}"
+    return env
+
+
+def _texts(value: Any) -> list[str]:
+    """A setting holding URLs: a list, or text separated by "|" (as older QGIS stored them)."""
+    if isinstance(value, list | tuple):
+        return [str(v) for v in value if str(v).strip()]
+    return [v for v in str(value or "").split("|") if v.strip()]
 
 
 # --- command lines ---------------------------------------------------------------------------------------------

@@ -14,6 +14,14 @@ from ..engine.settings import ModelSpec, TilingSettings
 from .environment import default_engine_python, engine_env
 
 PREFIX = "clip_search/"
+PROXY_KEYS = ("proxyEnabled", "proxyType", "proxyHost", "proxyPort", "proxyUser", "proxyPassword",
+              "proxyExcludedUrls", "noProxyUrls")
+
+
+def qgis_proxy() -> dict[str, Any]:
+    """QGIS's proxy settings (Settings ▸ Options ▸ Network), as stored under proxy/."""
+    stored = QgsSettings()
+    return {key: stored.value(f"proxy/{key}") for key in PROXY_KEYS}
 
 
 def parse_scales(text: str) -> list[float]:
@@ -86,4 +94,4 @@ class PluginSettings:
 
     def engine_env(self) -> dict[str, str]:
         """The environment of an engine process with these settings (the one rule: :func:`.environment.engine_env`)."""
-        return engine_env(self.cache_folder)
+        return engine_env(self.cache_folder, proxy=qgis_proxy())

@@ -12,7 +12,8 @@ from qgis.PyQt.QtWidgets import QDockWidget, QHeaderView, QTableWidgetItem, QWid
 
 FORM, _ = uic.loadUiType(str(Path(__file__).with_name("dock.ui")))
 
-AREA_WHOLE, AREA_VISIBLE, AREA_SELECTED = 0, 1, 2
+AREA_WHOLE, AREA_VISIBLE, AREA_SELECTED, AREA_DRAWN = 0, 1, 2, 3
+FILE_COLUMN = 6  # results of a collection: the file each lies on (hidden otherwise)
 SCOPE_ALL, SCOPE_VISIBLE = 0, 1
 
 
@@ -28,6 +29,7 @@ class ClipSearchDock(QDockWidget, FORM):  # type: ignore[misc, valid-type]
     settingsRequested = pyqtSignal()
     pickToggled = pyqtSignal(bool)
     drawExampleToggled = pyqtSignal(bool)
+    drawAreaToggled = pyqtSignal(bool)  # the box Index layer covers (AREA_DRAWN)
     markChanged = pyqtSignal(int, int)  # rank, +1 relevant / -1 not relevant / 0 unmarked
     refineRequested = pyqtSignal()
     setupRequested = pyqtSignal()
@@ -42,7 +44,7 @@ class ClipSearchDock(QDockWidget, FORM):  # type: ignore[misc, valid-type]
         self.layerCombo.setFilters(QgsMapLayerProxyModel.RasterLayer)
         self.polygonLayerCombo.setFilters(QgsMapLayerProxyModel.PolygonLayer)
         header = self.resultsTable.horizontalHeader()
-        for column in range(6):  # every column as wide as its contents: the Area column is never cut off
+        for column in range(FILE_COLUMN + 1):  # every column as wide as its contents: the Area column is never cut off
             header.setSectionResizeMode(column, QHeaderView.ResizeToContents)
         header.setStretchLastSection(True)
         self._rows: list[int] = []
@@ -61,6 +63,7 @@ class ClipSearchDock(QDockWidget, FORM):  # type: ignore[misc, valid-type]
         self.setupEngineButton.clicked.connect(self.setupRequested)
         self.pickButton.toggled.connect(self.pickToggled)
         self.drawExampleButton.toggled.connect(self.drawExampleToggled)
+        self.drawAreaButton.toggled.connect(self.drawAreaToggled)
         self.relevantButton.clicked.connect(lambda: self._toggle_mark(1))
         self.irrelevantButton.clicked.connect(lambda: self._toggle_mark(-1))
         self.refineButton.clicked.connect(self.refineRequested)
@@ -68,6 +71,9 @@ class ClipSearchDock(QDockWidget, FORM):  # type: ignore[misc, valid-type]
         self.copyAddressButton.clicked.connect(self.copyAddressRequested)
         self.randomWeightsButton.clicked.connect(self.randomWeightsRequested)
         self._marks: dict[int, int] = {}
+        self._resolution_units = ""
+        self._web = False
+        self.set_web_layer(False)
         self._area_changed(self.indexAreaCombo.currentIndex())
         self.show_results([])
 
@@ -91,8 +97,13 @@ class ClipSearchDock(QDockWidget, FORM):  # type: ignore[misc, valid-type]
         self.layerCombo.setExceptedLayerList(layers)
 
     def index_area_mode(self) -> int:
-        """What Index layer covers: AREA_WHOLE, AREA_VISIBLE or AREA_SELECTED."""
+        """What Index layer covers: AREA_WHOLE, AREA_VISIBLE, AREA_SELECTED or AREA_DRAWN."""
         return int(self.indexAreaCombo.currentIndex())
+
+    def index_resolution(self) -> float | None:
+        """The resolution a web layer is read at (its CRS's units a pixel); None: Auto."""
+        value = float(self.resolutionSpin.value())
+        return value if value > 0 and self._web else None
 
     def polygon_layer(self) -> QgsVectorLayer | None:
         """The polygon layer whose selected polygons Index layer covers (AREA_SELECTED)."""
@@ -149,6 +160,30 @@ class ClipSearchDock(QDockWidget, FORM):  # type: ignore[misc, valid-type]
     def _area_changed(self, index: int) -> None:
         self.polygonLayerCombo.setVisible(index == AREA_SELECTED)
         self.polygonLayerLabel.setVisible(index == AREA_SELECTED)
+        self.drawAreaButton.setVisible(index == AREA_DRAWN)
+        if index != AREA_DRAWN and self.drawAreaButton.isChecked():
+            self.drawAreaButton.setChecked(False)
+
+    def set_web_layer(self, web: bool, units: str = "", decimals: int = 3) -> None:
+        """A web layer is the dock's raster (or not): it has no edges, so Whole layer is not offered, and the
+        resolution to read it at is (in ``units`` of its CRS)."""
+        self._web = web
+        whole = self.indexAreaCombo.model().item(AREA_WHOLE)
+        whole.setEnabled(not web)
+        whole.setToolTip("A web layer has no edges of its own: choose the area to index." if web else "")
+        if web and self.indexAreaCombo.currentIndex() == AREA_WHOLE:
+            self.indexAreaCombo.setCurrentIndex(AREA_VISIBLE)
+        self.resolutionLabel.setVisible(web)
+        self.resolutionSpin.setVisible(web)
+        if web and units != self._resolution_units:  # another CRS's units: Auto again
+            self.resolutionSpin.setDecimals(decimals)
+            self.resolutionSpin.setSuffix(f" {units}" if units else "")
+            self.resolutionSpin.setValue(0.0)
+            self._resolution_units = units
+
+    def set_area_drawn(self, text: str) -> None:
+        """Say what box was drawn ("" when none is)."""
+        self.drawAreaButton.setText(f"{text} (draw again)" if text else "Draw the box on the map")
 
     # --- showing state -------------------------------------------------------------------------------
     def set_status(self, text: str, engine_missing: bool = False) -> None:
@@ -198,7 +233,11 @@ class ClipSearchDock(QDockWidget, FORM):  # type: ignore[misc, valid-type]
             for column, value in enumerate(values):
                 item = QTableWidgetItem(value)
                 item.setTextAlignment(int(Qt.AlignRight | Qt.AlignVCenter))
+                if region.get("file"):
+                    item.setToolTip(f"From {region['file']}")
                 table.setItem(row, column, item)
+            table.setItem(row, FILE_COLUMN, QTableWidgetItem(str(region.get("file") or "")))
+        table.setColumnHidden(FILE_COLUMN, not any(region.get("file") for region in regions))
         table.blockSignals(False)
         table.scrollToTop()
         has = bool(regions)
@@ -219,6 +258,12 @@ class ClipSearchDock(QDockWidget, FORM):  # type: ignore[misc, valid-type]
         self.drawExampleButton.blockSignals(True)
         self.drawExampleButton.setChecked(active)
         self.drawExampleButton.blockSignals(False)
+
+    def set_drawing_area(self, active: bool) -> None:
+        """Show whether the area box tool is the canvas's tool, without emitting drawAreaToggled."""
+        self.drawAreaButton.blockSignals(True)
+        self.drawAreaButton.setChecked(active)
+        self.drawAreaButton.blockSignals(False)
 
     def select_rank(self, rank: int) -> None:
         """Select the row of ``rank`` without emitting resultSelected again."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from qgis.core import QgsCoordinateTransform, QgsGeometry, QgsProject, QgsRectangle, QgsVectorLayer, QgsWkbTypes
 from qgis.gui import QgsMapCanvas, QgsRubberBand
+from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QColor
 
 CONTEXT = 3.0  # the view around a chosen result is this many times its size: the region and its surroundings
@@ -52,6 +53,27 @@ class ResultHighlight:
     def geometry(self) -> QgsGeometry | None:
         """The outline's geometry in the canvas CRS (None when nothing is outlined)."""
         return self.bands[-1].asGeometry() if self.bands and self.fid is not None else None
+
+
+class AreaBox:
+    """The box Index layer covers, drawn on the map as a dashed outline until another is drawn."""
+
+    def __init__(self, canvas: QgsMapCanvas) -> None:
+        self.canvas = canvas
+        self.band = QgsRubberBand(canvas, QgsWkbTypes.PolygonGeometry)
+        self.band.setStrokeColor(QColor(LINE[0]))
+        self.band.setFillColor(QColor(0, 0, 0, 0))
+        self.band.setWidth(LINE[1])
+        self.band.setLineStyle(Qt.DashLine)
+
+    def show(self, extent: QgsRectangle) -> None:
+        """Outline ``extent`` (the canvas's CRS)."""
+        self.band.setToGeometry(QgsGeometry.fromRect(extent))
+        self.band.show()
+
+    def remove(self) -> None:
+        self.band.reset(QgsWkbTypes.PolygonGeometry)
+        self.canvas.scene().removeItem(self.band)
 
 
 def extent_in_canvas(canvas: QgsMapCanvas, layer: QgsVectorLayer, fids: list[int] | None = None) -> QgsRectangle:

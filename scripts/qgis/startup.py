@@ -11,6 +11,10 @@ Optional, for looking at the desktop on a machine with no screen and for tests:
 - CLIP_SEARCH_DOCK_SCREENSHOT=PATH: save a picture of the dock alone at the same moment;
 - CLIP_SEARCH_REPORT=PATH: write what QGIS loaded (active plugins, dock state), every message the message bar
   showed, what it shows at that moment, and any Python error, as JSON at that moment;
+- CLIP_SEARCH_DEMO_WEB=SOURCE with CLIP_SEARCH_DEMO_EXTENT="XMIN YMIN XMAX YMAX" (EPSG:3857): add that XYZ
+  layer (QGIS's data source), zoom the map there and index the visible extent; the question asked before the
+  download is saved as a screenshot of the screen at CLIP_SEARCH_QUESTION_SCREENSHOT=PATH, then answered
+  "Download and index" (the demo query follows as above);
 - CLIP_SEARCH_QUIT=1: close QGIS afterwards.
 """
 
@@ -20,8 +24,9 @@ import sys
 import time
 from dataclasses import replace
 
-from qgis.core import QgsProject
+from qgis.core import QgsProject, QgsRasterLayer, QgsRectangle
 from qgis.PyQt.QtCore import QTimer
+from qgis.PyQt.QtWidgets import QApplication
 from qgis.utils import active_plugins, iface, plugins
 
 DONE = {"finished": False}
@@ -71,7 +76,42 @@ def open_dock() -> None:
         plugin.dock.indexButton.click()
         QTimer.singleShot(500, lambda: stop_part_way(plugin))
         return
+    if os.environ.get("CLIP_SEARCH_DEMO_WEB"):
+        add_web_layer(plugin)
+        return
     plugin.dock.indexButton.click()
+    QTimer.singleShot(1000, lambda: search_when_indexed(plugin))
+
+
+def add_web_layer(plugin: object) -> None:
+    """The XYZ layer on the map, zoomed to the demo's extent, the only layer shown; then Index layer."""
+    layer = QgsRasterLayer(os.environ["CLIP_SEARCH_DEMO_WEB"], "Orthophoto (XYZ tiles)", "wms")
+    project = QgsProject.instance()
+    for other in project.mapLayers().values():
+        project.layerTreeRoot().findLayer(other.id()).setItemVisibilityChecked(False)
+    project.addMapLayer(layer)
+    iface.setActiveLayer(layer)
+    canvas = iface.mapCanvas()
+    canvas.setDestinationCrs(layer.crs())
+    canvas.setExtent(QgsRectangle(*map(float, os.environ["CLIP_SEARCH_DEMO_EXTENT"].split())))
+    canvas.refresh()
+    dock = plugin.dock  # type: ignore[attr-defined]
+    dock.indexAreaCombo.setCurrentIndex(1)  # Visible extent
+    QTimer.singleShot(3000, lambda: (dock.indexButton.click(), QTimer.singleShot(3000, answer_question)))
+
+
+def answer_question() -> None:
+    """A picture of the screen with the question on it, then Download and index."""
+    found = [w for w in QApplication.topLevelWidgets()
+             if w.objectName() == "clipSearchDownloadQuestion" and w.isVisible()]
+    if not found:
+        QTimer.singleShot(500, answer_question)
+        return
+    path = os.environ.get("CLIP_SEARCH_QUESTION_SCREENSHOT")
+    if path:
+        QApplication.primaryScreen().grabWindow(0).save(path)
+    found[0].download_button.click()
+    plugin = plugins.get("clip_search_plugin")
     QTimer.singleShot(1000, lambda: search_when_indexed(plugin))
 
 

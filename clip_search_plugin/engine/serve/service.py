@@ -36,6 +36,7 @@ from ..requests import (
     read_request,
 )
 from ..settings import IndexSettings, ModelSpec
+from ..sources.access import remember
 from ..sources.collection import collection_vrt
 from ..sources.names import read_source
 from ..tiling.raster_io import describe_source
@@ -131,13 +132,15 @@ class Service:
         """Where the index for a raster with these settings is, and whether it is ready, stale or missing."""
         identity, _ = resolve_identity(request.model)
         name = read_source(request.raster)
+        remember(name.public(), name, request.auth)  # for reading it again here, e.g. an example box
         if name.is_web and request.tiling.area is None:  # a web layer before an area is chosen: its newest index
             return locate_web(name.public(), identity, request.tiling).to_dict()
         return locate_build(describe_source(request.raster, request.tiling, request.auth), identity, request.tiling)
 
     def do_survey(self, request: SurveyRequest, progress: Progress, is_cancelled: IsCancelled) -> Answer:
         """What a build would read (tiles, server requests, download, time), before anything is downloaded."""
-        return survey(request.raster, request.tiling, pick_device(self.device), request.auth).to_dict()
+        device = self.device if self.device != "auto" else pick_device(self.device)  # "cpu": no torch to import
+        return survey(request.raster, request.tiling, device, request.auth).to_dict()
 
     def do_collect(self, request: CollectRequest, progress: Progress, is_cancelled: IsCancelled) -> Answer:
         """Several files as one collection: the mosaic VRT to index (written in the cache) and its sheets."""

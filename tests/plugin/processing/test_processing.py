@@ -278,7 +278,8 @@ def test_cancelling_a_build_stores_no_index(provider: Any, engine_settings: Any,
 def test_every_algorithm_and_parameter_has_help(provider: Any) -> None:
     registry = QgsApplication.processingRegistry()
     algorithms = registry.providerById("clipsearch").algorithms()
-    assert sorted(a.id() for a in algorithms) == ["clipsearch:buildindex", "clipsearch:evaluate",
+    assert sorted(a.id() for a in algorithms) == ["clipsearch:buildcollection", "clipsearch:buildindex",
+                                                  "clipsearch:evaluate",
                                                   "clipsearch:findsimilar", "clipsearch:scoreheatmap",
                                                   "clipsearch:searchindex"]
     for algorithm in algorithms:

@@ -12,7 +12,10 @@ from pathlib import Path
 import pytest
 from qgis.core import QgsRasterLayer, QgsVectorLayer
 
+from tests.servers.http import TileServer
+
 from ..conftest import ENGINE_PYTHON, REPO, shared_raster
+from ..webdata import web_cache, xyz_pyramid  # noqa: F401 - web_cache: a fixture
 
 # Debian's /usr/bin/qgis_process wrapper adds an option qgis_process 3.22 rejects; call the program itself
 QGIS_PROCESS = next((p for p in ("/usr/bin/qgis_process.bin", shutil.which("qgis_process")) if p and Path(p).exists()),
@@ -80,3 +83,19 @@ def test_algorithms_run_through_qgis_process(qgis_process: tuple[str, dict[str, 
 
     helped = call(qgis_process, "help", "clipsearch:findsimilar")
     assert "Reference features" in helped.stdout and "bounding boxes" in helped.stdout
+
+
+@pytest.mark.usefixtures("web_cache")
+def test_qgis_process_indexes_a_web_layer_over_an_extent(qgis_process: tuple[str, dict[str, str]],
+                                                          tmp_path: Path) -> None:
+    info = xyz_pyramid(tmp_path / "xyz")
+    with TileServer(tmp_path / "xyz") as tiles:
+        layer = f"wms://type=xyz&url={tiles.url_template}&zmax=20&zmin=0"  # a layer of QGIS's wms provider
+        xmin, ymin, _, _ = info["footprint_3857"]
+        extent = f"{xmin + 5},{xmin + 35},{ymin + 5},{ymin + 25} [EPSG:3857]"
+        built = call(qgis_process, "run", "clipsearch:buildindex", "--", f"INPUT={layer}", f"EXTENT={extent}",
+                     "TILE_SIZE=64")
+        assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
+        assert tiles.count() > 0
+    index = Path(next(line.split("\t", 1)[1] for line in built.stdout.splitlines() if line.startswith("INDEX:")))
+    assert (index / "manifest.json").is_file() and "zoom" in (index / "manifest.json").read_text()
