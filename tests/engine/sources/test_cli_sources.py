@@ -15,9 +15,12 @@ from clip_search_plugin.engine.requests import CollectRequest, LocateRequest, Su
 from clip_search_plugin.engine.serve.service import Service
 from clip_search_plugin.engine.settings import ModelSpec, TilingSettings
 from clip_search_plugin.engine.sources.collection import collection_vrt
-from tests.servers.http import TileServer
-from tests.servers.imagery import XyzInfo, cut_sheets, make_xyz_tiles
+from tests.servers.child import ServerProcess
+from tests.servers.http import RangeFileServer, TileServer
+from tests.servers.imagery import XyzInfo, cut_sheets, make_cog, make_xyz_tiles
+from tests.servers.wms import MapServerWMS
 
+from ..conftest import shared_raster
 from ..serve.test_cli import cli
 
 TINY = ("--model", "clip-search-tiny", "--pretrained", "none")
@@ -93,3 +96,41 @@ def test_a_web_layers_index_is_found_again_without_an_area(tiles: XyzInfo, tmp_p
         moved = service.handle("locate", LocateRequest(source, model, elsewhere).to_params(), *NEVER)
         assert moved["status"] == "stale" and moved["reason"] == "another area or resolution"
         assert not moved.get("changed")
+
+
+@pytest.mark.parametrize("kind", ["wms", "cog", "sheets"])
+def test_the_cli_indexes_and_searches_a_wms_a_remote_cog_and_200_sheets(kind: str, tmp_path: Path) -> None:
+    raster = shared_raster("drone_rgba_alpha.tif")
+    with rasterio.open(raster) as ds:
+        bounds, size, epsg = tuple(ds.bounds), (ds.width, ds.height), ds.crs.to_epsg()
+    extra: list[str] = []
+    server: ServerProcess | None = None
+    if kind == "wms":
+        if MapServerWMS.unavailable_reason():
+            pytest.skip(MapServerWMS.unavailable_reason())
+        server = MapServerWMS(raster, epsg, bounds, size).start()
+        source = f"crs=EPSG:{epsg}&format=image/png&layers=ortho&styles=&url={server.url}"
+        extra = ["--bbox", *map(str, bounds), "--resolution", "0.7"]
+    elif kind == "cog":
+        make_cog(raster, tmp_path / "served" / "ortho.tif")
+        server = RangeFileServer(tmp_path / "served").start()
+        source = "/vsicurl/" + server.url("ortho.tif")
+    else:
+        cut_sheets(raster, tmp_path / "sheets", cols=20, rows=10)
+        source = str(tmp_path / "sheets")
+    try:
+        built = cli("index", source, *TINY, "--tile-size", "64", *extra, "--output", str(tmp_path / "ix"),
+                    cwd=tmp_path)
+        assert built.returncode == 0, built.stderr
+        assert server is None or server.count() > 0
+    finally:
+        if server is not None:
+            server.close()
+    found = cli("search", str(tmp_path / "ix"), "a roof", "--top-k", "3", "--format", "json", cwd=tmp_path)
+    assert found.returncode == 0, found.stderr
+    regions = json.loads(found.stdout)["regions"]
+    assert len(regions) == 3
+    for region in regions:  # within the raster's bounds, in its CRS (the WMS and the sheets share it)
+        xmin, ymin, xmax, ymax = region["bounds"]
+        assert bounds[0] - 1 <= xmin < xmax <= bounds[2] + 1 and bounds[1] - 1 <= ymin < ymax <= bounds[3] + 1
+        assert (region.get("file") or "").startswith("sheet_") == (kind == "sheets")
