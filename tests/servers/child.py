@@ -38,6 +38,9 @@ def _end(process: subprocess.Popen[str]) -> None:
         except (OSError, subprocess.TimeoutExpired):
             process.kill()
             process.wait()
+    for pipe in (process.stdin, process.stdout):
+        if pipe is not None and not pipe.closed:
+            pipe.close()
 
 
 class ServerProcess:
