@@ -53,6 +53,12 @@ def test_the_cli_indexes_an_xyz_layer_over_a_bbox_after_a_dry_run(tiles: XyzInfo
     manifest = json.loads((tmp_path / "ix" / "manifest.json").read_text())
     assert manifest["raster"]["source"]["zoom"] == 17 and manifest["raster"]["source"]["resolution"] == 1.2
     assert manifest["tiling"]["resolution"] == 1.2
+    found = cli("search", str(tmp_path / "ix"), "a red patch", "--top-k", "2", "--format", "json", cwd=tmp_path)
+    assert found.returncode == 0, found.stderr
+    regions = json.loads(found.stdout)["regions"]
+    xmin, ymin, xmax, ymax = tiles.footprint_3857
+    assert len(regions) == 2 and all(xmin - 1.2 <= r["bounds"][0] and r["bounds"][2] <= xmax + 1.2 and
+                                     ymin - 1.2 <= r["bounds"][1] and r["bounds"][3] <= ymax + 1.2 for r in regions)
 
 
 def test_several_files_on_the_cli_are_one_collection(scene_tif: Path, tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from qgis.core import QgsRasterLayer, QgsVectorLayer
+from qgis.core import QgsRasterLayer, QgsRectangle, QgsVectorLayer
 
 from tests.servers.http import TileServer
 
@@ -99,3 +99,11 @@ def test_qgis_process_indexes_a_web_layer_over_an_extent(qgis_process: tuple[str
         assert tiles.count() > 0
     index = Path(next(line.split("\t", 1)[1] for line in built.stdout.splitlines() if line.startswith("INDEX:")))
     assert (index / "manifest.json").is_file() and "zoom" in (index / "manifest.json").read_text()
+    out = tmp_path / "found.gpkg"  # searched as the index of the web layer, in its CRS
+    searched = call(qgis_process, "run", "clipsearch:searchindex", "--", f"INDEX={index}", "QUERIES=a roof",
+                    "TOP_K=2", f"OUTPUT={out}")
+    assert searched.returncode == 0, searched.stdout[-2000:] + searched.stderr[-2000:]
+    found = QgsVectorLayer(str(out), "found", "ogr")
+    assert found.isValid() and found.featureCount() > 0 and found.crs().authid() == "EPSG:3857"
+    within = QgsRectangle(xmin + 5 - 1, ymin + 5 - 1, xmin + 35 + 1, ymin + 25 + 1)
+    assert all(within.contains(f.geometry().boundingBox()) for f in found.getFeatures())

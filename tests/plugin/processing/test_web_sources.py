@@ -5,6 +5,7 @@ as one collection whose results say which file each lies on."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -95,3 +96,18 @@ def test_sheets_as_layers_or_as_a_folder_are_one_index_whose_results_name_their_
     from_folder = run("buildcollection", {"FOLDER": str(tmp_path / "sheets"), "MODEL": "tiny-random", "TILE_SIZE": 64,
                                      "DEVICE": 1})
     assert from_folder["TILES"] == built["TILES"] and from_folder["INDEX"] != built["INDEX"]
+
+
+def test_a_folder_of_200_sheets_is_one_index_searched_with_each_result_naming_its_sheet(provider: Any,
+                                                                                        tmp_path: Path) -> None:
+    sheets = make_imagery("sheets", str(shared_raster("drone_rgba_alpha.tif")), str(tmp_path / "sheets"),
+                          "--cols", "20", "--rows", "10")["sheets"]
+    assert len(sheets) == 200
+    built = run("buildcollection", {"FOLDER": str(tmp_path / "sheets"), "MODEL": "tiny-random", "TILE_SIZE": 64,
+                                    "DEVICE": 1})
+    manifest = json.loads((Path(built["INDEX"]) / "manifest.json").read_text())
+    assert len(manifest["raster"]["source"]["files"]) == 200 and built["TILES"] > 0
+    found = results_of(run("searchindex", {"INDEX": built["INDEX"], "QUERIES": "a roof", "TOP_K": 10,
+                                           "OUTPUT": "TEMPORARY_OUTPUT"})["OUTPUT"])
+    files = {f["file"] for f in found.getFeatures()}
+    assert found.featureCount() == 10 and files <= {Path(s).name for s in sheets} and len(files) > 1, files
