@@ -67,7 +67,8 @@ def default_resolution(source: LayerSource, layer: QgsRasterLayer, area: Area, t
     if source.is_xyz:
         if tiling.tile_units != "m":
             return None
-        native = web_grid.level_resolution(web_grid.xyz_levels(source.name)[1], web_grid.xyz_levels(source.name)[2])
+        _, top, tile_px = web_grid.xyz_levels(source.name)
+        native = web_grid.level_resolution(top, tile_px)
         centre = area_rectangle(area).center()
         needed = tiling.tile_size / MODEL_INPUT_PX * units_per_metre(layer.crs(), centre)
         return max(native, needed)

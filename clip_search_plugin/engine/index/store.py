@@ -78,11 +78,12 @@ def _locate(raster: RasterInfo, expected: Path) -> IndexStatus:
     newest = _newest_of(raster.path)
     if newest is not None:
         path, manifest = newest
-        other_grid = raster.remote and manifest["raster"].get("source", {}).get("kind") in WEB_KINDS
-        changed = manifest["raster"].get("fingerprint") != raster.fingerprint and not other_grid
+        differs = manifest["raster"].get("fingerprint") != raster.fingerprint
+        # a web layer's fingerprint is its area and resolution: another one is other settings, not a change
+        web = raster.remote and manifest["raster"].get("source", {}).get("kind") in WEB_KINDS
+        changed = differs and not web
         reason = ("the raster changed since it was indexed" if changed else "another area or resolution"
-                  if other_grid and manifest["raster"].get("fingerprint") != raster.fingerprint
-                  else "other model or tiling settings")
+                  if differs else "other model or tiling settings")
         return IndexStatus("stale", str(path), expected=str(expected), manifest=_summary(manifest), changed=changed,
                            reason=reason)
     return IndexStatus("none", str(expected))

@@ -110,12 +110,17 @@ def reading(public: str | None, **more: object) -> Iterator[None]:
         yield
 
 
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and the failures behind it, outermost first (GDAL's own words come last)."""
+    chain = [exc]
+    while (cause := chain[-1].__cause__) is not None and len(chain) < 8:
+        chain.append(cause)
+    return chain
+
+
 def http_status(exc: BaseException) -> int | None:
     """The HTTP status GDAL reported in the failure behind ``exc`` (0: no server answered), or None."""
-    chain: list[BaseException | None] = [exc]
-    while (cause := chain[-1].__cause__ if chain[-1] else None) is not None and len(chain) < 8:
-        chain.append(cause)
-    text = " ".join(str(e) for e in chain)
+    text = " ".join(str(e) for e in _chain(exc))
     found = re.search(r"HTTP (?:status|response|error) code ?: ?(\d+)", text, re.IGNORECASE)
     if found:
         return int(found.group(1))
@@ -124,7 +129,7 @@ def http_status(exc: BaseException) -> int | None:
     return None
 
 
-def read_failure(public: str, title: str, exc: BaseException, where: str) -> SourceReadError:
+def read_failure(title: str, exc: BaseException, where: str) -> SourceReadError:
     """One message for a failed read of a web or remote source: which layer, what the server said, what to do."""
     status = http_status(exc)
     if status in (401, 403):
@@ -139,7 +144,8 @@ def read_failure(public: str, title: str, exc: BaseException, where: str) -> Sou
                   "the tiles embedded so far are saved and the downloaded imagery is kept, so the same build "
                   "resumes where it stopped")
     else:
-        advice = f"GDAL said: {gdal_words(exc.__cause__ or exc)}"
+        worded = [e for e in _chain(exc) if "See previous exception" not in str(e)]
+        advice = f"GDAL said: {gdal_words(worded[-1] if worded else exc)}"
     return SourceReadError(f"Cannot read {title} ({where}): {advice}.", status)
 
 
@@ -147,6 +153,15 @@ def gdal_words(exc: BaseException) -> str:
     """GDAL's message on one line, without credentials or the XML of a web description it may quote."""
     text = re.sub(r"<(VRTDataset|GDAL_WMS)\b.*?</\1>", "the source", str(exc), flags=re.DOTALL)
     return hide_urls(re.sub(r"\s+", " ", text)).strip()[:200]
+
+
+def attempt(read: Callable[[], T], remote: bool, title: str, where: str,
+            errors: tuple[type[BaseException], ...]) -> T:
+    """``read()``; for a ``remote`` source tried again while it fails transiently (:func:`with_retries`), its
+    failure worded by :func:`read_failure` (``title``: the source's name for people; ``where``: what was read)."""
+    if not remote:
+        return read()
+    return with_retries(read, lambda e: read_failure(title, e, where), errors)
 
 
 def with_retries(read: Callable[[], T], fail: Callable[[BaseException], SourceReadError],

@@ -147,7 +147,7 @@ def folder_mosaic(name: SourceName, public: str, tiling: TilingSettings) -> Any:
         raise InputError("A collection is read at its sheets' own resolution; leave the resolution empty.")
     target, members, fingerprint = collection_vrt(find_sheets(public), os.path.basename(public.rstrip(os.sep)))
     source = {"kind": FOLDER, "name": public, "title": name.title(), "files": members}
-    return Resolved(name, public, str(target), source, fingerprint)
+    return Resolved(name, public, str(target), source, lambda: fingerprint)
 
 
 def vrt_members(path: str) -> list[Member] | None:

@@ -35,6 +35,11 @@ SECRET_PARAMS = re.compile(
 HIDDEN = "***"
 
 
+def over_network(kind: str) -> bool:
+    """A source of this kind is read over the network (a web layer or a remote file): retried, its server named."""
+    return kind not in (FILE, FOLDER)
+
+
 @dataclass(frozen=True)
 class SourceName:
     """A source string, read: its kind, what GDAL is given, and what of it may be shown and stored."""

@@ -16,16 +16,18 @@ import hashlib
 import json
 import os
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InputError
 from ..settings import TilingSettings, area_bounds
 from . import names, web
-from .access import read_failure, reading, remember, tile_cache, with_retries
+from .access import attempt, reading, remember, tile_cache
 from .datasets import GDAL_ERRORS, GDAL_TYPES, fingerprint_file, open_dataset
 from .names import SourceName, read_source
 
+Stamp = Callable[[], dict[str, str]]  # what else identifies a source's content (a remote file's version)
 RGBA = [("Byte", "Red"), ("Byte", "Green"), ("Byte", "Blue"), ("Byte", "Alpha")]
 
 
@@ -37,7 +39,13 @@ class Resolved:
     public: str  # the name kept in the manifest (RasterInfo.path): a local path, or the source without credentials
     dataset: str  # what GDAL opens
     source: dict[str, Any] | None  # provenance; None for a plain local file read as it is
-    fingerprint: str | None  # None: the local file's content fingerprint
+    # made when asked for (a HEAD request, a file's fingerprint: not for reading an index's source again);
+    # None: the local file's content fingerprint
+    fingerprinted: Callable[[], str] | None = None
+
+    @property
+    def fingerprint(self) -> str | None:
+        return self.fingerprinted() if self.fingerprinted is not None else None
 
 
 def resolve(text: str, tiling: TilingSettings, auth: dict[str, str] | None = None) -> Resolved:
@@ -84,9 +92,9 @@ def _file(name: SourceName, public: str, tiling: TilingSettings) -> Resolved:
             members = vrt_members(public) if public.lower().endswith(".vrt") else None
             source = {"kind": names.FILE, "name": public, "title": name.title(), "files": members} if members \
                 else None
-            return Resolved(name, public, dataset, source, None)
+            return Resolved(name, public, dataset, source)
         provenance = {"kind": names.REMOTE, "name": public, "title": name.title()}
-        return Resolved(name, public, dataset, provenance, _fingerprint(provenance | _remote_stamp(name)))
+        return Resolved(name, public, dataset, provenance, lambda: _fingerprint(provenance | _remote_stamp(name)))
     return _cropped(name, public, dataset, area_bounds(tiling.area), tiling.resolution, remote)
 
 
@@ -103,9 +111,7 @@ def _cropped(name: SourceName, public: str, dataset: str, bounds: tuple[float, f
                 return tuple(ds.transform)[:6], crs, bands, (*ds.bounds,)
 
         failed: tuple[type[BaseException], ...] = (InputError, *GDAL_ERRORS)
-        transform, crs, bands, own = with_retries(described, lambda e: read_failure(public, name.title(), e,
-                                                                                    "opening"), failed) \
-            if remote else described()
+        transform, crs, bands, own = attempt(described, remote, name.title(), "opening", failed)
     if transform[1] or transform[3]:
         raise InputError(f"{name.title()} is rotated or sheared; warp it north-up first (gdalwarp), then index it.")
     if not crs:
@@ -114,16 +120,16 @@ def _cropped(name: SourceName, public: str, dataset: str, bounds: tuple[float, f
     grid = web.dataset_grid(transform, crs, bounds or own, resolution)
     vrt = web.crop_vrt(dataset, transform, grid, _wkt(crs), bands)
     kind = name.kind if name.is_web else names.REMOTE if remote else names.FILE
-    provenance = {"kind": kind, "name": public, "title": name.title(), **grid.to_dict()}
-    stamp = _remote_stamp(name) if kind == names.REMOTE else {}
-    if kind == names.FILE:
-        stamp = {"file": fingerprint_file(public)}
-    return Resolved(name, public, vrt, provenance, _fingerprint(provenance | stamp))
+    stamp: Stamp = (lambda: _remote_stamp(name)) if kind == names.REMOTE else \
+        (lambda: {"file": fingerprint_file(public)}) if kind == names.FILE else dict
+    return _web(name, public, grid, vrt, kind, stamp)
 
 
-def _web(name: SourceName, public: str, grid: web.WebGrid, dataset: str) -> Resolved:
-    provenance = {"kind": name.kind, "name": public, "title": name.title(), **grid.to_dict()}
-    return Resolved(name, public, dataset, provenance, _fingerprint(provenance))
+def _web(name: SourceName, public: str, grid: web.WebGrid, dataset: str, kind: str | None = None,
+         stamp: Stamp = dict) -> Resolved:
+    """A source read on ``grid``: its provenance, and its fingerprint from that and ``stamp`` (when asked for)."""
+    provenance = {"kind": kind or name.kind, "name": public, "title": name.title(), **grid.to_dict()}
+    return Resolved(name, public, dataset, provenance, lambda: _fingerprint(provenance | stamp()))
 
 
 def _wmts_name(name: SourceName) -> str:

@@ -25,8 +25,9 @@ from rasterio.windows import Window as RioWindow
 
 from ..errors import DamagedRasterError, RasterError
 from ..settings import TilingSettings
-from ..sources.access import gdal_words, read_failure, reading, with_retries
+from ..sources.access import attempt, gdal_words, reading
 from ..sources.datasets import GDAL_ERRORS, fingerprint_file, gdal_reason, open_dataset
+from ..sources.names import over_network
 from ..sources.resolve import reopen, resolve
 from .grid import Window
 from .tiff_header import advice, check_plausible, damaged_header
@@ -62,7 +63,7 @@ class RasterInfo:
     @property
     def remote(self) -> bool:
         """Read over the network (a web layer or a remote file): reads are retried, failures name the server."""
-        return self.source is not None and self.source.get("kind") not in ("file", "folder")
+        return self.source is not None and over_network(str(self.source.get("kind")))
 
     @property
     def title(self) -> str:
@@ -189,7 +190,7 @@ def describe_source(text: str, tiling: TilingSettings, auth: dict[str, str] | No
     resolved = resolve(text, tiling, auth)
     if resolved.source is None:
         return describe_raster(text, tiling.bands)
-    remote = resolved.source["kind"] not in ("file", "folder")
+    remote = over_network(resolved.source["kind"])
     title = str(resolved.source.get("title") or resolved.public)
 
     def described() -> RasterInfo:
@@ -201,8 +202,7 @@ def describe_source(text: str, tiling: TilingSettings, auth: dict[str, str] | No
                 raise DamagedRasterError(f"Cannot read {title} ({gdal_words(exc)}).") from exc
 
     with reading(resolved.public if remote else None):
-        info = with_retries(described, lambda e: read_failure(resolved.public, title, e, "opening"),
-                            (RasterError,)) if remote else described()
+        info = attempt(described, remote, title, "opening", (RasterError,))
     return replace(info, source=resolved.source, dataset=resolved.dataset)
 
 
@@ -292,10 +292,7 @@ def bounded_block_cache(info: RasterInfo | None = None) -> contextlib.AbstractCo
 def open_source(info: RasterInfo) -> Any:
     """Open what ``info`` reads: the file, or the web or remote source (a failure names the server's answer)."""
     dataset = info.dataset or (reopen(info.source, info.bands) if info.source else info.path)
-    if not info.remote:
-        return open_dataset(dataset)
-    return with_retries(lambda: open_dataset(dataset), lambda e: read_failure(info.path, info.title, e, "opening"),
-                        (RasterError,))
+    return attempt(lambda: open_dataset(dataset), info.remote, info.title, "opening", (RasterError,))
 
 
 def read_chunk(ds: Any, info: RasterInfo, window: Window, out_shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -304,11 +301,9 @@ def read_chunk(ds: Any, info: RasterInfo, window: Window, out_shape: tuple[int, 
     Returns ``(rgb, valid)``: uint8 (rows, cols, 3) with invalid pixels zeroed, and a bool mask of
     pixels that are valid in all three chosen bands (nodata, alpha, NaN and outside-mask are invalid).
     """
-    if not info.remote:
-        return _read_chunk(ds, info, window, out_shape)
     where = f"pixels {window.col_off}-{window.col_end - 1} x {window.row_off}-{window.row_end - 1}"
-    return with_retries(lambda: _read_chunk(ds, info, window, out_shape),
-                        lambda e: read_failure(info.path, info.title, e.__cause__ or e, where), (DamagedRasterError,))
+    return attempt(lambda: _read_chunk(ds, info, window, out_shape), info.remote, info.title, where,
+                   (DamagedRasterError,))
 
 
 def _read_chunk(ds: Any, info: RasterInfo, window: Window, out_shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
