@@ -15,7 +15,10 @@ with overviews; made once and kept under build/bench) it measures, with one mode
 - **naive**: each tile read on its own with rasterio at full resolution, converted with PIL and
   open_clip's own preprocessing on the CPU, batched, and embedded by the same model: the floor that
   tools reading tile by tile get;
-- peak resident memory of the process and, on CUDA, peak GPU memory.
+- peak resident memory of the process and, on CUDA, peak GPU memory;
+- **backends** (``--backends torch auto``): whole builds of the same raster with each backend in turn, ``--rounds``
+  times (a first ``auto`` build, which exports and verifies the model, is timed apart), the ratio of each pair, and
+  how the vectors of the whole index agree with the model's own (lowest cosine, same top 10 for 30 queries).
 
 Prints a table and the ratios end-to-end / model-only and end-to-end / naive; ``--json`` writes them.
 """
@@ -140,6 +143,9 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--overlap", type=float, default=0.5)
     parser.add_argument("--naive-tiles", type=int, default=128, help="tiles the naive loop embeds")
     parser.add_argument("--model-seconds", type=float, default=20.0, help="how long to time the model alone")
+    parser.add_argument("--backends", nargs="*", default=["torch", "auto"],
+                        help="backends built in turn, the first the baseline (none: skip)")
+    parser.add_argument("--rounds", type=int, default=2, help="paired builds per backend")
     parser.add_argument("--json", type=Path)
     return parser.parse_args(argv)
 
@@ -164,7 +170,12 @@ def main(argv: list[str] | None = None) -> int:
     end_to_end = result.tile_count / result.seconds
     print(f"end-to-end: {end_to_end:,.1f} tiles/s ({result.tile_count} tiles in {result.seconds:.1f} s)")
     speeds = {"end_to_end": end_to_end, "model_only": ceiling, "naive": floor}
-    report(figures(args, raster, embedder, batch_size, result, speeds), args.json)
+    found = figures(args, raster, embedder, batch_size, result, speeds)
+    if len(args.backends) > 1:
+        from bench_backends import paired_builds
+
+        found["backends"] = paired_builds(raster, settings, embedder, args.backends, args.rounds)
+    report(found, args.json)
     return 0
 
 

@@ -48,11 +48,13 @@ class IndexAnswer(_Typed):
     model: str
     random_weights: bool
     resumed_tiles: int = 0
+    backend: str = "torch"  # what embedded the tiles
+    backend_note: str = ""  # why not the backend asked for (a refused or failing one), in words
 
     def status(self) -> IndexStatus:
         """The index status the built index has: ready, at ``path``, built just now."""
         return IndexStatus("ready", self.path, manifest=IndexSummary(self.model, self.tiles, "just now",
-                                                                     self.random_weights))
+                                                                     self.random_weights, self.backend))
 
 
 @dataclass(frozen=True)
@@ -138,6 +140,7 @@ class IndexSummary(_Typed):
     tiles: int | None
     created: str | None  # ISO time (or "just now" for an index the dock has just built)
     random_weights: bool
+    backend: str = "torch"  # what embedded its tiles
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,17 @@ def number(value: object, key: str, kind: type) -> Any:
         raise InputError(f"{key} must be a {kind.__name__}; got {value!r}.") from exc
 
 
+def backend(value: object) -> str:
+    """An inference backend's name: auto (the default), torch, or one of the backends' registry."""
+    from .embedding.backends import CHOICES
+
+    if value is None:
+        return "auto"
+    if not isinstance(value, str) or value not in CHOICES:
+        raise InputError(f"Unknown backend {value!r}; use one of {', '.join(CHOICES)}.")
+    return value
+
+
 def flag(value: object, key: str) -> bool:
     if not isinstance(value, bool):
         raise InputError(f"{key} must be true or false; got {value!r}.")

@@ -162,9 +162,11 @@ class IndexRequest(RasterRequest):
     device: str | None = None
     batch_size: int = 0
     output: str | None = None
+    backend: str = "auto"
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        object.__setattr__(self, "backend", values.backend(self.backend))
         object.__setattr__(self, "batch_size", values.number(self.batch_size, "batch_size", int) or 0)
         object.__setattr__(self, "output", values.optional_text(self.output, "output"))
         object.__setattr__(self, "device", values.optional_text(self.device, "device"))

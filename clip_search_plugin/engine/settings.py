@@ -141,3 +141,4 @@ class IndexSettings:
     model: ModelSpec = field(default_factory=ModelSpec)
     device: str = "auto"
     batch_size: int = 0  # 0: chosen from the device
+    backend: str = "auto"  # how images are embedded: see embedding.backends

@@ -36,9 +36,11 @@ def tiny() -> ClipEmbedder:
 
 @pytest.fixture(autouse=True)
 def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """Every test gets its own default index cache, so nothing touches the user's cache."""
+    """Every test gets its own default index cache and backend exports, so nothing touches the user's cache."""
     cache = tmp_path / "cache"
     monkeypatch.setenv("CLIP_SEARCH_CACHE", str(cache))
+    backends = tmp_path.with_name(tmp_path.name + "-backends")  # beside: tests list their own folder
+    monkeypatch.setenv("CLIP_SEARCH_BACKEND_CACHE", str(backends))  # no verdicts from other tests
     yield cache
 
 

@@ -28,7 +28,7 @@ from ..tiling.geodesy import pixel_ground_size
 from ..tiling.grid import Tile, build_grid, ground_size_to_pixels
 from ..tiling.raster_io import RasterInfo, bounded_block_cache, describe_source, open_source
 from .checkpoint import Checkpoint, partial_folder, plan_key, sweep_abandoned
-from .reading import BlankWatch, Cut, chunks_of, read_chunks, reader_threads
+from .reading import BlankWatch, Cut, chunks_of, read_chunks, reader_threads, sample_tiles
 
 __all__ = ["IndexResult", "SearchResult", "build_index", "open_index", "search", "search_similar"]
 
@@ -36,6 +36,7 @@ log = logging.getLogger("clip_search.engine")
 Progress = Callable[[int, int], None]
 IsCancelled = Callable[[], bool]
 CHECKPOINT_SECONDS = float(os.environ.get("CLIP_SEARCH_CHECKPOINT_SECONDS", "30"))
+VERIFY_TILES = 32  # tiles of the raster a backend is verified on, beside the model itself
 
 
 @dataclass
@@ -48,6 +49,8 @@ class IndexResult:
     model: str
     random_weights: bool
     resumed: int = 0  # tiles taken over from the saved progress of a build that was stopped
+    backend: str = "torch"  # what embedded the tiles
+    backend_note: str = ""  # why not the backend asked for, when it was refused
 
 
 def base_tile_pixels(info: RasterInfo, tiling: TilingSettings) -> int:
@@ -233,8 +236,9 @@ def build_index(
     path = write_index(plan.target, _manifest(plan, len(kept), search_settings), vectors, table, look_alikes)
     checkpoint.discard()
     identity = plan.embedder.identity
+    note = str(getattr(getattr(plan.embedder, "backend", None), "note", ""))
     return IndexResult(path, len(kept), len(plan.tiles) - len(kept), len(plan.tiles), time.perf_counter() - started,
-                       identity.label(), identity.random_weights, resumed)
+                       identity.label(), identity.random_weights, resumed, backend_of(plan.embedder), note)
 
 
 def _nothing_kept(info: RasterInfo) -> InputError:
@@ -257,15 +261,17 @@ def _plan(raster: str | Path, settings: IndexSettings, output: str | Path | None
     info = describe_source(str(raster), settings.tiling, auth)
     base, tiles = plan_tiles(info, settings.tiling)
     embedder = embedder or load_embedder(settings.model, settings.device)
+    _choose_backend(embedder, info, tiles, base, settings)
     batch_size = settings.batch_size or embedder.default_batch_size()
     log.info(
-        "indexing %s: %d tiles (base %d px, scales %s) with %s on %s, batches of %d",
+        "indexing %s: %d tiles (base %d px, scales %s) with %s on %s (%s), batches of %d",
         info.path,
         len(tiles),
         base,
         list(settings.tiling.scales),
         embedder.identity.label(),
         embedder.device,
+        backend_of(embedder),
         batch_size,
     )
     target = Path(output) if output is not None else default_index_dir(info, embedder.identity, settings.tiling)
@@ -273,11 +279,34 @@ def _plan(raster: str | Path, settings: IndexSettings, output: str | Path | None
     return _Plan(info, settings, base, tiles, embedder, batch_size, target)
 
 
+def _choose_backend(embedder: Embedder, info: RasterInfo, tiles: list[Tile], base: int,
+                    settings: IndexSettings) -> None:
+    """Let the embedder choose its backend for this build, verifying it on tiles of this raster if needed (an
+    embedder that has no backends, such as a test's, embeds as it is)."""
+    use = getattr(embedder, "use_backend", None)
+    if use is None:
+        return
+    tiling = settings.tiling
+
+    def sample() -> np.ndarray:
+        return sample_tiles(info, tiles, base, tiling.scales, embedder.input_size, VERIFY_TILES,
+                            tiling.max_empty_fraction)
+
+    use(settings.backend, sample, len(tiles))
+
+
+def backend_of(embedder: Embedder) -> str:
+    """The backend an embedder embeds images with now ('torch' for one without backends)."""
+    choice = getattr(embedder, "backend", None)
+    return str(getattr(choice, "name", "torch"))
+
+
 def _checkpoint(plan: _Plan) -> Checkpoint:
     """The saved progress of a build of this plan (empty if none), once what older builds left is swept."""
     embedder = plan.embedder
     key = plan_key({"raster": plan.info.fingerprint, "tiling": plan.settings.tiling.to_dict(), "base": plan.base,
-                    "model": embedder.identity.to_dict(), "input": embedder.input_size, "batch": plan.batch_size})
+                    "model": embedder.identity.to_dict(), "input": embedder.input_size, "batch": plan.batch_size,
+                    "backend": backend_of(embedder)})
     resolved = plan.target.resolve()
     for gone in sweep_abandoned(resolved.parent, keep=partial_folder(resolved)):
         log.info("removed %s: left by a build stopped or interrupted long ago", gone)
@@ -311,6 +340,7 @@ def _manifest(plan: _Plan, tile_count: int, search_settings: dict[str, Any]) -> 
         "tile_count": tile_count,
         "grid_count": len(plan.tiles),
         "search": search_settings,
+        **({"backend": embedder.backend.to_dict()} if hasattr(embedder, "backend") else {}),
     }
 
 

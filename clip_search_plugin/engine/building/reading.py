@@ -3,6 +3,7 @@ and cut into its tiles, in background threads that read ahead a bounded number o
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections import deque
@@ -127,3 +128,19 @@ class BlankWatch:
                 f"{self.info.title} sent blank tiles: everything read so far is one colour (RGB {colour}). The "
                 "service may have no imagery in this area or at this resolution, or it may want a key: check the "
                 "layer in QGIS at this place and zoom, then index again.")
+
+
+def sample_tiles(info: RasterInfo, tiles: Sequence[Tile], base: int, scales: Sequence[float], input_size: int,
+                 count: int, max_empty: float) -> np.ndarray:
+    """Up to ``count`` non-empty tiles of the plan, spread over it, as one (N, S, S, 3) uint8 batch of the model's
+    input size: imagery of this raster to compare backends on (see :mod:`..embedding.backends.choice`)."""
+    first_scale = [t for t in tiles if t.scale_index == 0]
+    picked = first_scale[:: max(1, len(first_scale) // (2 * count))][: 2 * count]  # twice as many: some are empty
+    found: list[np.ndarray] = []
+    jobs = list(chunks_of(picked, base, scales[:1]))
+    with bounded_block_cache(info), contextlib.closing(read_chunks(info, jobs, input_size, 1)) as chunks:
+        for cuts in chunks:
+            found.extend(p for _, p, empty in cuts if empty <= max_empty and p.shape == (input_size, input_size, 3))
+            if len(found) >= count:
+                break
+    return np.stack(found[:count]) if found else np.zeros((0, input_size, input_size, 3), np.uint8)

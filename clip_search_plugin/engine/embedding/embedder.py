@@ -9,18 +9,25 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import numpy as np
 
 from ..errors import InputError, ModelError
 from ..settings import ModelSpec
+from .backends import TORCH
+from .backends.choice import BackendChoice
 from .models import ModelIdentity, create_model, pick_device
 
 log = logging.getLogger("clip_search.engine")
 GPU_MEMORY_SHARE = 0.5  # of the free GPU memory a batch may fill
 MIN_GPU_BATCH, MAX_GPU_BATCH = 16, 1024
 TEXT_CACHE = 256  # prompt lists whose vectors are remembered
+VERIFY_QUERIES = (  # the queries under which a backend must rank a sample's tiles as the model does
+    "a satellite photo of buildings", "a satellite photo of a forest", "a satellite photo of water",
+    "a satellite photo of a road", "a satellite photo of farmland", "a satellite photo of a parking lot",
+)
 
 
 class Embedder(Protocol):
@@ -59,6 +66,7 @@ class ClipEmbedder:
         self.device = device
         self.dtype = next(model.parameters()).dtype
         self.max_batch: int | None = None  # set when the GPU ran out of memory
+        self.backend = BackendChoice(TORCH)  # how images are embedded (see .backends): the model itself until chosen
         self._text_cache: OrderedDict[tuple[str, ...], np.ndarray] = OrderedDict()
         size = model.visual.image_size
         self.input_size = int(size[0] if isinstance(size, tuple | list) else size)
@@ -120,7 +128,21 @@ class ClipEmbedder:
             start += len(part)
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
-    def _encode_images(self, batch: np.ndarray) -> np.ndarray:
+    def use_backend(self, requested: str, sample: Callable[[], np.ndarray], planned_tiles: int | None = None) -> None:
+        """Embed images from now on with the backend ``requested`` (see :func:`.backends.choice.choose_backend`),
+        verified on ``sample()`` tiles if it has not been on this computer."""
+        if requested == self.backend.requested and self.backend.name != TORCH:
+            return  # chosen already, verified, loaded
+        from .backends.choice import choose_backend
+
+        queries = lambda: self.encode_text(list(VERIFY_QUERIES))  # noqa: E731
+        self.backend = choose_backend(self, requested, sample, queries, planned_tiles)
+
+    def encode_with(self, tower: Any, batch: np.ndarray) -> np.ndarray:
+        """Unit image vectors of ``batch`` made by ``tower`` (None: the model itself), whatever backend is in use."""
+        return self._encode_images(batch, tower)
+
+    def _encode_images(self, batch: np.ndarray, tower: Any = False) -> np.ndarray:
         import torch
         import torch.nn.functional as F
 
@@ -136,7 +158,8 @@ class ClipEmbedder:
                     0.0, 1.0
                 )
             x = ((x - self._mean) / self._std).to(self.dtype)
-            features = self.model.encode_image(x)
+            tower = self.backend.tower if tower is False else tower
+            features = self.model.encode_image(x) if tower is None else tower(x)
             return F.normalize(features.float(), dim=-1).cpu().numpy()
 
     def encode_text(self, texts: list[str]) -> np.ndarray:

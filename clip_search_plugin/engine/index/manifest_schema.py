@@ -128,6 +128,27 @@ SCHEMA: Schema = {
                 "recall_image": {"type": "number", "minimum": 0, "maximum": 1},
             },
         },
+        # What embedded the tiles: the model itself ("torch") or a backend verified against it on this raster.
+        "backend": {
+            "type": "object",
+            "required": ["name"],
+            "properties": {
+                "name": {"enum": ["torch", "onnx", "onnx-int8", "openvino"]},
+                "requested": {"enum": ["auto", "torch", "onnx", "onnx-int8", "openvino"]},
+                "agreement": {
+                    "type": "object",
+                    "required": ["tiles", "min_cosine", "queries", "same_top"],
+                    "properties": {
+                        "tiles": {"type": "integer", "minimum": 0},
+                        "min_cosine": {"type": "number", "minimum": -1, "maximum": 1.001},
+                        "queries": {"type": "integer", "minimum": 0},
+                        "same_top": {"type": "boolean"},
+                    },
+                },
+                "tiles_per_second": {"type": "object"},
+                "note": {"type": "string"},
+            },
+        },
         "files": {
             "type": "object",
             "required": ["vectors.faiss", "tiles.npy"],

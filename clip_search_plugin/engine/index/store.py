@@ -126,7 +126,8 @@ def locate_web(public: str, identity: ModelIdentity, tiling: TilingSettings) -> 
 def _summary(manifest: dict[str, Any]) -> IndexSummary:
     return IndexSummary(model=manifest.get("model_label", ""), tiles=manifest.get("tile_count"),
                         created=manifest.get("created"),
-                        random_weights=bool(manifest.get("model", {}).get("random_weights")))
+                        random_weights=bool(manifest.get("model", {}).get("random_weights")),
+                        backend=str(manifest.get("backend", {}).get("name", "torch")))
 
 
 @dataclass

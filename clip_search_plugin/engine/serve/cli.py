@@ -17,6 +17,7 @@ from typing import Any, TypeAlias
 
 from .. import request_values as values
 from ..answers import IndexAnswer, SearchAnswer, SurveyAnswer, fewer_text
+from ..embedding.backends import CHOICES
 from ..embedding.models import DEFAULT_PRESET, PRESETS
 from ..errors import ClipSearchError
 from ..query.export import to_feature_collection, write_regions
@@ -82,6 +83,9 @@ def _add_index(sub: Commands) -> None:
     ix.add_argument("--dry-run", action="store_true",
                     help="say what the build would read (tiles, server requests, download, time) and stop")
     ix.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    ix.add_argument("--backend", default="auto", choices=CHOICES,
+                    help="how tiles are embedded: auto (the fastest that gives the model's own vectors here, "
+                         "verified on this raster), torch (the model itself), onnx, onnx-int8 or openvino")
     ix.add_argument("--batch-size", type=int, default=0)
     ix.add_argument("--json", action="store_true", help="print the result as JSON")
 
@@ -172,7 +176,7 @@ def _index_request(a: argparse.Namespace) -> IndexRequest | SurveyRequest:
     if a.dry_run:
         return SurveyRequest(raster=raster, model=ModelSpec(a.model, a.pretrained), tiling=tiling)
     return IndexRequest(raster=raster, model=ModelSpec(a.model, a.pretrained), tiling=tiling, device=a.device,
-                        batch_size=a.batch_size, output=a.output)
+                        batch_size=a.batch_size, output=a.output, backend=a.backend)
 
 
 def _search_request(a: argparse.Namespace) -> SearchRequest | SimilarRequest:
@@ -244,8 +248,10 @@ def _print_index(a: argparse.Namespace, result: dict[str, Any]) -> None:
     print(
         f"indexed {answer.tiles} tiles ({answer.skipped_empty} empty skipped"
         + (f"; {resumed} resumed from the build that was stopped" if resumed else "")
-        + f") in {answer.seconds:.1f} s with {answer.model}\nindex: {answer.path}"
+        + f") in {answer.seconds:.1f} s with {answer.model}, backend {answer.backend}\nindex: {answer.path}"
     )
+    if answer.backend_note:
+        print(f"NOTE: {answer.backend_note}", file=sys.stderr)
 
 
 def run(argv: list[str] | None = None) -> int:

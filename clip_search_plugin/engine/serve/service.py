@@ -98,14 +98,15 @@ class Service:
 
     def do_index(self, request: IndexRequest, progress: Progress, is_cancelled: IsCancelled) -> Answer:
         settings = IndexSettings(tiling=request.tiling, model=request.model, device=request.device or self.device,
-                                 batch_size=request.batch_size)
+                                 batch_size=request.batch_size, backend=request.backend)
         embedder = self.embedder(request.model, settings.device)
         result = build_index(request.raster, settings, request.output, progress, is_cancelled, embedder,
                              auth=request.auth)
         self._indexes.pop(str(result.path), None)
         return IndexAnswer(path=str(result.path), tiles=result.tile_count, skipped_empty=result.skipped_empty,
                            grid_tiles=result.grid_count, seconds=round(result.seconds, 3), model=result.model,
-                           random_weights=result.random_weights, resumed_tiles=result.resumed).to_dict()
+                           random_weights=result.random_weights, resumed_tiles=result.resumed,
+                           backend=result.backend, backend_note=result.backend_note).to_dict()
 
     def do_search(self, request: SearchRequest, progress: Progress, is_cancelled: IsCancelled) -> Answer:
         index = self.open(request.index)

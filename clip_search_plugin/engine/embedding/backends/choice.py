@@ -1,0 +1,216 @@
+"""Choosing the backend a build embeds with: the fastest one whose vectors agree with the model's, here.
+
+A candidate is exported (cached, :mod:`.export`), run on a sample of the build's own tiles beside the model itself,
+and kept only if :func:`.verify.agreement` passes; ``auto`` then takes the fastest by the time each took on that
+sample (the model itself unless a candidate is at least ``MARGIN`` faster). The verdict and speeds are recorded
+beside the export, so the next build of the same model on this computer needs no sample. A refused or failing
+backend is reported (:attr:`BackendChoice.note`) and the build goes on with the model itself.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ...errors import InputError, ModelError
+from . import AUTO, BACKENDS, TORCH
+from .export import FP32, INT8, export_folder, export_fp32, export_int8, file_entry, recorded
+from .runtime import ImageTower, OnnxTower, OpenVinoTower, openvino_device
+from .verify import Agreement, agreement
+
+log = logging.getLogger("clip_search.engine")
+FAST_FROM_TILES = 1000  # auto exports a model for builds from this size on (an export takes tens of seconds once)
+MARGIN = 1.1
+VERDICTS = "verdicts.json"
+Encode = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass
+class BackendChoice:
+    """The backend a build uses, and why."""
+
+    requested: str
+    name: str = TORCH
+    tower: ImageTower | None = None
+    agreement: Agreement | None = None
+    speeds: dict[str, float] = field(default_factory=dict)  # tiles per second on the sample, by backend
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        found: dict[str, Any] = {"name": self.name, "requested": self.requested}
+        if self.agreement is not None:
+            found["agreement"] = self.agreement.to_dict()
+        if self.speeds:
+            found["tiles_per_second"] = {k: round(v, 2) for k, v in self.speeds.items()}
+        if self.note:
+            found["note"] = self.note
+        return found
+
+
+def candidates(requested: str, device: str) -> list[str]:
+    """The backends to try for ``requested`` on ``device``, fastest expected first."""
+    if requested == TORCH:
+        return []
+    if requested != AUTO:
+        if device != "cpu" and BACKENDS[requested].runtime == "onnxruntime":
+            raise InputError(f"The backend {requested} runs on the CPU; choose the device cpu, or the backend auto.")
+        return [requested]
+    if device != "cpu":
+        return []  # an NVIDIA GPU or Apple silicon: the model itself on it is the fastest
+    return ["openvino", "onnx-int8", "onnx"] if openvino_device() == "GPU" else ["onnx-int8", "onnx"]
+
+
+def make_tower(name: str, model: Any, input_size: int, folder: Path) -> ImageTower:
+    """The exported tower of ``name`` (exported first if this model has none yet)."""
+    if name == "onnx-int8":
+        return OnnxTower(export_int8(model, input_size, folder))
+    if name == "onnx":
+        return OnnxTower(export_fp32(model, input_size, folder))
+    device = openvino_device()
+    if device is None:
+        raise ModelError("OpenVINO is not installed in the engine's environment.")
+    return OpenVinoTower(export_fp32(model, input_size, folder), device)
+
+
+def _timed(encode: Encode, tiles: np.ndarray) -> tuple[np.ndarray, float]:
+    encode(tiles[:2])  # a first run allocates: not timed
+    started = time.perf_counter()
+    vectors = encode(tiles)
+    return vectors, len(tiles) / max(time.perf_counter() - started, 1e-9)
+
+
+def _verdicts(folder: Path) -> dict[str, Any]:
+    try:
+        data = json.loads((folder / VERDICTS).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _save_verdicts(folder: Path, verdicts: dict[str, Any]) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        scratch = folder / f".{VERDICTS}.tmp"
+        scratch.write_text(json.dumps(verdicts, indent=1, sort_keys=True), encoding="utf-8")
+        scratch.replace(folder / VERDICTS)
+    except OSError as exc:  # a read-only cache: verified again next time
+        log.warning("could not record the backends' verdicts in %s: %s", folder, exc)
+
+
+def file_of(name: str) -> str:
+    """The export file a backend runs."""
+    return INT8 if name == "onnx-int8" else FP32
+
+
+def _cached(folder: Path, verdicts: dict[str, Any], name: str) -> dict[str, Any] | None:
+    """The recorded verdict of ``name``: one on its export as it is now, or one saying it could not be exported."""
+    verdict = verdicts.get(name)
+    if not isinstance(verdict, dict):
+        return None
+    if verdict.get("export_failed"):
+        return verdict
+    if recorded(folder, file_of(name)) is None:
+        return None
+    return verdict if verdict.get("sha256") == file_entry(folder, file_of(name)).get("sha256") else None
+
+
+_LOADED: dict[tuple[str, str], ImageTower] = {}  # the tower chosen last, kept loaded for the next build
+
+
+def _loaded(name: str, trial: Trial) -> ImageTower:
+    """The tower of ``name`` for the trial's model, loaded once while it stays the one chosen."""
+    key = (str(trial.folder), name)
+    if key not in _LOADED:
+        _LOADED.clear()
+        _LOADED[key] = make_tower(name, trial.embedder.model, trial.embedder.input_size, trial.folder)
+    return _LOADED[key]
+
+
+class Trial:
+    """The candidates tried for one choice: the model's own vectors of the sample made once, when first needed."""
+
+    def __init__(self, embedder: Any, sample: Callable[[], np.ndarray], queries: Callable[[], np.ndarray],
+                 folder: Path) -> None:
+        self.embedder, self.sample, self.queries, self.folder = embedder, sample, queries, folder
+        self.verdicts = _verdicts(folder)
+        self._reference: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    def reference(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(sample tiles, the model's vectors of them, query vectors); the model's speed is recorded."""
+        if self._reference is None:
+            tiles = self.sample()
+            if len(tiles) < 2:
+                raise ModelError("too few non-empty tiles to compare the backends on")
+            vectors, speed = _timed(lambda t: self.embedder.encode_with(None, t), tiles)
+            self.verdicts[TORCH] = {"tiles_per_second": speed}
+            self._reference = (tiles, vectors, self.queries())
+        return self._reference
+
+    def verdict(self, name: str) -> dict[str, Any]:
+        """The verdict of ``name`` (recorded, or found now on the sample)."""
+        cached = _cached(self.folder, self.verdicts, name)
+        if cached is not None:
+            return cached
+        try:
+            tiles, reference, queries = self.reference()
+            tower = make_tower(name, self.embedder.model, self.embedder.input_size, self.folder)
+            vectors, speed = _timed(lambda t: self.embedder.encode_with(tower, t), tiles)
+        except ModelError as exc:  # this model cannot be exported or run so: recorded, not tried again
+            verdict = {"passed": False, "reason": f"it could not be used ({exc})", "export_failed": True}
+        except (ImportError, OSError) as exc:  # missing here, or a full disk: tried again next time
+            return {"passed": False, "reason": f"it could not be used ({exc})"}
+        else:
+            found = agreement(reference, vectors, queries)
+            verdict = {"passed": found.passed, "reason": found.reason(), "agreement": found.to_dict(),
+                       "tiles_per_second": speed, "sha256": file_entry(self.folder, file_of(name)).get("sha256")}
+        self.verdicts[name] = verdict
+        _save_verdicts(self.folder, self.verdicts)
+        return verdict
+
+
+def choose_backend(embedder: Any, requested: str, sample: Callable[[], np.ndarray],
+                   queries: Callable[[], np.ndarray], planned_tiles: int | None = None,
+                   root: Path | None = None) -> BackendChoice:
+    """The backend for ``embedder`` (a ClipEmbedder) as ``requested``: see the module's description."""
+    names = candidates(requested, embedder.device)
+    choice = BackendChoice(requested)
+    if not names:
+        return choice
+    trial = Trial(embedder, sample, queries, export_folder(embedder.identity, embedder.input_size, root))
+    small = requested == AUTO and planned_tiles is not None and planned_tiles < FAST_FROM_TILES
+    if small and not any(_cached(trial.folder, trial.verdicts, n) for n in names):
+        return choice  # a small build: not worth an export's wait; the model itself
+    refused: list[str] = []
+    passed: dict[str, dict[str, Any]] = {}
+    for name in names:
+        verdict = trial.verdict(name)
+        if verdict.get("passed"):
+            passed[name] = verdict
+        else:
+            refused.append(f"{name} refused: {verdict.get('reason', 'not verified')}")
+    return _decide(choice, trial, passed, refused)
+
+
+def _decide(choice: BackendChoice, trial: Trial, passed: dict[str, dict[str, Any]],
+            refused: list[str]) -> BackendChoice:
+    """The fastest verified backend (explicitly requested: that one if it verified), else the model itself."""
+    choice.speeds = {n: float(v["tiles_per_second"]) for n, v in trial.verdicts.items()
+                     if isinstance(v, dict) and "tiles_per_second" in v and (n == TORCH or n in passed)}
+    own = choice.speeds.get(TORCH, 0.0)
+    best = max(passed, key=lambda n: choice.speeds.get(n, 0.0), default=None)
+    if best is not None and (choice.requested != AUTO or choice.speeds.get(best, 0.0) >= own * MARGIN):
+        choice.name = best
+        choice.agreement = Agreement(**{k: v for k, v in passed[best]["agreement"].items()})
+        choice.tower = _loaded(best, trial)
+    if refused:
+        choice.note = "; ".join(refused) + f"; embedding with {choice.name}"
+        log.warning("backend: %s", choice.note)
+    log.info("backend %s (asked: %s; tiles/s on the sample: %s)", choice.name, choice.requested, choice.speeds)
+    return choice

@@ -1,0 +1,173 @@
+"""A model's image tower exported for a backend, cached on disk per model and rebuilt when the model changes.
+
+One folder per model identity and software versions (``<cache>/backends/<model>-<hash>/``) holds ``image.onnx``
+(fp32, from the loaded open_clip model), ``image-int8.onnx`` (its matrix products quantized) and ``export.json``,
+which records what the files were made from and their checksums. A file that does not match its record (damaged,
+or left half-written) is made again; everything is written beside its place and renamed into it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import uuid
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from ...errors import ModelError
+from ...paths import user_cache_base
+from ..models import ModelIdentity, file_sha256
+
+log = logging.getLogger("clip_search.engine")
+EXPORT_FORMAT = 1  # bump when the exported graphs change, so caches are made again
+RECORD = "export.json"
+FP32, INT8 = "image.onnx", "image-int8.onnx"
+OPSET = 17
+
+
+def software_versions() -> dict[str, str]:
+    """The versions an export depends on: a change of any of them makes the export again."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {"format": str(EXPORT_FORMAT)}
+    for package in ("torch", "open_clip_torch", "onnx", "onnxruntime"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            found[package] = "missing"
+    return found
+
+
+def export_folder(identity: ModelIdentity, input_size: int, root: Path | None = None) -> Path:
+    """The cache folder of this model's exports (a new folder when the model or a version changes)."""
+    made_from = {"model": identity.to_dict(), "input": input_size, "versions": software_versions()}
+    digest = hashlib.sha256(json.dumps(made_from, sort_keys=True).encode()).hexdigest()[:16]
+    base = root or Path(os.environ.get("CLIP_SEARCH_BACKEND_CACHE") or user_cache_base() / "backends")
+    return base / f"{identity.key()}-{digest}"
+
+
+def _record(folder: Path) -> dict[str, Any]:
+    try:
+        data = json.loads((folder / RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_record(folder: Path, record: dict[str, Any]) -> None:
+    scratch = folder / f".{RECORD}.{uuid.uuid4().hex}"
+    scratch.write_text(json.dumps(record, indent=1, sort_keys=True), encoding="utf-8")
+    os.replace(scratch, folder / RECORD)
+
+
+def file_entry(folder: Path, name: str) -> dict[str, Any]:
+    """What the record says of ``folder/name`` (size, sha256), empty when nothing."""
+    entry = _record(folder).get("files", {}).get(name)
+    return entry if isinstance(entry, dict) else {}
+
+
+def recorded(folder: Path, name: str) -> Path | None:
+    """``folder/name`` if it is there and matches its record (size and checksum), else None."""
+    path = folder / name
+    entry = file_entry(folder, name)
+    if not entry or not path.is_file() or path.stat().st_size != entry.get("size"):
+        return None
+    return path if _checksum(path) == entry.get("sha256") else None
+
+
+_CHECKSUMS: dict[tuple[str, int, int], str] = {}
+
+
+def _checksum(path: Path) -> str:
+    """A file's SHA-256, remembered while the file keeps its size and time (a choice checks its files often)."""
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _CHECKSUMS:
+        _CHECKSUMS[key] = file_sha256(path)
+    return _CHECKSUMS[key]
+
+
+def remember_file(folder: Path, name: str, extra: dict[str, Any] | None = None) -> None:
+    """Record ``folder/name`` as made (its size and checksum), with anything else worth knowing about it."""
+    path = folder / name
+    record = _record(folder)
+    record.setdefault("files", {})[name] = {"size": path.stat().st_size, "sha256": _checksum(path), **(extra or {})}
+    record["versions"] = software_versions()
+    _write_record(folder, record)
+
+
+@contextlib.contextmanager
+def _written(target: Path) -> Iterator[Path]:
+    """A scratch path beside ``target``, renamed into it when the block succeeds (removed when it fails)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    scratch = target.with_name(f".{target.name}.{uuid.uuid4().hex}")
+    try:
+        yield scratch
+        os.replace(scratch, target)
+    finally:
+        scratch.unlink(missing_ok=True)
+
+
+def _quietly(make: Callable[[], object]) -> None:
+    """Run an exporter with its deprecation and tracing warnings kept out of the user's console."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        logging.disable(logging.WARNING)  # the quantizer's advice goes to the root logger
+        try:
+            make()
+        finally:
+            logging.disable(logging.NOTSET)
+
+
+def export_fp32(model: Any, input_size: int, folder: Path) -> Path:
+    """``image.onnx``: the model's image tower (normalised pixels in, features out) with any batch size."""
+    found = recorded(folder, FP32)
+    if found is not None:
+        return found
+    import torch
+
+    visual = model.visual
+    example = torch.zeros((2, 3, input_size, input_size), dtype=next(visual.parameters()).dtype)
+    target = folder / FP32
+    log.info("exporting the image tower of the model to %s", target)
+    try:
+        with _written(target) as scratch, torch.inference_mode(False), torch.enable_grad():  # no fused attention
+            _quietly(lambda: torch.onnx.export(
+                visual, (example,), str(scratch), input_names=["pixels"], output_names=["features"],
+                dynamic_axes={"pixels": {0: "batch"}, "features": {0: "batch"}}, opset_version=OPSET, dynamo=False))
+    except Exception as exc:
+        raise ModelError(f"This model's image tower could not be exported to ONNX ({str(exc)[:200]}).") from exc
+    remember_file(folder, FP32)
+    return target
+
+
+def export_int8(model: Any, input_size: int, folder: Path) -> Path:
+    """``image-int8.onnx``: the fp32 export with every matrix product quantized to int8.
+
+    Weights per output channel in 7 bits (``reduce_range``: the int8 instructions of CPUs without VNNI add pairs
+    of products in 16 bits, which 8-bit weights can overflow), activations per batch. The patch convolution stays
+    fp32: ONNX Runtime's int8 convolution was slower than the fp32 one (measured).
+    """
+    found = recorded(folder, INT8)
+    if found is not None:
+        return found
+    from onnx import TensorProto
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    source = export_fp32(model, input_size, folder)
+    target = folder / INT8
+    log.info("quantizing the exported image tower to int8: %s", target)
+    try:
+        with _written(target) as scratch:
+            _quietly(lambda: quantize_dynamic(
+                source, scratch, weight_type=QuantType.QInt8, per_channel=True, reduce_range=True,
+                op_types_to_quantize=["MatMul"], extra_options={"DefaultTensorType": TensorProto.FLOAT}))
+    except Exception as exc:
+        raise ModelError(f"The exported image tower could not be quantized ({str(exc)[:200]}).") from exc
+    remember_file(folder, INT8)
+    return target
