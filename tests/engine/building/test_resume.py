@@ -14,12 +14,30 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
+import rasterio
+from rasterio.windows import Window
 
 from clip_search_plugin.engine.building.build import open_index
 
 from ..conftest import REPO, shared_raster
 
 KILLS = 6
+PART = Window(0, 0, 320, 320)  # ~1,200 tiles of 20 px at two scales: kills land mid-build, builds stay short
+
+
+@pytest.fixture(scope="module")
+def drone_part(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The top-left corner of the shared drone raster (alpha band and transparent border kept), as a GeoTIFF."""
+    with rasterio.open(shared_raster("drone_rgba_alpha.tif")) as src:
+        profile = {**src.profile, "width": PART.width, "height": PART.height,
+                   "transform": src.window_transform(PART)}
+        pixels, colours = src.read(window=PART), src.colorinterp
+    path = tmp_path_factory.mktemp("drone") / "drone_part.tif"
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.colorinterp = colours
+        dst.write(pixels)
+    return path
 
 
 def index_command(raster: Path, output: Path) -> list[str]:
@@ -37,12 +55,12 @@ def saved_tiles(partial: Path) -> int:
     return sum(len(np.load(partial / f"{s}.ids.npy")) for s in progress["segments"])
 
 
-def test_killed_at_random_points_the_build_resumes_and_ends_identical(tmp_path: Path) -> None:
-    raster = shared_raster("drone_rgba_alpha.tif")
+def test_killed_at_random_points_the_build_resumes_and_ends_identical(drone_part: Path, tmp_path: Path) -> None:
+    raster = drone_part
     env = dict(os.environ, PYTHONPATH=str(REPO), CLIP_SEARCH_CHECKPOINT_SECONDS="0")  # a checkpoint per batch
-    whole = tmp_path / "whole"
-    done = subprocess.run(index_command(raster, whole), env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr
+    whole = tmp_path / "whole"  # the uninterrupted build, made meanwhile in a process of its own
+    reference = subprocess.Popen(index_command(raster, whole), env=env, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.PIPE, text=True)
 
     target, partial = tmp_path / "ix", tmp_path / ".ix.partial"
     rng = random.Random(7)
@@ -61,6 +79,8 @@ def test_killed_at_random_points_the_build_resumes_and_ends_identical(tmp_path: 
         progress.append(saved_tiles(partial))
         assert progress[-1] >= progress[-2]  # a kill never loses saved progress
     assert progress[-1] > 0, progress  # the kills landed mid-build
+    _, stderr = reference.communicate(timeout=600)
+    assert reference.returncode == 0, stderr
 
     done = subprocess.run(index_command(raster, target), env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
@@ -71,8 +91,6 @@ def test_killed_at_random_points_the_build_resumes_and_ends_identical(tmp_path: 
 
 
 def test_locate_tells_of_a_stopped_build_until_it_is_finished(tiny: object, tmp_path: Path) -> None:
-    import pytest
-
     from clip_search_plugin.engine.building.build import build_index
     from clip_search_plugin.engine.building.checkpoint import locate_build
     from clip_search_plugin.engine.errors import Cancelled
@@ -80,7 +98,7 @@ def test_locate_tells_of_a_stopped_build_until_it_is_finished(tiny: object, tmp_
     from clip_search_plugin.engine.tiling.raster_io import describe_raster
 
     raster = shared_raster("colorado_rgb_015m.tif")
-    settings = IndexSettings(tiling=TilingSettings(tile_size=16), model=ModelSpec("tiny-random"), batch_size=8)
+    settings = IndexSettings(tiling=TilingSettings(tile_size=32), model=ModelSpec("tiny-random"), batch_size=8)
     batches: list[int] = []
     with pytest.raises(Cancelled):  # into the user cache folder, as the dock builds
         build_index(raster, settings, progress=lambda d, t: batches.append(d), is_cancelled=lambda: len(batches) >= 3,
@@ -94,12 +112,12 @@ def test_locate_tells_of_a_stopped_build_until_it_is_finished(tiny: object, tmp_
     assert status["status"] == "ready" and "partial_tiles" not in status
 
 
-def test_a_full_disk_is_a_clear_error_and_the_earlier_index_stays(tmp_path: Path) -> None:
+def test_a_full_disk_is_a_clear_error_and_the_earlier_index_stays(drone_part: Path, tmp_path: Path) -> None:
     """The disk fills up while the index is written (simulated with a limit on file size, which fails
     writes the same way: EFBIG as ENOSPC would): one clear line, exit code 2, the earlier index whole."""
     import resource
 
-    raster = shared_raster("drone_rgba_alpha.tif")
+    raster = drone_part
     env = dict(os.environ, PYTHONPATH=str(REPO))
     target = tmp_path / "ix"
     first = [sys.executable, "-m", "clip_search_plugin.engine", "index", str(raster), "--model", "tiny-random",
@@ -109,7 +127,7 @@ def test_a_full_disk_is_a_clear_error_and_the_earlier_index_stays(tmp_path: Path
 
     def small_disk() -> None:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails instead of killing
-        resource.setrlimit(resource.RLIMIT_FSIZE, (300_000, 300_000))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))  # below the ~300 kB of vectors
 
     done = subprocess.run(index_command(raster, target), env=env, capture_output=True, text=True, timeout=600,
                           preexec_fn=small_disk)
@@ -128,8 +146,6 @@ def age(folder: Path, days: float) -> None:
 
 
 def test_progress_abandoned_long_ago_is_removed_by_the_next_build(tiny: object) -> None:
-    import pytest
-
     from clip_search_plugin.engine.building.build import build_index
     from clip_search_plugin.engine.building.checkpoint import ABANDONED_AFTER_DAYS
     from clip_search_plugin.engine.errors import Cancelled
