@@ -133,7 +133,8 @@ class Indexing:
             tiling = replace(tiling, resolution=resolution)
         if area is not None:
             tiling = replace(tiling, area=area)
-        return IndexRequest(source.text, settings.model_spec(), tiling, settings.device, auth=source.auth)
+        return IndexRequest(source.text, settings.model_spec(), tiling, settings.device, auth=source.auth,
+                            backend=settings.backend)
 
     def area(self, layer: QgsRasterLayer, area_mode: int) -> Any:
         """None (the whole layer), the visible extent's box, the selected polygons or the drawn box, in the

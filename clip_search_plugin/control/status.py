@@ -44,9 +44,11 @@ def indexed_text(name: str, result: IndexAnswer) -> str:
     tiles, seconds = int(result.tiles), float(result.seconds)
     resumed = int(result.resumed_tiles or 0)
     if resumed:
-        return (f"Indexed {name}: {tiles:,} tiles ({resumed:,} saved by the build that was stopped, "
-                f"{tiles - resumed:,} embedded now in {seconds:,.0f} s).")
-    return f"Indexed {name}: {tiles:,} tiles in {seconds:,.0f} s."
+        text = (f"Indexed {name}: {tiles:,} tiles ({resumed:,} saved by the build that was stopped, "
+                f"{tiles - resumed:,} embedded now in {seconds:,.0f} s with {result.backend}).")
+    else:
+        text = f"Indexed {name}: {tiles:,} tiles in {seconds:,.0f} s with {result.backend}."
+    return text + (f" Note: {result.backend_note}." if result.backend_note else "")
 
 
 def status_text(status: IndexStatus, web: bool = False) -> str:
@@ -64,7 +66,7 @@ def _status_text(status: IndexStatus) -> str:
     model, tiles = manifest.model, manifest.tiles
     count = f"{tiles:,} tiles" if isinstance(tiles, int) else "tiles"
     if status.ready:
-        return f"Index ready: {count}, {model}, built {when(manifest.created)}."
+        return f"Index ready: {count}, {model}, built {when(manifest.created)} with {manifest.backend}."
     if status.raster_changed:
         return (
             f"Index out of date: the raster changed since it was indexed ({count}, {model}). "

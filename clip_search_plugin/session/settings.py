@@ -35,6 +35,7 @@ class PluginSettings:
     model: str = DEFAULT_PRESET
     pretrained: str = ""
     device: str = "auto"
+    backend: str = "auto"  # how tiles are embedded (see engine.embedding.backends)
     tile_size: float = 224.0
     tile_units: str = "px"
     overlap: float = 0.5

@@ -46,6 +46,7 @@ class SettingsDialog(QDialog, FORM):  # type: ignore[misc, valid-type]
         self.model.setCurrentText(settings.model)
         self.pretrained.setFilePath(settings.pretrained)
         self.device.setCurrentText(settings.device)
+        self.backend.setCurrentText(settings.backend)
         self.tile_size.setValue(settings.tile_size)
         self.tile_units.setCurrentText(settings.tile_units)
         self.overlap.setValue(settings.overlap)
@@ -120,6 +121,7 @@ class SettingsDialog(QDialog, FORM):  # type: ignore[misc, valid-type]
             model=self.model.currentText().strip(),
             pretrained=self.pretrained.filePath().strip(),
             device=self.device.currentText(),
+            backend=self.backend.currentText(),
             tile_size=self.tile_size.value(),
             tile_units=self.tile_units.currentText(),
             overlap=self.overlap.value(),

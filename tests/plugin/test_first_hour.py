@@ -286,12 +286,14 @@ def test_what_the_dock_shows_reads_well(iface: Any, plugin: Any, engine_settings
     QgsSettings().remove("clip_search/export_folder")  # no export yet in this profile
     raster = add_raster("drone_rgba_alpha.tif")
     canvas.setDestinationCrs(raster.crs())
+    controller.settings.backend = "onnx"  # as chosen in Settings: the fp32 export, verified before it is used
     dock.layerCombo.setLayer(raster)
     indexed(plugin, raster)
+    assert any(re.search(r"Indexed drone\S*: \d+ tiles in \d+ s with onnx\.$", m) for m in iface.messageBar().shown())
     dock.layerCombo.setLayer(None)
     dock.layerCombo.setLayer(raster)  # the status as the engine tells it: when the index was built, for people
     status = wait_until(lambda: "Index ready" in dock.statusLabel.text() and dock.statusLabel.text(), 30, "status")
-    assert re.search(r"built today at \d\d:\d\d\.", status) and "+00:00" not in status, status
+    assert re.search(r"built today at \d\d:\d\d with onnx\.", status) and "+00:00" not in status, status
     dock.heatmapCheck.setChecked(True)
     results = search(plugin, "a roof")
 

@@ -157,7 +157,8 @@ def test_agreement_needs_close_vectors_and_the_same_top_tiles_ties_aside() -> No
     query = np.ones(1)
     tied = scores.copy()
     tied[10] = tied[9] + 1e-6  # the 11th a hair above the 10th: a tie when the model's own scores are this close
-    assert same_top(np.c_[np.r_[scores[:9], scores[9], scores[9] - 5e-4, scores[11:]]], np.c_[tied], query)
+    assert same_top(np.c_[np.r_[scores[:9], scores[9], scores[9] - 0.004, scores[11:]]], np.c_[tied], query)
+    assert not same_top(np.c_[np.r_[scores[:9], scores[9], scores[9] - 0.006, scores[11:]]], np.c_[tied], query)
     assert not same_top(np.c_[scores], np.c_[scores[::-1]], query)
 
 

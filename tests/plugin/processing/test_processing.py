@@ -99,10 +99,11 @@ def test_build_search_and_find_similar(provider: Any, engine_settings: Any, tmp_
     feedback.progressChanged.connect(progress.append)
     built = run("buildindex", {
         "INPUT": str(path), "MODEL": "tiny-random", "TILE_SIZE": 96, "TILE_UNITS": 0, "OVERLAP": 0.5,
-        "SCALES": "1 2", "DEVICE": 1, "OUTPUT": str(tmp_path / "index"),
+        "SCALES": "1 2", "DEVICE": 1, "BACKEND": 2, "OUTPUT": str(tmp_path / "index"),
     }, feedback)
     assert Path(built["INDEX"]) == tmp_path / "index" and built["TILES"] > 0
     manifest = json.loads((tmp_path / "index" / "manifest.json").read_text())
+    assert manifest["backend"]["name"] == manifest["backend"]["requested"] == "onnx"  # verified, then used
     assert manifest["tile_count"] == built["TILES"] and manifest["tiling"]["scales"] == [1.0, 2.0]
     assert progress and max(progress) == 100
 
