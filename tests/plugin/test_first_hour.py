@@ -201,7 +201,7 @@ def test_a_stopped_build_tells_one_story_and_the_resumed_one_counts_the_whole_in
         iface: Any, plugin: Any, engine_settings: Any) -> None:
     dock, controller, bar = plugin.dock, plugin.controller, iface.messageBar()
     raster = add_raster("drone_rgba_alpha.tif")
-    controller.apply_settings(replace(engine_settings, tile_size=24.0))  # thousands of tiles: time to stop it
+    controller.apply_settings(replace(engine_settings, tile_size=40.0))  # over a thousand tiles: time to stop it
     dock.layerCombo.setLayer(raster)
     dock.indexButton.click()
     wait_until(lambda: dock.progressBar.value() >= 5, 120, "the build to be under way")
