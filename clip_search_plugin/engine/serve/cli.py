@@ -251,7 +251,7 @@ def _print_index(a: argparse.Namespace, result: dict[str, Any]) -> None:
         + f") in {answer.seconds:.1f} s with {answer.model}, backend {answer.backend}\nindex: {answer.path}"
     )
     if answer.backend_note:
-        print(f"NOTE: {answer.backend_note}", file=sys.stderr)
+        print(f"NOTE: {answer.backend_note}")
 
 
 def run(argv: list[str] | None = None) -> int:
