@@ -9,7 +9,6 @@ backend is reported (:attr:`BackendChoice.note`) and the build goes on with the 
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -21,7 +20,7 @@ import numpy as np
 
 from ...errors import InputError, ModelError
 from . import AUTO, BACKENDS, TORCH
-from .export import FP32, INT8, export_folder, export_fp32, export_int8, file_entry, recorded
+from .export import FP32, INT8, export_folder, export_fp32, export_int8, file_entry, read_json, recorded, write_json
 from .runtime import ImageTower, OnnxTower, OpenVinoTower, openvino_device
 from .verify import Agreement, agreement
 
@@ -87,19 +86,12 @@ def _timed(encode: Encode, tiles: np.ndarray) -> tuple[np.ndarray, float]:
 
 
 def _verdicts(folder: Path) -> dict[str, Any]:
-    try:
-        data = json.loads((folder / VERDICTS).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    return read_json(folder / VERDICTS)
 
 
 def _save_verdicts(folder: Path, verdicts: dict[str, Any]) -> None:
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        scratch = folder / f".{VERDICTS}.tmp"
-        scratch.write_text(json.dumps(verdicts, indent=1, sort_keys=True), encoding="utf-8")
-        scratch.replace(folder / VERDICTS)
+        write_json(folder / VERDICTS, verdicts)
     except OSError as exc:  # a read-only cache: verified again next time
         log.warning("could not record the backends' verdicts in %s: %s", folder, exc)
 

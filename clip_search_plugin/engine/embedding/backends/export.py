@@ -51,18 +51,25 @@ def export_folder(identity: ModelIdentity, input_size: int, root: Path | None = 
     return base / f"{identity.key()}-{digest}"
 
 
-def _record(folder: Path) -> dict[str, Any]:
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object kept beside the exports (empty when missing or unreadable: it is made again)."""
     try:
-        data = json.loads((folder / RECORD).read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
 
 
-def _write_record(folder: Path, record: dict[str, Any]) -> None:
-    scratch = folder / f".{RECORD}.{uuid.uuid4().hex}"
-    scratch.write_text(json.dumps(record, indent=1, sort_keys=True), encoding="utf-8")
-    os.replace(scratch, folder / RECORD)
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """``data`` written beside ``path`` and renamed into it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scratch = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+    scratch.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
+    os.replace(scratch, path)
+
+
+def _record(folder: Path) -> dict[str, Any]:
+    return read_json(folder / RECORD)
 
 
 def file_entry(folder: Path, name: str) -> dict[str, Any]:
@@ -98,7 +105,7 @@ def remember_file(folder: Path, name: str, extra: dict[str, Any] | None = None) 
     record = _record(folder)
     record.setdefault("files", {})[name] = {"size": path.stat().st_size, "sha256": _checksum(path), **(extra or {})}
     record["versions"] = software_versions()
-    _write_record(folder, record)
+    write_json(folder / RECORD, record)
 
 
 @contextlib.contextmanager
