@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import InputError, ModelError
 from ..settings import ModelSpec
-from .backends import TORCH
+from .backends import BACKENDS, TORCH
 from .backends.choice import BackendChoice
 from .models import ModelIdentity, create_model, pick_device
 
@@ -79,9 +79,10 @@ class ClipEmbedder:
             self.dim = int(self.encode_text(["probe"]).shape[1])
 
     def default_batch_size(self) -> int:
-        """32 on a CPU; on a GPU, a power of two that fills about half of the free memory (16 to 1024)."""
+        """On a CPU 32, or the backend's own (ONNX Runtime: 8, measured faster); on a GPU, a power of two that
+        fills about half of the free memory (16 to 1024)."""
         if not self.device.startswith("cuda"):
-            return 32
+            return BACKENDS[self.backend.name].cpu_batch
         import torch
 
         free, _ = torch.cuda.mem_get_info(torch.device(self.device))
