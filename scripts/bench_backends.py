@@ -1,7 +1,7 @@
 """Paired builds of one raster with several inference backends (used by ``bench_index.py --backends``).
 
-Each round builds the whole raster once with each backend (in batches of its own size), in the same order, with one
-model loaded once; the first backend is the baseline. A first build with each other backend (which exports and verifies the model on this
+Each round builds the whole raster once with each backend, in the same order, with one model loaded once; the first
+backend is the baseline. A first build with each other backend (which exports and verifies the model on this
 computer, once) is timed apart. The vectors of every backend's index are compared with the baseline's, tile by tile.
 """
 
@@ -30,7 +30,7 @@ def _vectors(path: Path) -> np.ndarray:
 
 
 def _build(raster: Path, settings: IndexSettings, embedder: ClipEmbedder, backend: str, out: Path) -> dict[str, Any]:
-    result = build_index(raster, replace(settings, backend=backend, batch_size=0), out, embedder=embedder)  # its own
+    result = build_index(raster, replace(settings, backend=backend), out, embedder=embedder)
     speed = result.tile_count / result.seconds
     print(f"  {backend:>9} -> {result.backend:<9} {speed:6.1f} tiles/s ({result.seconds:.1f} s)"
           + (f"  NOTE {result.backend_note}" if result.backend_note else ""), flush=True)

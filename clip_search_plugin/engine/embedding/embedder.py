@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import InputError, ModelError
 from ..settings import ModelSpec
-from .backends import BACKENDS, TORCH
+from .backends import TORCH
 from .backends.choice import BackendChoice
 from .models import ModelIdentity, create_model, pick_device
 
@@ -79,10 +79,9 @@ class ClipEmbedder:
             self.dim = int(self.encode_text(["probe"]).shape[1])
 
     def default_batch_size(self) -> int:
-        """On a CPU 32, or the backend's own (ONNX Runtime: 8, measured faster); on a GPU, a power of two that
-        fills about half of the free memory (16 to 1024)."""
+        """32 on a CPU; on a GPU, a power of two that fills about half of the free memory (16 to 1024)."""
         if not self.device.startswith("cuda"):
-            return BACKENDS[self.backend.name].cpu_batch
+            return 32
         import torch
 
         free, _ = torch.cuda.mem_get_info(torch.device(self.device))
