@@ -42,7 +42,7 @@ def drone_part(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def index_command(raster: Path, output: Path) -> list[str]:
     return [sys.executable, "-m", "clip_search_plugin.engine", "index", str(raster), "--model", "tiny-random",
-            "--tile-size", "20", "--overlap", "0.5", "--scales", "1", "2", "--batch-size", "16",
+            "--tile-size", "20", "--overlap", "0.5", "--scales", "1", "2", "--batch-size", "16", "--backend", "torch",
             "--output", str(output)]
 
 
