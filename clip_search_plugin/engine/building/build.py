@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ..embedding.backends.choice import BackendChoice
 from ..embedding.embedder import Embedder, load_embedder
 from ..errors import Cancelled, InputError
 from ..index.ann import APPROXIMATE_FROM, CALIBRATION_CONCEPTS, build_ivf
@@ -236,9 +237,10 @@ def build_index(
     path = write_index(plan.target, _manifest(plan, len(kept), search_settings), vectors, table, look_alikes)
     checkpoint.discard()
     identity = plan.embedder.identity
-    note = str(getattr(getattr(plan.embedder, "backend", None), "note", ""))
+    choice = _choice_of(plan.embedder)
     return IndexResult(path, len(kept), len(plan.tiles) - len(kept), len(plan.tiles), time.perf_counter() - started,
-                       identity.label(), identity.random_weights, resumed, backend_of(plan.embedder), note)
+                       identity.label(), identity.random_weights, resumed, backend_of(plan.embedder),
+                       choice.note if choice is not None else "")
 
 
 def _nothing_kept(info: RasterInfo) -> InputError:
@@ -295,10 +297,16 @@ def _choose_backend(embedder: Embedder, info: RasterInfo, tiles: list[Tile], bas
     use(settings.backend, sample, len(tiles))
 
 
+def _choice_of(embedder: Embedder) -> BackendChoice | None:
+    """The embedder's choice of backend (None for an embedder without backends, such as a test's)."""
+    choice = getattr(embedder, "backend", None)
+    return choice if isinstance(choice, BackendChoice) else None
+
+
 def backend_of(embedder: Embedder) -> str:
     """The backend an embedder embeds images with now ('torch' for one without backends)."""
-    choice = getattr(embedder, "backend", None)
-    return str(getattr(choice, "name", "torch"))
+    choice = _choice_of(embedder)
+    return choice.name if choice is not None else "torch"
 
 
 def _checkpoint(plan: _Plan) -> Checkpoint:
@@ -340,7 +348,7 @@ def _manifest(plan: _Plan, tile_count: int, search_settings: dict[str, Any]) -> 
         "tile_count": tile_count,
         "grid_count": len(plan.tiles),
         "search": search_settings,
-        **({"backend": embedder.backend.to_dict()} if hasattr(embedder, "backend") else {}),
+        **({"backend": choice.to_dict()} if (choice := _choice_of(embedder)) is not None else {}),
     }
 
 

@@ -17,7 +17,7 @@ import numpy as np
 from ..errors import InputError, ModelError
 from ..settings import ModelSpec
 from .backends import TORCH
-from .backends.choice import BackendChoice
+from .backends.choice import BackendChoice, choose_backend
 from .models import ModelIdentity, create_model, pick_device
 
 log = logging.getLogger("clip_search.engine")
@@ -133,8 +133,6 @@ class ClipEmbedder:
         verified on ``sample()`` tiles if it has not been on this computer."""
         if requested == self.backend.requested and self.backend.name != TORCH:
             return  # chosen already, verified, loaded
-        from .backends.choice import choose_backend
-
         queries = lambda: self.encode_text(list(VERIFY_QUERIES))  # noqa: E731
         self.backend = choose_backend(self, requested, sample, queries, planned_tiles)
 

@@ -25,22 +25,16 @@ class Backend:
 
     name: str
     runtime: str  # "torch", "onnxruntime" or "openvino"
-    int8: bool
     summary: str
 
 
 BACKENDS: dict[str, Backend] = {
     b.name: b
     for b in (
-        Backend(TORCH, "torch", False, "PyTorch, the model as trained (fp32 on a CPU, fp16 on a GPU)"),
-        Backend("onnx", "onnxruntime", False, "ONNX Runtime, fp32 on the CPU"),
-        Backend("onnx-int8", "onnxruntime", True, "ONNX Runtime, int8 matrix products on the CPU"),
-        Backend("openvino", "openvino", False, "OpenVINO on an Intel GPU (or the CPU)"),
+        Backend(TORCH, "torch", "PyTorch, the model as trained (fp32 on a CPU, fp16 on a GPU)"),
+        Backend("onnx", "onnxruntime", "ONNX Runtime, fp32 on the CPU"),
+        Backend("onnx-int8", "onnxruntime", "ONNX Runtime, int8 matrix products on the CPU"),
+        Backend("openvino", "openvino", "OpenVINO on an Intel GPU (or the CPU)"),
     )
 }
 CHOICES = (AUTO, *BACKENDS)
-
-
-def backend_named(name: str) -> Backend:
-    """The backend called ``name`` (KeyError for auto or an unknown name: checked where requests are read)."""
-    return BACKENDS[name]

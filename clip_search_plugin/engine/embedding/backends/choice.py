@@ -117,11 +117,12 @@ _LOADED: dict[tuple[str, str], ImageTower] = {}  # the tower chosen last, kept l
 
 
 def _loaded(name: str, trial: Trial) -> ImageTower:
-    """The tower of ``name`` for the trial's model, loaded once while it stays the one chosen."""
+    """The tower of ``name`` for the trial's model, loaded once while it stays the one chosen (the one just
+    verified, when the trial verified it)."""
     key = (str(trial.folder), name)
     if key not in _LOADED:
         _LOADED.clear()
-        _LOADED[key] = make_tower(name, trial.embedder.model, trial.embedder.input_size, trial.folder)
+        _LOADED[key] = trial.towers.get(name) or trial.tower(name)
     return _LOADED[key]
 
 
@@ -132,7 +133,12 @@ class Trial:
                  folder: Path) -> None:
         self.embedder, self.sample, self.queries, self.folder = embedder, sample, queries, folder
         self.verdicts = _verdicts(folder)
+        self.towers: dict[str, ImageTower] = {}  # those made (and verified) by this trial
         self._reference: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    def tower(self, name: str) -> ImageTower:
+        """The tower of ``name`` for this model, made now."""
+        return make_tower(name, self.embedder.model, self.embedder.input_size, self.folder)
 
     def reference(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(sample tiles, the model's vectors of them, query vectors); the model's speed is recorded."""
@@ -152,7 +158,7 @@ class Trial:
             return cached
         try:
             tiles, reference, queries = self.reference()
-            tower = make_tower(name, self.embedder.model, self.embedder.input_size, self.folder)
+            tower = self.towers[name] = self.tower(name)
             vectors, speed = _timed(lambda t: self.embedder.encode_with(tower, t), tiles)
         except ModelError as exc:  # this model cannot be exported or run so: recorded, not tried again
             verdict = {"passed": False, "reason": f"it could not be used ({exc})", "export_failed": True}
@@ -199,7 +205,7 @@ def _decide(choice: BackendChoice, trial: Trial, passed: dict[str, dict[str, Any
     best = max(passed, key=lambda n: choice.speeds.get(n, 0.0), default=None)
     if best is not None and (choice.requested != AUTO or choice.speeds.get(best, 0.0) >= own * MARGIN):
         choice.name = best
-        choice.agreement = Agreement(**{k: v for k, v in passed[best]["agreement"].items()})
+        choice.agreement = Agreement(**passed[best]["agreement"])
         choice.tower = _loaded(best, trial)
     if refused:
         choice.note = "; ".join(refused) + f"; embedding with {choice.name}"
