@@ -18,16 +18,14 @@ from ..errors import InputError, ModelError
 from ..settings import ModelSpec
 from .backends import TORCH
 from .backends.choice import BackendChoice, choose_backend
-from .models import ModelIdentity, create_model, pick_device
+from .backends.text import verified_text
+from .backends.verify import VERIFY_QUERIES
+from .models import ModelIdentity, causal_text, create_model, pick_device
 
 log = logging.getLogger("clip_search.engine")
 GPU_MEMORY_SHARE = 0.5  # of the free GPU memory a batch may fill
 MIN_GPU_BATCH, MAX_GPU_BATCH = 16, 1024
 TEXT_CACHE = 256  # prompt lists whose vectors are remembered
-VERIFY_QUERIES = (  # the queries under which a backend must rank a sample's tiles as the model does
-    "a satellite photo of buildings", "a satellite photo of a forest", "a satellite photo of water",
-    "a satellite photo of a road", "a satellite photo of farmland", "a satellite photo of a parking lot",
-)
 
 
 class Embedder(Protocol):
@@ -67,6 +65,8 @@ class ClipEmbedder:
         self.dtype = next(model.parameters()).dtype
         self.max_batch: int | None = None  # set when the GPU ran out of memory
         self.backend = BackendChoice(TORCH)  # how images are embedded (see .backends): the model itself until chosen
+        self.text_tower: Any = None  # how prompts are: a verified fast text tower (see .backends.text), or the model
+        self._text_looked = False  # whether one verified on this computer was looked for (at the first query)
         self._text_cache: OrderedDict[tuple[str, ...], np.ndarray] = OrderedDict()
         size = model.visual.image_size
         self.input_size = int(size[0] if isinstance(size, tuple | list) else size)
@@ -76,7 +76,7 @@ class ClipEmbedder:
         self._mean = torch.tensor(mean, device=device, dtype=torch.float32).view(1, 3, 1, 1)
         self._std = torch.tensor(std, device=device, dtype=torch.float32).view(1, 3, 1, 1)
         with torch.inference_mode():
-            self.dim = int(self.encode_text(["probe"]).shape[1])
+            self.dim = int(self.encode_text_with(None, ["probe"]).shape[1])
 
     def default_batch_size(self) -> int:
         """32 on a CPU; on a GPU, a power of two that fills about half of the free memory (16 to 1024)."""
@@ -135,6 +135,8 @@ class ClipEmbedder:
             return  # chosen already, verified, loaded
         queries = lambda: self.encode_text(list(VERIFY_QUERIES))  # noqa: E731
         self.backend = choose_backend(self, requested, sample, queries, planned_tiles)
+        if self.backend.text_tower is not None:
+            self.text_tower, self._text_looked = self.backend.text_tower, True
 
     def encode_with(self, tower: Any, batch: np.ndarray) -> np.ndarray:
         """Unit image vectors of ``batch`` made by ``tower`` (None: the model itself), whatever backend is in use."""
@@ -161,37 +163,51 @@ class ClipEmbedder:
             return F.normalize(features.float(), dim=-1).cpu().numpy()
 
     def encode_text(self, texts: list[str]) -> np.ndarray:
-        """Unit text vectors; the last TEXT_CACHE prompt lists are remembered (a repeated query is instant)."""
-        import torch
-        import torch.nn.functional as F
-
+        """Unit text vectors (by the verified fast text tower where there is one); the last TEXT_CACHE prompt lists
+        are remembered (a repeated query is instant)."""
         key = tuple(texts)
         if key in self._text_cache:
             self._text_cache.move_to_end(key)
             return self._text_cache[key].copy()
-        with torch.inference_mode():
-            tokens = self.tokenizer(texts).to(self.device)
-            vectors: np.ndarray = F.normalize(self._text_features(tokens).float(), dim=-1).cpu().numpy()
+        vectors = self.encode_text_with(self._fast_text(), texts)
         self._text_cache[key] = vectors
         if len(self._text_cache) > TEXT_CACHE:
             self._text_cache.popitem(last=False)
         return vectors.copy()
 
-    def _text_features(self, tokens: Any) -> Any:
+    def encode_text_with(self, tower: Any, texts: list[str]) -> np.ndarray:
+        """Unit text vectors of ``texts`` made by ``tower`` (None: the model itself), not remembered."""
+        import torch
+        import torch.nn.functional as F
+
+        with torch.inference_mode():
+            tokens = self.tokenizer(texts).to(self.device)
+            return F.normalize(self._text_features(tokens, tower).float(), dim=-1).cpu().numpy()
+
+    def _fast_text(self) -> Any:
+        """The text tower verified for this model on this computer (looked for once), or None: the model."""
+        if not self._text_looked:
+            self._text_looked = True
+            self.text_tower = verified_text(self)
+        return self.text_tower
+
+    def _text_features(self, tokens: Any, tower: Any = None) -> Any:
         """open_clip's encode_text, on the tokens up to the longest prompt's end-of-text token only.
 
         CLIP's text tower is causal and pools at the end-of-text token, so the padding after it (77 - n
         positions) cannot change the result; leaving it out makes short prompts several times faster
-        (identical vectors, tested). Towers that are not causal or pool otherwise run unchanged.
+        (identical vectors, tested). Towers that are not causal or pool otherwise run unchanged; ``tower``, an
+        exported text tower (:mod:`.backends.text`), takes the same cut tokens.
         """
         import torch
 
         m = self.model
-        causal = getattr(m, "attn_mask", None) is not None and getattr(m, "text_pool_type", None) == "argmax"
-        if not causal or not hasattr(m, "token_embedding") or not hasattr(m, "positional_embedding"):
+        if not causal_text(m):
             return m.encode_text(tokens)
         end = tokens.argmax(dim=-1)  # the end-of-text token has the highest id
         n = int(end.max()) + 1
+        if tower is not None:
+            return tower(tokens[:, :n])
         cast = m.transformer.get_cast_dtype()
         x = m.token_embedding(tokens[:, :n]).to(cast) + m.positional_embedding[:n].to(cast)
         x = m.ln_final(m.transformer(x, attn_mask=m.attn_mask[:n, :n]))

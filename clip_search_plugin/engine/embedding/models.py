@@ -238,3 +238,10 @@ def create_model(spec: ModelSpec, device: str) -> tuple[Any, Any, ModelIdentity]
             "download the checkpoint elsewhere and pass it as a file (--pretrained PATH)."
         ) from exc
     return model.to(device).eval(), tokenizer, identity
+
+
+def causal_text(model: Any) -> bool:
+    """Whether ``model``'s text tower is CLIP's own: causal, pooled at the end-of-text token (the highest token id),
+    so that the positions after the longest prompt's end can be left out without changing any vector."""
+    causal = getattr(model, "attn_mask", None) is not None and getattr(model, "text_pool_type", None) == "argmax"
+    return causal and hasattr(model, "token_embedding") and hasattr(model, "positional_embedding")

@@ -115,7 +115,7 @@ def test_a_damaged_export_is_made_again_and_verified(model: ClipEmbedder, tmp_pa
 def test_an_index_built_with_one_backend_is_searched_with_another(model: ClipEmbedder, tmp_path: Path) -> None:
     fast = open_index(build(model, "onnx-int8", tmp_path / "int8").path)
     own = open_index(build(model, "torch", tmp_path / "torch").path)
-    other = load_embedder(ModelSpec("tiny-random"), "cpu")  # the model itself, as after a restart
+    other = load_embedder(ModelSpec("tiny-random"), "cpu")  # as after a restart (text: the verified int8 tower)
     for query in ("a road", "houses", "a river"):
         by_fast = search(fast, other, query, top_k=5)
         by_own = search(own, model, query, top_k=5)

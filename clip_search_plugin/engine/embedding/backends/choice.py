@@ -20,8 +20,9 @@ import numpy as np
 
 from ...errors import InputError, ModelError
 from . import AUTO, BACKENDS, TORCH
-from .export import FP32, INT8, export_folder, export_fp32, export_int8, file_entry, read_json, recorded, write_json
+from .export import FP32, INT8, export_folder, exported, file_entry, read_json, recorded, write_json
 from .runtime import ImageTower, OnnxTower, OpenVinoTower, openvino_device
+from .text import TEXT_FILES, prepare_text
 from .verify import Agreement, agreement
 
 log = logging.getLogger("clip_search.engine")
@@ -41,6 +42,7 @@ class BackendChoice:
     agreement: Agreement | None = None
     speeds: dict[str, float] = field(default_factory=dict)  # tiles per second on the sample, by backend
     note: str = ""
+    text_tower: ImageTower | None = None  # the same backend's text tower, verified (see .text)
 
     def to_dict(self) -> dict[str, Any]:
         found: dict[str, Any] = {"name": self.name, "requested": self.requested}
@@ -68,14 +70,12 @@ def candidates(requested: str, device: str) -> list[str]:
 
 def make_tower(name: str, model: Any, input_size: int, folder: Path) -> ImageTower:
     """The exported tower of ``name`` (exported first if this model has none yet)."""
-    if name == "onnx-int8":
-        return OnnxTower(export_int8(model, input_size, folder))
-    if name == "onnx":
-        return OnnxTower(export_fp32(model, input_size, folder))
+    if BACKENDS[name].runtime == "onnxruntime":
+        return OnnxTower(exported(model, input_size, folder, file_of(name)))
     device = openvino_device()
     if device is None:
         raise ModelError("OpenVINO is not installed in the engine's environment.")
-    return OpenVinoTower(export_fp32(model, input_size, folder), device)
+    return OpenVinoTower(exported(model, input_size, folder, FP32), device)
 
 
 def _timed(encode: Encode, tiles: np.ndarray) -> tuple[np.ndarray, float]:
@@ -85,11 +85,11 @@ def _timed(encode: Encode, tiles: np.ndarray) -> tuple[np.ndarray, float]:
     return vectors, len(tiles) / max(time.perf_counter() - started, 1e-9)
 
 
-def _verdicts(folder: Path) -> dict[str, Any]:
+def read_verdicts(folder: Path) -> dict[str, Any]:
     return read_json(folder / VERDICTS)
 
 
-def _save_verdicts(folder: Path, verdicts: dict[str, Any]) -> None:
+def save_verdicts(folder: Path, verdicts: dict[str, Any]) -> None:
     try:
         write_json(folder / VERDICTS, verdicts)
     except OSError as exc:  # a read-only cache: verified again next time
@@ -97,11 +97,13 @@ def _save_verdicts(folder: Path, verdicts: dict[str, Any]) -> None:
 
 
 def file_of(name: str) -> str:
-    """The export file a backend runs."""
+    """The export file a backend (or a backend's text tower: ``text:<backend>``) runs."""
+    if name.startswith("text:"):
+        return TEXT_FILES[name.removeprefix("text:")]
     return INT8 if name == "onnx-int8" else FP32
 
 
-def _cached(folder: Path, verdicts: dict[str, Any], name: str) -> dict[str, Any] | None:
+def cached_verdict(folder: Path, verdicts: dict[str, Any], name: str) -> dict[str, Any] | None:
     """The recorded verdict of ``name``: one on its export as it is now, or one saying it could not be exported."""
     verdict = verdicts.get(name)
     if not isinstance(verdict, dict):
@@ -132,7 +134,7 @@ class Trial:
     def __init__(self, embedder: Any, sample: Callable[[], np.ndarray], queries: Callable[[], np.ndarray],
                  folder: Path) -> None:
         self.embedder, self.sample, self.queries, self.folder = embedder, sample, queries, folder
-        self.verdicts = _verdicts(folder)
+        self.verdicts = read_verdicts(folder)
         self.towers: dict[str, ImageTower] = {}  # those made (and verified) by this trial
         self._reference: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
@@ -153,7 +155,7 @@ class Trial:
 
     def verdict(self, name: str) -> dict[str, Any]:
         """The verdict of ``name`` (recorded, or found now on the sample)."""
-        cached = _cached(self.folder, self.verdicts, name)
+        cached = cached_verdict(self.folder, self.verdicts, name)
         if cached is not None:
             return cached
         try:
@@ -169,7 +171,7 @@ class Trial:
             verdict = {"passed": found.passed, "reason": found.reason(), "agreement": found.to_dict(),
                        "tiles_per_second": speed, "sha256": file_entry(self.folder, file_of(name)).get("sha256")}
         self.verdicts[name] = verdict
-        _save_verdicts(self.folder, self.verdicts)
+        save_verdicts(self.folder, self.verdicts)
         return verdict
 
 
@@ -183,7 +185,7 @@ def choose_backend(embedder: Any, requested: str, sample: Callable[[], np.ndarra
         return choice
     trial = Trial(embedder, sample, queries, export_folder(embedder.identity, embedder.input_size, root))
     small = requested == AUTO and planned_tiles is not None and planned_tiles < FAST_FROM_TILES
-    if small and not any(_cached(trial.folder, trial.verdicts, n) for n in names):
+    if small and not any(cached_verdict(trial.folder, trial.verdicts, n) for n in names):
         return choice  # a small build: not worth an export's wait; the model itself
     refused: list[str] = []
     passed: dict[str, dict[str, Any]] = {}
@@ -193,7 +195,10 @@ def choose_backend(embedder: Any, requested: str, sample: Callable[[], np.ndarra
             passed[name] = verdict
         else:
             refused.append(f"{name} refused: {verdict.get('reason', 'not verified')}")
-    return _decide(choice, trial, passed, refused)
+    choice = _decide(choice, trial, passed, refused)
+    if choice.name != TORCH and getattr(embedder, "text_tower", None) is None:
+        choice.text_tower = prepare_text(trial, choice.name)  # queries through the same backend, if it verifies
+    return choice
 
 
 def _decide(choice: BackendChoice, trial: Trial, passed: dict[str, dict[str, Any]],

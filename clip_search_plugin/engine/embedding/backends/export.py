@@ -1,9 +1,10 @@
-"""A model's image tower exported for a backend, cached on disk per model and rebuilt when the model changes.
+"""A model's towers exported for a backend, cached on disk per model and rebuilt when the model changes.
 
 One folder per model identity and software versions (``<cache>/backends/<model>-<hash>/``) holds ``image.onnx``
-(fp32, from the loaded open_clip model), ``image-int8.onnx`` (its matrix products quantized) and ``export.json``,
-which records what the files were made from and their checksums. A file that does not match its record (damaged,
-or left half-written) is made again; everything is written beside its place and renamed into it.
+(fp32, from the loaded open_clip model), ``image-int8.onnx`` (its matrix products quantized), the same two of the
+text tower (``text.onnx``, ``text-int8.onnx``) and ``export.json``, which records what the files were made from
+and their checksums. A file that does not match its record (damaged, or left half-written) is made again;
+everything is written beside its place and renamed into it.
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ from ...paths import user_cache_base
 from ..models import ModelIdentity, file_sha256
 
 log = logging.getLogger("clip_search.engine")
-EXPORT_FORMAT = 1  # bump when the exported graphs change, so caches are made again
+EXPORT_FORMAT = 2  # bump when the exported graphs change, so caches are made again
 RECORD = "export.json"
 FP32, INT8 = "image.onnx", "image-int8.onnx"
+TEXT_FP32, TEXT_INT8 = "text.onnx", "text-int8.onnx"
 OPSET = 17
 
 
@@ -131,50 +133,62 @@ def _quietly(make: Callable[[], object]) -> None:
             logging.disable(logging.NOTSET)
 
 
-def export_fp32(model: Any, input_size: int, folder: Path) -> Path:
-    """``image.onnx``: the model's image tower (normalised pixels in, features out) with any batch size."""
-    found = recorded(folder, FP32)
+def exported(model: Any, input_size: int, folder: Path, name: str) -> Path:
+    """``folder/name`` (one of :data:`FILES`), made from the model first unless it is there as recorded."""
+    found = recorded(folder, name)
     if found is not None:
         return found
-    import torch
-
-    visual = model.visual
-    example = torch.zeros((2, 3, input_size, input_size), dtype=next(visual.parameters()).dtype)
-    target = folder / FP32
-    log.info("exporting the image tower of the model to %s", target)
-    try:
-        with _written(target) as scratch, torch.inference_mode(False), torch.enable_grad():  # no fused attention
-            _quietly(lambda: torch.onnx.export(
-                visual, (example,), str(scratch), input_names=["pixels"], output_names=["features"],
-                dynamic_axes={"pixels": {0: "batch"}, "features": {0: "batch"}}, opset_version=OPSET, dynamo=False))
-    except Exception as exc:
-        raise ModelError(f"This model's image tower could not be exported to ONNX ({str(exc)[:200]}).") from exc
-    remember_file(folder, FP32)
+    target = folder / name
+    if name in (INT8, TEXT_INT8):
+        _quantize(exported(model, input_size, folder, FP32 if name == INT8 else TEXT_FP32), target)
+    else:
+        _export(model, input_size, target, text=name == TEXT_FP32)
+    remember_file(folder, name)
     return target
 
 
-def export_int8(model: Any, input_size: int, folder: Path) -> Path:
-    """``image-int8.onnx``: the fp32 export with every matrix product quantized to int8.
+def _export(model: Any, input_size: int, target: Path, text: bool) -> None:
+    """The image tower (normalised pixels in, features out) or the text tower (tokens in, features out) exported
+    from its lean form (:mod:`.lean`: the same arithmetic in fewer operations), for any batch (and prompt length)."""
+    import torch
+
+    from .lean import TextTower, lean_copy  # torch, loaded only when exporting
+
+    tower: torch.nn.Module
+    if text:
+        tower, names = TextTower(model), ["tokens"]
+        example = torch.arange(1, 8, dtype=torch.long).repeat(2, 1)  # two prompts of seven tokens
+        axes = {"tokens": {0: "batch", 1: "length"}, "features": {0: "batch"}}
+    else:
+        tower, names = lean_copy(model.visual), ["pixels"]
+        example = torch.zeros((2, 3, input_size, input_size), dtype=next(model.visual.parameters()).dtype)
+        axes = {"pixels": {0: "batch"}, "features": {0: "batch"}}
+    log.info("exporting the %s tower of the model to %s", "text" if text else "image", target)
+    try:
+        with _written(target) as scratch, torch.inference_mode(False), torch.enable_grad():  # no fused attention
+            _quietly(lambda: torch.onnx.export(
+                tower, (example,), str(scratch), input_names=names, output_names=["features"], dynamic_axes=axes,
+                opset_version=OPSET, dynamo=False))
+    except Exception as exc:
+        raise ModelError(f"This model's {'text' if text else 'image'} tower could not be exported to ONNX "
+                         f"({str(exc)[:200]}).") from exc
+
+
+def _quantize(source: Path, target: Path) -> None:
+    """``source`` with every matrix product quantized to int8.
 
     Weights per output channel in 7 bits (``reduce_range``: the int8 instructions of CPUs without VNNI add pairs
-    of products in 16 bits, which 8-bit weights can overflow), activations per batch. The patch convolution stays
-    fp32: ONNX Runtime's int8 convolution was slower than the fp32 one (measured).
+    of products in 16 bits, which 8-bit weights can overflow), activations per batch. The patch embedding is a
+    matrix product in the lean export (ONNX Runtime's int8 convolution was slower than its fp32 one, measured).
     """
-    found = recorded(folder, INT8)
-    if found is not None:
-        return found
     from onnx import TensorProto
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    source = export_fp32(model, input_size, folder)
-    target = folder / INT8
-    log.info("quantizing the exported image tower to int8: %s", target)
+    log.info("quantizing %s to int8: %s", source.name, target)
     try:
         with _written(target) as scratch:
             _quietly(lambda: quantize_dynamic(
                 source, scratch, weight_type=QuantType.QInt8, per_channel=True, reduce_range=True,
                 op_types_to_quantize=["MatMul"], extra_options={"DefaultTensorType": TensorProto.FLOAT}))
     except Exception as exc:
-        raise ModelError(f"The exported image tower could not be quantized ({str(exc)[:200]}).") from exc
-    remember_file(folder, INT8)
-    return target
+        raise ModelError(f"The exported {source.stem} tower could not be quantized ({str(exc)[:200]}).") from exc

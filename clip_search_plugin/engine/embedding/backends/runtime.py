@@ -1,4 +1,5 @@
-"""Running an exported image tower: normalised pixels (N, 3, S, S) float32 in, features (N, D) float32 out."""
+"""Running an exported tower: normalised pixels (N, 3, S, S) float32, or tokens (N, n) int64, in; features (N, D)
+float32 out."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from ...errors import ModelError
 class ImageTower(Protocol):
     """What the embedder calls to turn a batch of normalised pixels into features."""
 
-    def __call__(self, pixels: Any) -> Any: ...
+    def __call__(self, inputs: Any, /) -> Any: ...
 
 
 def cpu_threads() -> int:
@@ -44,10 +45,12 @@ class OnnxTower:
             raise ModelError(f"ONNX Runtime cannot load {path.name} ({str(exc)[:200]}).") from exc
         self.input = self.session.get_inputs()[0].name
 
-    def __call__(self, pixels: Any) -> Any:
+    def __call__(self, inputs: Any) -> Any:
+        """Features of a batch of normalised pixels (an image tower) or of tokens (a text tower)."""
         import torch
 
-        array = np.ascontiguousarray(pixels.detach().cpu().numpy(), dtype=np.float32)
+        array = inputs.detach().cpu().numpy()
+        array = np.ascontiguousarray(array, dtype=np.float32 if array.dtype.kind == "f" else array.dtype)
         return torch.from_numpy(self.session.run(None, {self.input: array})[0])
 
 

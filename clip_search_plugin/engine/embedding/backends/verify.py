@@ -18,6 +18,10 @@ import numpy as np
 MIN_COSINE = 0.995
 TOP_K = 10
 TIE = 0.005
+VERIFY_QUERIES = (  # the queries under which a backend must rank a sample's tiles as the model does
+    "a satellite photo of buildings", "a satellite photo of a forest", "a satellite photo of water",
+    "a satellite photo of a road", "a satellite photo of farmland", "a satellite photo of a parking lot",
+)
 
 
 @dataclass(frozen=True)
@@ -48,9 +52,12 @@ class Agreement:
 def same_top(reference: np.ndarray, candidate: np.ndarray, query: np.ndarray, k: int = TOP_K,
              tie: float = TIE) -> bool:
     """Whether ``candidate`` ranks the same top ``k`` tiles as ``reference`` for ``query`` (ties allowed)."""
-    k = min(k, len(reference))
-    truth = reference @ query
-    ranked = candidate @ query
+    return same_order(reference @ query, candidate @ query, k, tie)
+
+
+def same_order(truth: np.ndarray, ranked: np.ndarray, k: int = TOP_K, tie: float = TIE) -> bool:
+    """Whether the scores ``ranked`` put the same ``k`` tiles on top as the scores ``truth`` (ties allowed)."""
+    k = min(k, len(truth))
     expected = set(np.argsort(-truth, kind="stable")[:k].tolist())
     found = set(np.argsort(-ranked, kind="stable")[:k].tolist())
     if found == expected:
