@@ -13,20 +13,25 @@ from .conftest import REPO, shared_raster
 sys.path.insert(0, str(REPO / "scripts"))
 
 
-def test_bench_index_reports_the_three_speeds_and_their_ratios(tmp_path: Path) -> None:
+def test_bench_index_reports_the_three_speeds_their_ratios_and_paired_backends(tmp_path: Path) -> None:
     import bench_index
 
     raster = shared_raster("drone_rgba_alpha.tif")
     out = tmp_path / "index.json"
     assert bench_index.main(["--raster", str(raster), "--model", "clip-search-tiny", "--device", "cpu",
                              "--tile-size", "96", "--model-seconds", "0.5", "--naive-tiles", "16",
-                             "--json", str(out)]) == 0
+                             "--backends", "torch", "onnx-int8", "--rounds", "1", "--json", str(out)]) == 0
     figures = json.loads(out.read_text())
     for key in ("end_to_end_tiles_s", "model_only_tiles_s", "naive_tiles_s"):
         assert figures[key] > 0
     assert figures["end_to_end_over_model_only"] == pytest.approx(
         figures["end_to_end_tiles_s"] / figures["model_only_tiles_s"], rel=0.02)
     assert figures["tiles"] > 0 and figures["device"] == "cpu" and figures["peak_rss_mib"] > 100
+    paired = figures["backends"]
+    assert paired["builds"]["onnx-int8"]["used"] == "onnx-int8" and len(paired["builds"]["torch"]["tiles_s"]) == 1
+    assert paired["builds"]["onnx-int8"]["whole_index_agreement"]["min_cosine"] >= 0.995
+    text = paired["query_text"]  # the build verified the int8 text tower: a query's text timed both ways
+    assert text["model_ms"] > 0 and text["fast_ms"] > 0 and text["min_cosine"] >= 0.995
 
 
 def test_bench_query_reports_each_part_per_size(tmp_path: Path) -> None:

@@ -135,8 +135,8 @@ class ClipEmbedder:
             return  # chosen already, verified, loaded
         queries = lambda: self.encode_text(list(VERIFY_QUERIES))  # noqa: E731
         self.backend = choose_backend(self, requested, sample, queries, planned_tiles)
-        if self.backend.text_tower is not None:
-            self.text_tower, self._text_looked = self.backend.text_tower, True
+        if self.backend.text_verified and self.text_tower is None:
+            self._text_looked = False  # the next query loads the text tower just verified
 
     def encode_with(self, tower: Any, batch: np.ndarray) -> np.ndarray:
         """Unit image vectors of ``batch`` made by ``tower`` (None: the model itself), whatever backend is in use."""
@@ -169,7 +169,7 @@ class ClipEmbedder:
         if key in self._text_cache:
             self._text_cache.move_to_end(key)
             return self._text_cache[key].copy()
-        vectors = self.encode_text_with(self._fast_text(), texts)
+        vectors = self.encode_text_with(self.fast_text(), texts)
         self._text_cache[key] = vectors
         if len(self._text_cache) > TEXT_CACHE:
             self._text_cache.popitem(last=False)
@@ -184,7 +184,7 @@ class ClipEmbedder:
             tokens = self.tokenizer(texts).to(self.device)
             return F.normalize(self._text_features(tokens, tower).float(), dim=-1).cpu().numpy()
 
-    def _fast_text(self) -> Any:
+    def fast_text(self) -> Any:
         """The text tower verified for this model on this computer (looked for once), or None: the model."""
         if not self._text_looked:
             self._text_looked = True

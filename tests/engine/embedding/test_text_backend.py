@@ -42,7 +42,7 @@ def test_an_int8_build_verifies_its_text_tower_and_later_queries_use_it(model: C
     verdict = verdicts(model)["text:onnx-int8"]
     assert verdict["passed"] and verdict["agreement"]["prompts"] == len(PROMPTS)
     assert verdict["agreement"]["min_cosine"] >= MIN_COSINE
-    assert model.text_tower is not None  # this process: from the build's choice
+    assert model.text_tower is None and model.fast_text() is not None  # this process: loaded at its next query
     restarted = load_embedder(ModelSpec("tiny-random"), "cpu")  # a later process: from the recorded verdict
     fast = restarted.encode_text(QUERIES)
     own = restarted.encode_text_with(None, QUERIES)
@@ -66,10 +66,10 @@ def test_a_broken_text_tower_is_refused_and_queries_stay_with_the_model(model: C
     onnx.save(graph, str(folder / TEXT_INT8))
     remember_file(folder, TEXT_INT8)
     fresh = load_embedder(ModelSpec("tiny-random"), "cpu")
-    assert fresh._fast_text() is None  # its recorded verdict was on another file: not trusted
+    assert fresh.fast_text() is None  # its recorded verdict was on another file: not trusted
     again = build(fresh, "onnx-int8", tmp_path / "again")
     assert again.backend == "onnx-int8"  # the image tower still verifies; only the text tower is refused
     verdict = verdicts(model)["text:onnx-int8"]
     assert not verdict["passed"] and "differ from the model's" in verdict["reason"]
-    assert fresh.text_tower is None
-    assert load_embedder(ModelSpec("tiny-random"), "cpu")._fast_text() is None
+    assert fresh.fast_text() is None
+    assert load_embedder(ModelSpec("tiny-random"), "cpu").fast_text() is None

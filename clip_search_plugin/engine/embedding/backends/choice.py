@@ -42,7 +42,7 @@ class BackendChoice:
     agreement: Agreement | None = None
     speeds: dict[str, float] = field(default_factory=dict)  # tiles per second on the sample, by backend
     note: str = ""
-    text_tower: ImageTower | None = None  # the same backend's text tower, verified (see .text)
+    text_verified: bool = False  # whether the same backend's text tower is verified here (see .text)
 
     def to_dict(self) -> dict[str, Any]:
         found: dict[str, Any] = {"name": self.name, "requested": self.requested}
@@ -196,8 +196,8 @@ def choose_backend(embedder: Any, requested: str, sample: Callable[[], np.ndarra
         else:
             refused.append(f"{name} refused: {verdict.get('reason', 'not verified')}")
     choice = _decide(choice, trial, passed, refused)
-    if choice.name != TORCH and getattr(embedder, "text_tower", None) is None:
-        choice.text_tower = prepare_text(trial, choice.name)  # queries through the same backend, if it verifies
+    if choice.name != TORCH:
+        choice.text_verified = prepare_text(trial, choice.name)  # queries through the same backend, if it verifies
     return choice
 
 

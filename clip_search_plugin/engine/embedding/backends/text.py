@@ -31,16 +31,16 @@ def key(backend: str) -> str:
     return f"text:{backend}"
 
 
-def prepare_text(trial: Any, backend: str) -> ImageTower | None:
-    """``backend``'s text tower for the trial's model (a :class:`.choice.Trial`), exported and verified unless it
-    is already; None when there is none for it, or it did not verify (said in the log)."""
+def prepare_text(trial: Any, backend: str) -> bool:
+    """Whether ``backend``'s text tower for the trial's model (a :class:`.choice.Trial`) is verified here, exported
+    and verified now unless it was before (a refusal is said in the log). It is not kept loaded: a build needs no
+    text, and a later query loads it (:func:`verified_text`)."""
     embedder = trial.embedder
     if backend not in TEXT_FILES or embedder.device != "cpu" or not causal_text(embedder.model):
-        return None
+        return False
     from .choice import cached_verdict, save_verdicts
 
     verdict = cached_verdict(trial.folder, trial.verdicts, key(backend))
-    tower = None
     if verdict is None:
         try:
             tower = OnnxTower(exported(embedder.model, embedder.input_size, trial.folder, TEXT_FILES[backend]))
@@ -49,13 +49,12 @@ def prepare_text(trial: Any, backend: str) -> ImageTower | None:
             verdict = {"passed": False, "reason": f"it could not be used ({exc})", "export_failed": True}
         except (ImportError, OSError) as exc:
             log.warning("queries stay with the model: the %s text tower could not be made (%s)", backend, exc)
-            return None
+            return False
         trial.verdicts[key(backend)] = verdict
         save_verdicts(trial.folder, trial.verdicts)
     if not verdict.get("passed"):
         log.warning("queries stay with the model: the %s text tower was refused: %s", backend, verdict.get("reason"))
-        return None
-    return tower or OnnxTower(trial.folder / TEXT_FILES[backend])
+    return bool(verdict.get("passed"))
 
 
 def _verdict(trial: Any, tower: ImageTower, backend: str) -> dict[str, Any]:
