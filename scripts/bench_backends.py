@@ -3,12 +3,15 @@
 Each round builds the whole raster once with each backend, in the same order, with one model loaded once; the first
 backend is the baseline. A first build with each other backend (which exports and verifies the model on this
 computer, once) is timed apart. The vectors of every backend's index are compared with the baseline's, tile by tile.
+Where a build verified a fast text tower, a query's text (its prompt ensemble) is timed with it and with the model,
+in turn, and their query vectors compared.
 """
 
 from __future__ import annotations
 
 import statistics
 import tempfile
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -20,7 +23,8 @@ from clip_search_plugin.engine.embedding.backends.verify import agreement
 from clip_search_plugin.engine.embedding.embedder import ClipEmbedder
 from clip_search_plugin.engine.index.ann import CALIBRATION_CONCEPTS
 from clip_search_plugin.engine.index.store import open_index
-from clip_search_plugin.engine.query.vectors import embed_query
+from clip_search_plugin.engine.query.templates import AERIAL_TEMPLATES
+from clip_search_plugin.engine.query.vectors import embed_query, ensemble
 from clip_search_plugin.engine.settings import IndexSettings
 
 
@@ -66,4 +70,32 @@ def paired_builds(raster: Path, settings: IndexSettings, embedder: ClipEmbedder,
             }
     print("verified on the sample:", embedder.backend.to_dict(), flush=True)
     found["choice"] = embedder.backend.to_dict()
+    if embedder.fast_text() is not None:
+        found["query_text"] = query_text(embedder)
     return found
+
+
+def _ms(encode: Any) -> tuple[float, np.ndarray]:
+    started = time.perf_counter()
+    vector = ensemble(encode())
+    return (time.perf_counter() - started) * 1000, vector
+
+
+def query_text(embedder: ClipEmbedder, rounds: int = 3) -> dict[str, Any]:
+    """Milliseconds to encode a query's prompt ensemble with the verified text tower and with the model, in turn
+    (median over the calibration concepts and rounds), and the lowest cosine between the two query vectors."""
+    times: dict[str, list[float]] = {"fast": [], "model": []}
+    lowest = 1.0
+    for _ in range(rounds):
+        for concept in CALIBRATION_CONCEPTS:
+            prompts = [t.format(concept) for t in AERIAL_TEMPLATES]
+            fast_ms, fast = _ms(lambda: embedder.encode_text_with(embedder.text_tower, prompts))  # noqa: B023
+            model_ms, own = _ms(lambda: embedder.encode_text_with(None, prompts))  # noqa: B023
+            times["fast"].append(fast_ms)
+            times["model"].append(model_ms)
+            lowest = min(lowest, float(fast @ own))
+    fast_ms, model_ms = statistics.median(times["fast"]), statistics.median(times["model"])
+    print(f"query text ({len(AERIAL_TEMPLATES)} prompts): model {model_ms:.1f} ms, fast text tower {fast_ms:.1f} ms "
+          f"({model_ms / fast_ms:.2f}x), lowest cosine of query vectors {lowest:.5f}", flush=True)
+    return {"prompts": len(AERIAL_TEMPLATES), "model_ms": round(model_ms, 2), "fast_ms": round(fast_ms, 2),
+            "ratio": round(model_ms / fast_ms, 3), "min_cosine": round(lowest, 6)}
