@@ -13,9 +13,10 @@ import pytest
 from onnx import numpy_helper
 
 from clip_search_plugin.engine.building.build import IndexResult, build_index
-from clip_search_plugin.engine.embedding.backends.choice import FAST_FROM_TILES, VERDICTS, candidates
+from clip_search_plugin.engine.embedding.backends.choice import FAST_FROM_TILES, candidates
 from clip_search_plugin.engine.embedding.backends.export import FP32, INT8, export_folder, remember_file
 from clip_search_plugin.engine.embedding.backends.runtime import openvino_device
+from clip_search_plugin.engine.embedding.backends.verdicts import VERDICTS
 from clip_search_plugin.engine.embedding.backends.verify import MIN_COSINE, agreement, same_top
 from clip_search_plugin.engine.embedding.embedder import ClipEmbedder, load_embedder
 from clip_search_plugin.engine.errors import InputError

@@ -11,9 +11,9 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from clip_search_plugin.engine.embedding.backends.choice import VERDICTS
 from clip_search_plugin.engine.embedding.backends.export import TEXT_INT8, export_folder, remember_file
 from clip_search_plugin.engine.embedding.backends.text import PROMPTS
+from clip_search_plugin.engine.embedding.backends.verdicts import VERDICTS
 from clip_search_plugin.engine.embedding.backends.verify import MIN_COSINE
 from clip_search_plugin.engine.embedding.embedder import ClipEmbedder, load_embedder
 from clip_search_plugin.engine.index.store import open_index

@@ -20,15 +20,15 @@ import numpy as np
 
 from ...errors import InputError, ModelError
 from . import AUTO, BACKENDS, TORCH
-from .export import FP32, INT8, export_folder, exported, file_entry, read_json, recorded, write_json
+from .export import FP32, export_folder, exported, file_entry
 from .runtime import ImageTower, OnnxTower, OpenVinoTower, openvino_device
-from .text import TEXT_FILES, prepare_text
+from .text import prepare_text
+from .verdicts import cached_verdict, file_of, read_verdicts, save_verdicts
 from .verify import Agreement, agreement
 
 log = logging.getLogger("clip_search.engine")
 FAST_FROM_TILES = 1000  # auto exports a model for builds from this size on (an export takes tens of seconds once)
 MARGIN = 1.1
-VERDICTS = "verdicts.json"
 Encode = Callable[[np.ndarray], np.ndarray]
 
 
@@ -83,36 +83,6 @@ def _timed(encode: Encode, tiles: np.ndarray) -> tuple[np.ndarray, float]:
     started = time.perf_counter()
     vectors = encode(tiles)
     return vectors, len(tiles) / max(time.perf_counter() - started, 1e-9)
-
-
-def read_verdicts(folder: Path) -> dict[str, Any]:
-    return read_json(folder / VERDICTS)
-
-
-def save_verdicts(folder: Path, verdicts: dict[str, Any]) -> None:
-    try:
-        write_json(folder / VERDICTS, verdicts)
-    except OSError as exc:  # a read-only cache: verified again next time
-        log.warning("could not record the backends' verdicts in %s: %s", folder, exc)
-
-
-def file_of(name: str) -> str:
-    """The export file a backend (or a backend's text tower: ``text:<backend>``) runs."""
-    if name.startswith("text:"):
-        return TEXT_FILES[name.removeprefix("text:")]
-    return INT8 if name == "onnx-int8" else FP32
-
-
-def cached_verdict(folder: Path, verdicts: dict[str, Any], name: str) -> dict[str, Any] | None:
-    """The recorded verdict of ``name``: one on its export as it is now, or one saying it could not be exported."""
-    verdict = verdicts.get(name)
-    if not isinstance(verdict, dict):
-        return None
-    if verdict.get("export_failed"):
-        return verdict
-    if recorded(folder, file_of(name)) is None:
-        return None
-    return verdict if verdict.get("sha256") == file_entry(folder, file_of(name)).get("sha256") else None
 
 
 _LOADED: dict[tuple[str, str], ImageTower] = {}  # the tower chosen last, kept loaded for the next build

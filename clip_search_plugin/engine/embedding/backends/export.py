@@ -29,6 +29,7 @@ EXPORT_FORMAT = 2  # bump when the exported graphs change, so caches are made ag
 RECORD = "export.json"
 FP32, INT8 = "image.onnx", "image-int8.onnx"
 TEXT_FP32, TEXT_INT8 = "text.onnx", "text-int8.onnx"
+TEXT_FILES = {"onnx-int8": TEXT_INT8, "onnx": TEXT_FP32}  # a backend's text tower, fastest first
 OPSET = 17
 
 

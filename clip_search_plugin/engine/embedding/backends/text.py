@@ -17,12 +17,12 @@ import numpy as np
 
 from ...errors import ModelError
 from ..models import causal_text
-from .export import TEXT_FP32, TEXT_INT8, export_folder, exported, file_entry
+from .export import TEXT_FILES, export_folder, exported, file_entry
 from .runtime import ImageTower, OnnxTower
+from .verdicts import cached_verdict, read_verdicts, save_verdicts
 from .verify import MIN_COSINE, VERIFY_QUERIES, same_order
 
 log = logging.getLogger("clip_search.engine")
-TEXT_FILES = {"onnx-int8": TEXT_INT8, "onnx": TEXT_FP32}  # fastest first
 PROMPTS = VERIFY_QUERIES + tuple(q.removeprefix("a satellite photo of ") for q in VERIFY_QUERIES)
 
 
@@ -38,8 +38,6 @@ def prepare_text(trial: Any, backend: str) -> bool:
     embedder = trial.embedder
     if backend not in TEXT_FILES or embedder.device != "cpu" or not causal_text(embedder.model):
         return False
-    from .choice import cached_verdict, save_verdicts
-
     verdict = cached_verdict(trial.folder, trial.verdicts, key(backend))
     if verdict is None:
         try:
@@ -77,8 +75,6 @@ def verified_text(embedder: Any) -> ImageTower | None:
     """The fastest text tower verified for ``embedder``'s model on this computer (None: none, or not on a CPU)."""
     if embedder.device != "cpu" or not causal_text(embedder.model):
         return None
-    from .choice import cached_verdict, read_verdicts
-
     folder = export_folder(embedder.identity, embedder.input_size)
     verdicts = read_verdicts(folder)
     for backend, name in TEXT_FILES.items():
