@@ -17,6 +17,9 @@ from qgis.PyQt.QtGui import QMouseEvent
 from qgis.PyQt.QtTest import QTest
 from qgis.PyQt.QtWidgets import QAction, QApplication, QDockWidget, QMenu, QVBoxLayout, QWidget
 
+# QGIS computes a raster layer's statistics to draw it, and GDAL would keep them in RASTER.aux.xml beside it: the
+# shared rasters are read by the tests, never written (read when GDAL needs the setting, so set before any is opened)
+os.environ["GDAL_PAM_ENABLED"] = "NO"
 REPO = Path(__file__).resolve().parents[2]
 RASTERS = REPO.parent / "shared" / "data" / "rasters"
 ENGINE_PYTHON = REPO / ".venv-engine" / "bin" / "python"
