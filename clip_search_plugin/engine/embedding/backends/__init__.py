@@ -8,9 +8,9 @@ checking (:mod:`.verify`) and choosing (:mod:`.choice`).
 - ``onnx-int8``: the same export with its matrix products quantized to int8 (weights per channel, activations per
   batch); about 1.7-1.9x the fp32 speed of a 2-core AVX2 CPU end to end, vectors within a cosine of 0.995 where it
   verifies.
+- ``openvino``: the fp32 export run by OpenVINO on an Intel GPU when one is present (else on the CPU).
 
 A build that uses ``onnx`` or ``onnx-int8`` also verifies that backend's text tower for queries (:mod:`.text`).
-- ``openvino``: the fp32 export run by OpenVINO on an Intel GPU when one is present (else on the CPU).
 
 ``auto`` chooses among those that verify on this computer, by their measured speed (see :mod:`.choice`).
 """

@@ -12,7 +12,7 @@ from ...errors import ModelError
 
 
 class ImageTower(Protocol):
-    """What the embedder calls to turn a batch of normalised pixels into features."""
+    """What the embedder calls to turn a batch of normalised pixels (or of tokens: a text tower) into features."""
 
     def __call__(self, inputs: Any, /) -> Any: ...
 
