@@ -23,7 +23,7 @@ $(STAMP): requirements-engine.txt clip_search_plugin/requirements/linux.txt requ
 	$(ENGINE_PY) -m pip install --quiet --upgrade pip
 	$(ENGINE_PY) -m pip install --quiet -r requirements-engine.txt -r requirements-dev.txt
 	$(ENGINE_PY) -c "import pathlib, sysconfig; pathlib.Path(sysconfig.get_paths()['purelib'], 'clip_search_plugin.pth').write_text('$(CURDIR)\n')"
-	$(ENGINE_PY) -c "import torch, open_clip, faiss, rasterio, shapely, pyproj, pyogrio; print('engine environment ready: torch', torch.__version__, '| open_clip', open_clip.__version__, '| faiss', faiss.__version__)"
+	$(ENGINE_PY) -c "import torch, open_clip, faiss, rasterio, shapely, pyproj, pyogrio, pyarrow, dask.distributed; print('engine environment ready: torch', torch.__version__, '| open_clip', open_clip.__version__, '| faiss', faiss.__version__)"
 	@touch $@
 
 $(QGIS_STAMP): requirements-qgis-test.txt
@@ -64,11 +64,14 @@ typecheck: env
 servers:
 	scripts/apt-install.sh mapserver-bin
 
+# a suite that hangs is ended well inside CI's limit, with every thread's stack written out (SIGABRT: faulthandler)
+SUITE_LIMIT := timeout --signal=ABRT --kill-after=60
+
 pytest: env servers
-	$(ENGINE_PY) -m pytest tests/engine
+	$(SUITE_LIMIT) 1800 $(ENGINE_PY) -m pytest tests/engine
 
 pytest-plugin: env qgis-env servers
-	QT_QPA_PLATFORM=offscreen $(QGIS_PY) -m pytest tests/plugin
+	QT_QPA_PLATFORM=offscreen $(SUITE_LIMIT) 2400 $(QGIS_PY) -m pytest tests/plugin
 
 test: lint typecheck pytest pytest-plugin
 

@@ -3,13 +3,16 @@ the tiny random-weight model, and the shared real rasters."""
 
 from __future__ import annotations
 
+import faulthandler
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _pytest.faulthandler import fault_handler_stderr_fd_key  # the terminal's stderr, kept by pytest
 from qgis.core import Qgis, QgsApplication, QgsPointXY, QgsProject, QgsRasterLayer
 from qgis.gui import QgsMessageBar
 from qgis.PyQt.QtCore import QEvent, QPoint, Qt
@@ -24,6 +27,7 @@ REPO = Path(__file__).resolve().parents[2]
 RASTERS = REPO.parent / "shared" / "data" / "rasters"
 ENGINE_PYTHON = REPO / ".venv-engine" / "bin" / "python"
 ARTIFACTS = REPO / "build" / "test-artifacts"
+EXIT_WATCHDOG_S = 300  # QGIS exits in seconds; a hang is reported with stacks, not waited out
 
 
 def shared_raster(name: str) -> Path:
@@ -43,6 +47,25 @@ def wait_until(condition: Callable[[], Any], timeout: float = 120.0, what: str =
             return value
         time.sleep(0.02)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def tasks_end_before_qgis_exits(qgis_app: Any, request: pytest.FixtureRequest) -> Iterator[None]:
+    """At the end of the run, before QGIS exits (its task manager waits for every running task): tasks still
+    running are cancelled and waited for, and named if they do not end; should QGIS's exit still hang, every
+    thread's stack is written out and the run ends after a few minutes instead of waiting for ever."""
+    yield
+    manager = QgsApplication.taskManager()
+    left = [task.description() for task in manager.activeTasks()]
+    manager.cancelAll()
+    deadline = time.monotonic() + 60
+    while manager.countActiveTasks() and time.monotonic() < deadline:
+        QgsApplication.processEvents()
+        time.sleep(0.05)
+    terminal = request.config.stash.get(fault_handler_stderr_fd_key, None)  # stderr itself is captured here
+    if left and terminal is not None:
+        os.write(terminal, f"\ntasks still running at the end of the run, cancelled: {left}\n".encode())
+    faulthandler.dump_traceback_later(EXIT_WATCHDOG_S, exit=True, file=terminal if terminal is not None else sys.stderr)
 
 
 class RecordingMessageBar(QgsMessageBar):
