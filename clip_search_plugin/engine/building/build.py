@@ -309,12 +309,18 @@ def backend_of(embedder: Embedder) -> str:
     return choice.name if choice is not None else "torch"
 
 
+def key_of(plan: _Plan) -> str:
+    """The key of everything that decides this plan's vectors and their order (its checkpoint's, its shards')."""
+    embedder = plan.embedder
+    return plan_key({"raster": plan.info.fingerprint, "tiling": plan.settings.tiling.to_dict(), "base": plan.base,
+                     "model": embedder.identity.to_dict(), "input": embedder.input_size, "batch": plan.batch_size,
+                     "backend": backend_of(embedder)})
+
+
 def _checkpoint(plan: _Plan) -> Checkpoint:
     """The saved progress of a build of this plan (empty if none), once what older builds left is swept."""
     embedder = plan.embedder
-    key = plan_key({"raster": plan.info.fingerprint, "tiling": plan.settings.tiling.to_dict(), "base": plan.base,
-                    "model": embedder.identity.to_dict(), "input": embedder.input_size, "batch": plan.batch_size,
-                    "backend": backend_of(embedder)})
+    key = key_of(plan)
     resolved = plan.target.resolve()
     for gone in sweep_abandoned(resolved.parent, keep=partial_folder(resolved)):
         log.info("removed %s: left by a build stopped or interrupted long ago", gone)
@@ -325,10 +331,20 @@ def _checkpoint(plan: _Plan) -> Checkpoint:
 
 
 def _searchable(vectors: Any, count: int, embedder: Embedder, approximate_from: int) -> tuple[Any, dict[str, Any]]:
-    """The ``count`` vectors as searched: exact, or from ``approximate_from`` on an IVF index (see :mod:`.ann`)."""
+    """The ``count`` vectors as searched: exact, from ``approximate_from`` on an IVF index (see :mod:`.ann`),
+    from ``compact.COMPACT_FROM`` on a compact one whose vectors stay on disk (see :mod:`.compact`)."""
+    from ..index import compact
+    from ..index.store import default_cache_root
+
     if count < approximate_from:
         return vectors, {"kind": "exact"}
     calibration = np.stack([embed_query(embedder, concept) for concept in CALIBRATION_CONCEPTS])
+    if count >= compact.COMPACT_FROM:
+        # the float16 vectors are written to an unnamed file where indexes are kept (room for them is likely)
+        vectors = compact.from_faiss(vectors, default_cache_root())
+        search_settings = dict(compact.calibrate(vectors, calibration), compact_from=compact.COMPACT_FROM)
+        log.info("compact index: %s", search_settings)
+        return vectors, search_settings
     vectors, search_settings = build_ivf(vectors, calibration)
     log.info("approximate index: %s", search_settings)
     return vectors, search_settings

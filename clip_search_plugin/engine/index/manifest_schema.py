@@ -24,6 +24,8 @@ _FILE: Schema = {
     "properties": {
         "size": {"type": "integer", "minimum": 0},
         "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+        # a compact index's big files: SHA-256 of spread pieces, checked on open instead of the whole file's
+        "sample_sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
     },
 }
 
@@ -120,9 +122,14 @@ SCHEMA: Schema = {
             "type": "object",
             "required": ["kind"],
             "properties": {
-                "kind": {"enum": ["exact", "ivf"]},
+                "kind": {"enum": ["exact", "ivf", "compact"]},
                 "nlist": {"type": "integer", "minimum": 1},
                 "nprobe": {"type": "integer", "minimum": 1},
+                # compact (IVF-PQ + float16 re-scoring): code bytes, bits a code, candidates re-scored, threshold
+                "m": {"type": "integer", "minimum": 1},
+                "nbits": {"type": "integer", "minimum": 1, "maximum": 16},
+                "candidates": {"type": "integer", "minimum": 1},
+                "compact_from": {"type": "integer", "minimum": 1},
                 "recall_at": {"type": "integer", "minimum": 1},
                 "recall_text": {"type": "number", "minimum": 0, "maximum": 1},
                 "recall_image": {"type": "number", "minimum": 0, "maximum": 1},
@@ -153,7 +160,8 @@ SCHEMA: Schema = {
             "type": "object",
             "required": ["vectors.faiss", "tiles.npy"],
             "additionalProperties": False,
-            "properties": {"vectors.faiss": _FILE, "tiles.npy": _FILE, "neighbours.npy": _FILE},
+            "properties": {"vectors.faiss": _FILE, "tiles.npy": _FILE, "neighbours.npy": _FILE,
+                           "vectors16.npy": _FILE},
         },
         "created": {"type": "string", "minLength": 1},
     },

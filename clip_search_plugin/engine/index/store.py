@@ -7,6 +7,8 @@
   id. Footprints are derived from it with the transform; no pickle anywhere.
 - ``neighbours.npy``: int32 (N, 10) table of each tile's look-alikes for re-ranking (see :mod:`.neighbours`);
   an index written before it existed has none, and its look-alikes are found when first needed.
+- ``vectors16.npy`` (compact indexes only, see :mod:`.compact`): the vectors as float16, memory-mapped; there
+  ``vectors.faiss`` holds IVF-PQ codes. These two are checked by size and a sampled checksum on open.
 
 A new index is written into a hidden temporary folder beside the target and renamed into place, so a
 reader sees a whole index or none, and a failed or cancelled build leaves any previous index untouched.
@@ -34,6 +36,7 @@ from ..settings import TilingSettings
 from ..sources.names import WEB_KINDS
 from ..tiling.grid import Window
 from ..tiling.raster_io import RasterInfo
+from .compact import FLOAT16_FILE, HASH_WHOLE_UPTO, CompactIndex, open_compact, sampled_sha256
 from .manifest_schema import SCHEMA, problems
 
 FORMAT_VERSION = 1
@@ -168,6 +171,9 @@ class OpenIndex:
         """Keep a copy of the vectors on ``device`` (a torch device) and search there from now on."""
         import torch
 
+        if getattr(self.vectors, "on_disk", False):
+            log.info("the vectors of a compact index stay on disk: it is searched on the CPU")
+            return
         vectors = self.vectors.reconstruct_n(0, self.count) if self.count else np.zeros((0, self.dim), np.float32)
         self.device_matrix = torch.from_numpy(vectors).to(device)
 
@@ -241,9 +247,13 @@ def write_index(
     tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
         tmp.mkdir()
-        _write_vectors(vectors, tmp / VECTORS)
+        compact = isinstance(vectors, CompactIndex)
+        _write_vectors(vectors.coarse if compact else vectors, tmp / VECTORS)
         np.save(tmp / TILES, np.ascontiguousarray(tiles, dtype=np.int32), allow_pickle=False)
         names = [VECTORS, TILES]
+        if compact:
+            vectors.save_float16(tmp / FLOAT16_FILE)
+            names.append(FLOAT16_FILE)
         if neighbours is not None:
             np.save(tmp / NEIGHBOURS_FILE, np.ascontiguousarray(neighbours, dtype=np.int32), allow_pickle=False)
             names.append(NEIGHBOURS_FILE)
@@ -251,6 +261,8 @@ def write_index(
         for name in names:
             _fsync(tmp / name)
             files[name] = {"size": (tmp / name).stat().st_size, "sha256": file_sha256(tmp / name)}
+            if compact and name in (VECTORS, FLOAT16_FILE):
+                files[name]["sample_sha256"] = sampled_sha256(tmp / name)
         full = dict(
             manifest,
             format_version=FORMAT_VERSION,
@@ -320,6 +332,14 @@ def read_manifest(path: Path) -> dict[str, Any]:
     return manifest
 
 
+def _checksum_matches(file: Path, entry: dict[str, Any]) -> bool:
+    """The file against its entry's checksum: sampled for a compact index's big files (a whole SHA-256 of a
+    10 GB float16 file takes a minute or more on every open), else of the whole file."""
+    if "sample_sha256" in entry and file.stat().st_size > HASH_WHOLE_UPTO:
+        return bool(sampled_sha256(file) == entry["sample_sha256"])
+    return bool(file_sha256(file) == entry.get("sha256"))
+
+
 def open_index(path: str | Path, verify: bool = True) -> OpenIndex:
     """Open and validate an index folder (checksums of the data files when ``verify``)."""
     import faiss
@@ -327,9 +347,9 @@ def open_index(path: str | Path, verify: bool = True) -> OpenIndex:
     path = Path(path).resolve()
     manifest = read_manifest(path)
     files: dict[str, Path] = {}
-    for name in (VECTORS, TILES, NEIGHBOURS_FILE):
+    for name in (VECTORS, TILES, NEIGHBOURS_FILE, FLOAT16_FILE):
         entry = manifest["files"].get(name)
-        if name == NEIGHBOURS_FILE and entry is None:
+        if name in (NEIGHBOURS_FILE, FLOAT16_FILE) and entry is None:
             continue
         try:
             file = files[name] = inside(path, name)
@@ -337,11 +357,15 @@ def open_index(path: str | Path, verify: bool = True) -> OpenIndex:
             raise IndexFormatError(f"{exc}: an index reads only its own files; build the index again.") from exc
         if not isinstance(entry, dict) or not file.is_file() or file.stat().st_size != entry.get("size"):
             raise IndexFormatError(f"{file} is missing or truncated; build the index again.")
-        if verify and file_sha256(file) != entry.get("sha256"):
+        if verify and not _checksum_matches(file, entry):
             raise IndexFormatError(f"{file} does not match its checksum (changed or damaged); build the index again.")
     try:
         tiles = np.load(files[TILES], allow_pickle=False)
-        vectors = faiss.read_index(str(files[VECTORS]))
+        search = manifest.get("search") or {"kind": "exact"}
+        if (search["kind"] == "compact") != (FLOAT16_FILE in files):
+            raise IndexFormatError(f"The index in {path} is inconsistent (its search structure); build it again.")
+        vectors = open_compact(files[VECTORS], files[FLOAT16_FILE], search, path) if FLOAT16_FILE in files \
+            else faiss.read_index(str(files[VECTORS]))
         raster = RasterInfo.from_dict(manifest["raster"])
         identity = ModelIdentity.from_dict(manifest["model"])
         tiling = TilingSettings.from_dict(manifest["tiling"])
@@ -358,10 +382,10 @@ def open_index(path: str | Path, verify: bool = True) -> OpenIndex:
                                         or len(neighbours) != count or int(neighbours.max(initial=-1)) >= count))
     ):
         raise IndexFormatError(f"The index in {path} is inconsistent (tile counts differ); build it again.")
-    search = manifest.get("search") or {"kind": "exact"}
     approximate = hasattr(vectors, "nprobe")
-    if (search.get("kind") == "ivf") != approximate or search.get("kind") not in ("exact", "ivf"):
+    kind = search.get("kind")
+    if (kind in ("ivf", "compact")) != approximate or kind not in ("exact", "ivf", "compact"):
         raise IndexFormatError(f"The index in {path} is inconsistent (its search structure); build it again.")
     if approximate:
-        vectors.nprobe = int(search["nprobe"])  # type: ignore[attr-defined]
+        vectors.nprobe = int(search["nprobe"])  # type: ignore[union-attr]
     return OpenIndex(path, manifest, raster, identity, tiling, tiles, vectors, neighbours)
