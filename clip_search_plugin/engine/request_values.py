@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from .errors import InputError
@@ -46,6 +47,24 @@ def backend(value: object) -> str:
     if not isinstance(value, str) or value not in CHOICES:
         raise InputError(f"Unknown backend {value!r}; use one of {', '.join(CHOICES)}.")
     return value
+
+
+LOCAL_CLUSTER = re.compile(r"local(:[1-9][0-9]{0,3})?")
+SCHEDULER = re.compile(r"tcp://([A-Za-z0-9][A-Za-z0-9.\-]*|\[[0-9A-Fa-f:.]+\]):([0-9]{1,5})")
+
+
+def cluster(value: object) -> str | None:
+    """Where a build runs: None (this process), ``local`` / ``local:N`` (a Dask cluster of N worker processes
+    started on this computer) or ``tcp://HOST:PORT`` (a running Dask scheduler)."""
+    if value is None or value == "":
+        return None
+    text = value.strip() if isinstance(value, str) else ""
+    found = SCHEDULER.fullmatch(text)
+    if LOCAL_CLUSTER.fullmatch(text) or (found and 0 < int(found.group(2)) < 65536):
+        return text
+    raise InputError(f"Unknown cluster {value!r}: give local (worker processes for this computer's cores), local:N "
+                     "(N worker processes, N at least 1) or tcp://HOST:PORT (the address of a running "
+                     "`dask scheduler`).")
 
 
 def flag(value: object, key: str) -> bool:

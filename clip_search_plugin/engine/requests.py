@@ -163,10 +163,12 @@ class IndexRequest(RasterRequest):
     batch_size: int = 0
     output: str | None = None
     backend: str = "auto"
+    cluster: str | None = None  # build on Dask: "local", "local:N" (N worker processes) or "tcp://HOST:PORT"
 
     def __post_init__(self) -> None:
         super().__post_init__()
         object.__setattr__(self, "backend", values.backend(self.backend))
+        object.__setattr__(self, "cluster", values.cluster(self.cluster))
         object.__setattr__(self, "batch_size", values.number(self.batch_size, "batch_size", int) or 0)
         object.__setattr__(self, "output", values.optional_text(self.output, "output"))
         object.__setattr__(self, "device", values.optional_text(self.device, "device"))

@@ -11,6 +11,7 @@ import pytest
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
+from rasterio.windows import Window
 
 from clip_search_plugin.engine.embedding.embedder import ClipEmbedder, load_embedder
 from clip_search_plugin.engine.settings import ModelSpec
@@ -25,6 +26,20 @@ def shared_raster(name: str) -> Path:
     path = RASTERS / name
     if not path.is_file():
         pytest.skip(f"shared test data not found at {path} (it sits beside the repository in CI)")
+    return path
+
+
+def raster_part(name: str, window: Window, folder: Path) -> Path:
+    """The ``window`` of the shared raster ``name`` (every band, its colour interpretation kept: an alpha band and a
+    transparent border stay so) as a GeoTIFF in ``folder``."""
+    with rasterio.open(shared_raster(name)) as src:
+        profile = {**src.profile, "width": window.width, "height": window.height,
+                   "transform": src.window_transform(window)}
+        pixels, colours = src.read(window=window), src.colorinterp
+    path = folder / f"{Path(name).stem}_part.tif"
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.colorinterp = colours
+        dst.write(pixels)
     return path
 
 

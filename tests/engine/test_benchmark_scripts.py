@@ -47,3 +47,31 @@ def test_bench_query_reports_each_part_per_size(tmp_path: Path) -> None:
         assert row["total_p50_ms"] > 0 and parts == pytest.approx(row["total_p50_ms"], rel=0.5)
         assert row["rerank"] is True and row["as_built"] == "exact" and row["look_alikes_s"] >= 0
         assert 0 <= row["look_alikes_share_of_cpu_build"] < 1
+
+
+def test_bench_cluster_times_a_local_cluster_against_the_single_process_build(tmp_path: Path) -> None:
+    import bench_cluster
+
+    raster = shared_raster("drone_rgba_alpha.tif")
+    out = tmp_path / "cluster.json"
+    assert bench_cluster.main(["--raster", str(raster), "--model", "tiny-random", "--tile-size", "96",
+                               "--workers", "2", "--batch-size", "8", "--json", str(out)]) == 0
+    figures = json.loads(out.read_text())
+    single, cluster = figures["builds"]["single"], figures["builds"]["local:2"]
+    assert figures["tiles"] > 0 and single["tiles_s"] > 0 and cluster["tiles_s"] > 0
+    assert cluster["over_single"] == pytest.approx(single["seconds"] / cluster["seconds"], rel=0.05)
+    assert cluster["same_tiles"] is True and cluster["max_vector_difference"] < 1e-4
+
+
+def test_bench_compact_streams_an_index_and_reports_recall_latency_and_memory(tmp_path: Path) -> None:
+    import bench_compact
+
+    out = tmp_path / "compact.json"
+    assert bench_compact.main(["--tiles", "12000", "--dim", "64", "--block", "5000", "--queries", "10",
+                               "--folder", str(tmp_path), "--json", str(out)]) == 0
+    row = json.loads(out.read_text())["rows"][0]
+    assert row["tiles"] == 12000 and row["search"]["kind"] == "compact" and row["search"]["m"] == 8
+    assert row["file_bytes"]["vectors16.npy"] == 12000 * 64 * 2 + 128  # float16 rows and the .npy header
+    assert min(row["recall_text"], row["recall_image"]) >= 0.9
+    assert 0 < row["search_p50_ms"] <= row["search_p95_ms"] and 50 < row["search_peak_rss_mib"] < 2000
+    assert row["build_total_s"] > 0 and not list(tmp_path.glob("bench-compact-*"))  # the scratch folder is removed

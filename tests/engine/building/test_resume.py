@@ -15,12 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import rasterio
 from rasterio.windows import Window
 
 from clip_search_plugin.engine.building.build import open_index
 
-from ..conftest import REPO, shared_raster
+from ..conftest import REPO, raster_part, shared_raster
 
 KILLS = 6
 PART = Window(0, 0, 320, 320)  # ~1,200 tiles of 20 px at two scales: kills land mid-build, builds stay short
@@ -29,15 +28,7 @@ PART = Window(0, 0, 320, 320)  # ~1,200 tiles of 20 px at two scales: kills land
 @pytest.fixture(scope="module")
 def drone_part(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The top-left corner of the shared drone raster (alpha band and transparent border kept), as a GeoTIFF."""
-    with rasterio.open(shared_raster("drone_rgba_alpha.tif")) as src:
-        profile = {**src.profile, "width": PART.width, "height": PART.height,
-                   "transform": src.window_transform(PART)}
-        pixels, colours = src.read(window=PART), src.colorinterp
-    path = tmp_path_factory.mktemp("drone") / "drone_part.tif"
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.colorinterp = colours
-        dst.write(pixels)
-    return path
+    return raster_part("drone_rgba_alpha.tif", PART, tmp_path_factory.mktemp("drone"))
 
 
 def index_command(raster: Path, output: Path) -> list[str]:
