@@ -1,4 +1,4 @@
-"""Command line: python -m clip_search_plugin.engine {index,search,similar,info,serve} ...
+"""Command line: python -m clip_search_plugin.engine {index,search,similar,info,export,import,serve} ...
 
 Exit codes: 0 done; 2 bad input or a known problem (one line on stderr saying what to do); 1 internal
 error; 130 interrupted.
@@ -24,6 +24,7 @@ from ..query.export import to_feature_collection, write_regions
 from ..query.templates import read_templates
 from ..requests import IndexRequest, InfoRequest, ResultOptions, SearchRequest, SimilarRequest, SurveyRequest
 from ..settings import ModelSpec, TilingSettings
+from . import cli_exchange
 from .service import Service
 
 BOX = ("XMIN", "YMIN", "XMAX", "YMAX")
@@ -54,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("models", help="list the model presets: weights source, licence, published figures")
     inf = sub.add_parser("info", help="describe an index")
     inf.add_argument("index")
+    cli_exchange.add_commands(sub)
     sv = sub.add_parser("serve", help="run the JSON-lines engine process on stdin/stdout")
     sv.add_argument("--device", default="auto")
     return p
@@ -87,6 +89,10 @@ def _add_index(sub: Commands) -> None:
                     help="how tiles are embedded: auto (the fastest that gives the model's own vectors here, "
                          "verified on this raster), torch (the model itself), onnx, onnx-int8 or openvino")
     ix.add_argument("--batch-size", type=int, default=0)
+    ix.add_argument("--cluster", metavar="local[:N]|tcp://HOST:PORT",
+                    help="embed on Dask: local (N worker processes on this computer; default: one per 4 cores, one "
+                         "beside a GPU) or the address of a running `dask scheduler`, whose workers must see the "
+                         "source and the output folder at the same paths")
     ix.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
@@ -176,7 +182,7 @@ def _index_request(a: argparse.Namespace) -> IndexRequest | SurveyRequest:
     if a.dry_run:
         return SurveyRequest(raster=raster, model=ModelSpec(a.model, a.pretrained), tiling=tiling)
     return IndexRequest(raster=raster, model=ModelSpec(a.model, a.pretrained), tiling=tiling, device=a.device,
-                        batch_size=a.batch_size, output=a.output, backend=a.backend)
+                        batch_size=a.batch_size, output=a.output, backend=a.backend, cluster=a.cluster)
 
 
 def _search_request(a: argparse.Namespace) -> SearchRequest | SimilarRequest:
@@ -256,6 +262,9 @@ def _print_index(a: argparse.Namespace, result: dict[str, Any]) -> None:
 
 def run(argv: list[str] | None = None) -> int:
     a = _parser().parse_args(argv)
+    exchanged = cli_exchange.run_command(a)
+    if exchanged is not None:
+        return exchanged
     if a.command == "models":
         _print_models()
         return 0
