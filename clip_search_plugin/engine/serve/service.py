@@ -19,7 +19,8 @@ from ..building.checkpoint import locate_build
 from ..building.survey import survey
 from ..embedding.embedder import Embedder, load_embedder
 from ..embedding.models import pick_device, resolve_identity
-from ..index.store import OpenIndex, locate_web, open_index
+from ..index.published import open_published
+from ..index.store import OpenIndex, locate_web
 from ..query.searching import index_model_spec, search, search_similar
 from ..query.templates import TEMPLATE_SETS, prompt_templates
 from ..requests import (
@@ -80,7 +81,7 @@ class Service:
         stamp = manifest.stat().st_mtime_ns if manifest.exists() else -1.0
         cached = self._indexes.get(full)
         if cached is None or cached[0] != stamp:
-            index = open_index(full)
+            index = open_published(full)  # a shared index may be republished meanwhile
             device = pick_device(self.device)
             if device.startswith("cuda"):  # exact search on the GPU: a matrix product and a top-k
                 index.to_device(device)
@@ -100,8 +101,14 @@ class Service:
         settings = IndexSettings(tiling=request.tiling, model=request.model, device=request.device or self.device,
                                  batch_size=request.batch_size, backend=request.backend)
         embedder = self.embedder(request.model, settings.device)
-        result = build_index(request.raster, settings, request.output, progress, is_cancelled, embedder,
-                             auth=request.auth)
+        if request.cluster is not None:  # on Dask: the same index, embedded by the cluster's workers
+            from ..building.distributed import build_on_cluster
+
+            result = build_on_cluster(request.raster, settings, request.output, progress, is_cancelled, embedder,
+                                      request.cluster, auth=request.auth)
+        else:
+            result = build_index(request.raster, settings, request.output, progress, is_cancelled, embedder,
+                                 auth=request.auth)
         self._indexes.pop(str(result.path), None)
         return IndexAnswer(path=str(result.path), tiles=result.tile_count, skipped_empty=result.skipped_empty,
                            grid_tiles=result.grid_count, seconds=round(result.seconds, 3), model=result.model,
