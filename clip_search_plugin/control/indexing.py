@@ -134,7 +134,7 @@ class Indexing:
         if area is not None:
             tiling = replace(tiling, area=area)
         return IndexRequest(source.text, settings.model_spec(), tiling, settings.device, auth=source.auth,
-                            backend=settings.backend)
+                            backend=settings.backend, cluster=settings.cluster or None)
 
     def area(self, layer: QgsRasterLayer, area_mode: int) -> Any:
         """None (the whole layer), the visible extent's box, the selected polygons or the drawn box, in the

@@ -66,6 +66,9 @@ class BuildIndexAlgorithm(ClipSearchAlgorithm):
          "computer, checked on tiles of the raster first; on a CPU usually onnx-int8 for builds of 1,000 tiles or "
          "more), torch (the model itself), onnx, onnx-int8 or openvino. A backend whose vectors disagree is refused "
          "and the build says so."),
+        ("Build on", "optional: empty to build in this process; local:N for N worker processes on this computer, "
+         "or tcp://HOST:PORT for a running Dask scheduler (default: the plugin's settings). On a cluster the raster "
+         "and the index folder must be on storage every worker reads and writes."),
         ("Index folder", "optional: where to write the index. Empty: the CLIP Search index folder (settings), "
          "where the dock finds it too."),
     )
@@ -93,6 +96,8 @@ class BuildIndexAlgorithm(ClipSearchAlgorithm):
         self.add(QgsProcessingParameterString("SCALES", "Scales", defaultValue="1"))
         self.add(QgsProcessingParameterEnum("DEVICE", "Device", DEVICES, defaultValue=0), advanced=True)
         self.add(QgsProcessingParameterEnum("BACKEND", "Backend", list(BACKEND_CHOICES), defaultValue=0),
+                 advanced=True)
+        self.add(QgsProcessingParameterString("CLUSTER", "Build on", defaultValue=settings.cluster, optional=True),
                  advanced=True)
         self.add(QgsProcessingParameterFolderDestination(
             "OUTPUT", "Index folder", optional=True, createByDefault=False))
@@ -154,6 +159,7 @@ class BuildIndexAlgorithm(ClipSearchAlgorithm):
                 device=DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)],
                 output=self.parameterAsString(parameters, "OUTPUT", context), auth=auth,
                 backend=BACKEND_CHOICES[self.parameterAsEnum(parameters, "BACKEND", context)],
+                cluster=self.parameterAsString(parameters, "CLUSTER", context).strip() or None,
             )
         return request, collect
 

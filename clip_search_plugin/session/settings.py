@@ -41,6 +41,7 @@ class PluginSettings:
     overlap: float = 0.5
     scales: str = "1"
     cache_folder: str = ""
+    cluster: str = ""  # where Index layer builds: "" this computer; local:N or tcp://HOST:PORT (Dask)
     replace_results: bool = True
     templates: str = ""  # the user's prompt templates, one per line; empty: the built-in aerial set
 

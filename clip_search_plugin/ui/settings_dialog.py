@@ -1,6 +1,6 @@
-"""Settings dialog: model, device, tiling, engine Python, cache folder, result layers. Its widgets come from
-settings_dialog.ui; the text labels (model details, problems) never get squeezed below the height their wrapped
-lines need: the dialog grows instead."""
+"""Settings dialog: model, device, tiling, engine Python, cache folder, where builds run, result layers. Its
+widgets come from settings_dialog.ui; the text labels (model details, problems) never get squeezed below the
+height their wrapped lines need: the dialog grows instead."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from qgis.PyQt import uic
 from qgis.PyQt.QtCore import Qt, pyqtSignal
 from qgis.PyQt.QtWidgets import QDialog, QWidget
 
+from ..engine import request_values as values
 from ..engine.embedding.presets import PRESETS
 from ..engine.errors import InputError
 from ..engine.query.templates import AERIAL_TEMPLATES, parse_templates
@@ -34,6 +35,7 @@ class SettingsDialog(QDialog, FORM):  # type: ignore[misc, valid-type]
         self.pretrained.lineEdit().setPlaceholderText("empty for the preset's weights; a tag or a checkpoint file")
         self.engine_python.lineEdit().setPlaceholderText("e.g. …/.venv-engine/bin/python")
         self.cache_folder.lineEdit().setPlaceholderText("default: the user cache folder")
+        self.cluster.setPlaceholderText("empty: this computer; local:N; tcp://HOST:PORT")
         self.templates.setPlaceholderText("Empty: the built-in aerial set:\n" + "\n".join(AERIAL_TEMPLATES))
         self._show_settings(settings)
         self.model_details.setText(model_details(settings.model))
@@ -53,6 +55,7 @@ class SettingsDialog(QDialog, FORM):  # type: ignore[misc, valid-type]
         self.scales.setText(settings.scales)
         self.engine_python.setFilePath(settings.engine_python)
         self.cache_folder.setFilePath(settings.cache_folder)
+        self.cluster.setText(settings.cluster)
         self.replace_results.setChecked(settings.replace_results)
         self.templates.setPlainText(settings.templates)
 
@@ -101,6 +104,10 @@ class SettingsDialog(QDialog, FORM):  # type: ignore[misc, valid-type]
                 parse_templates(self.templates.toPlainText())
             except InputError as exc:
                 found.append(str(exc))
+        try:
+            values.cluster(self.cluster.text())
+        except InputError as exc:
+            found.append(str(exc))
         folder = self.cache_folder.filePath().strip()
         if folder and Path(folder).exists() and not Path(folder).is_dir():
             found.append(f"The index folder {folder} is a file; choose a folder.")
@@ -128,6 +135,7 @@ class SettingsDialog(QDialog, FORM):  # type: ignore[misc, valid-type]
             scales=self.scales.text(),
             engine_python=self.engine_python.filePath().strip(),
             cache_folder=self.cache_folder.filePath().strip(),
+            cluster=self.cluster.text().strip(),
             replace_results=self.replace_results.isChecked(),
             templates=self.templates.toPlainText().strip(),
         )

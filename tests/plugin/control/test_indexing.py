@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -70,3 +71,18 @@ def test_index_only_the_selected_polygons(iface: Any, engine_settings: Any, load
     plugin.controller._follow_active_layer(results)  # the stand-in iface does not emit currentLayerChanged
     assert plugin.dock.resultsTable.rowCount() == results.featureCount()
     assert plugin.controller.view.current_results_layer() is results
+
+
+def test_index_layer_builds_on_the_cluster_given_in_settings(iface: Any, engine_settings: Any, load: Loader) -> None:
+    raster = add_raster("colorado_rgb_015m.tif")
+    engine_settings.cluster = "local:1"  # a Dask cluster of one worker process, started by the engine for the build
+    engine_settings.save()
+    plugin = load()
+    plugin.dock.layerCombo.setLayer(raster)
+    status = indexed(plugin, raster, timeout=240)
+    manifest = json.loads((Path(status["path"]) / "manifest.json").read_text())
+    assert manifest["built_on"] == {"cluster": "local", "workers": 1}
+    assert manifest["tile_count"] == status["manifest"]["tiles"] > 0
+    results = search(plugin, "a road")  # searched as any index
+    assert results.featureCount() > 0
+    plugin.unload()

@@ -20,6 +20,7 @@ def test_settings_dialog_says_what_to_fix_and_stores_settings(iface: Any, engine
         dialog = QApplication.activeModalWidget()
         try:
             dialog.scales.setText("1 two")
+            dialog.cluster.setText("my cluster")
             dialog.engine_python.setFilePath("/nonexistent/python")
             dialog.model.setCurrentText("RemoteCLIP-ViT-B-32")
             dialog.templates.setPlainText("an aerial photo of {}\na photo without a place for the query")
@@ -31,6 +32,7 @@ def test_settings_dialog_says_what_to_fix_and_stores_settings(iface: Any, engine
             seen["refused"] = dialog.isVisible()
             seen["problem"] = dialog.problem.text()
             dialog.scales.setText("1 2")
+            dialog.cluster.setText(" tcp://127.0.0.1:8786 ")
             dialog.engine_python.setFilePath(engine_settings.engine_python)
             dialog.model.setCurrentText("tiny-random")
             dialog.templates.setPlainText("  an aerial photo of {}\n{} from above  ")
@@ -56,12 +58,14 @@ def test_settings_dialog_says_what_to_fix_and_stores_settings(iface: Any, engine
     assert "Scales must be positive numbers" in seen["problem"] and "/nonexistent/python does not exist" in seen[
         "problem"]
     assert "Prompt template line 2" in seen["problem"]
+    assert "Unknown cluster 'my cluster'" in seen["problem"] and "tcp://HOST:PORT" in seen["problem"]
     # each preset says where its weights come from, under what licence, and its published figures
     assert "RemoteCLIP-ViT-B-32" in seen["details"] and "chendelong/RemoteCLIP" in seen["details"]
     assert "Hugging Face Zilun/GeoRSCLIP" in seen["other details"] and "Licence: weights: 'cc'" in seen[
         "other details"] and "RSITMD 40.38" in seen["other details"]
     stored = PluginSettings.load()
     assert (stored.scales, stored.tile_size, stored.replace_results) == ("1 2", 128.0, False)
+    assert stored.cluster == "tcp://127.0.0.1:8786"  # where Index layer builds from now on
     assert stored.templates == "an aerial photo of {}\n{} from above"
     assert stored.templates_param() == ["an aerial photo of {}", "{} from above"]
     assert stored.templates_param(False) == "raw"
