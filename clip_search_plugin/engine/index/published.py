@@ -9,14 +9,15 @@ an open that finds the index changed or being published under it tries again, an
 
 from __future__ import annotations
 
+import itertools
 import time
 from pathlib import Path
 
 from ..errors import IndexFormatError
 from .store import MANIFEST, OpenIndex, open_index
 
-ATTEMPTS = 6
-PAUSE_S = 0.05  # then twice as long each time: about 1.5 s in all, far longer than a publish's renames
+WAIT_S = 15.0  # how long an open waits out rebuilds published one after another before it gives up
+PAUSES_S = (0.02, 0.05, 0.1, 0.2)  # between tries: short at first (a publish's renames take microseconds)
 
 Stamp = tuple[int, int, int] | None
 
@@ -41,13 +42,13 @@ def publishing(folder: Path) -> bool:
 
 
 def open_published(path: str | Path, verify: bool = True) -> OpenIndex:
-    """:func:`.store.open_index`, tried again while the index changes under it (a rebuild published meanwhile);
-    an index that is damaged, not one being replaced, is refused at once as before."""
+    """:func:`.store.open_index`, tried again while the index changes under it (a rebuild published meanwhile,
+    for up to :data:`WAIT_S`); an index that is damaged, not one being replaced, is refused at once as before."""
     folder = Path(path).absolute()
-    pause = PAUSE_S
-    for attempt in range(ATTEMPTS):
+    deadline = time.monotonic() + WAIT_S
+    for attempt in itertools.count():
         before = manifest_stamp(folder)
-        last = attempt == ATTEMPTS - 1
+        last = time.monotonic() > deadline
         try:
             index = open_index(folder, verify)
         except (IndexFormatError, OSError):  # OSError: a file gone between the check of its size and its read
@@ -56,6 +57,5 @@ def open_published(path: str | Path, verify: bool = True) -> OpenIndex:
         else:
             if last or manifest_stamp(folder) == before:
                 return index
-        time.sleep(pause)
-        pause *= 2
-    raise AssertionError("unreachable")  # the last attempt returns or raises
+        time.sleep(PAUSES_S[min(attempt, len(PAUSES_S) - 1)])
+    raise AssertionError("unreachable")  # the loop returns or raises

@@ -19,7 +19,7 @@ from ..building.checkpoint import locate_build
 from ..building.survey import survey
 from ..embedding.embedder import Embedder, load_embedder
 from ..embedding.models import pick_device, resolve_identity
-from ..index.published import open_published
+from ..index.published import Stamp, manifest_stamp, open_published
 from ..index.store import OpenIndex, locate_web
 from ..query.searching import index_model_spec, search, search_similar
 from ..query.templates import TEMPLATE_SETS, prompt_templates
@@ -57,7 +57,7 @@ class Service:
     def __init__(self, device: str = "auto") -> None:
         self.device = device
         self._embedders: dict[tuple[str, str | None, str], Embedder] = {}
-        self._indexes: dict[str, tuple[float, OpenIndex]] = {}
+        self._indexes: dict[str, tuple[Stamp, OpenIndex]] = {}
         self.handlers: dict[type[Request], Handler] = {
             IndexRequest: self.do_index,
             SearchRequest: self.do_search,
@@ -77,8 +77,7 @@ class Service:
 
     def open(self, path: str) -> OpenIndex:
         full = str(Path(path).absolute())
-        manifest = Path(full) / "manifest.json"
-        stamp = manifest.stat().st_mtime_ns if manifest.exists() else -1.0
+        stamp = manifest_stamp(Path(full))  # None while a rebuild's publish has none in place
         cached = self._indexes.get(full)
         if cached is None or cached[0] != stamp:
             index = open_published(full)  # a shared index may be republished meanwhile
