@@ -59,7 +59,8 @@ def test_bench_cluster_times_a_local_cluster_against_the_single_process_build(tm
     figures = json.loads(out.read_text())
     single, cluster = figures["builds"]["single"], figures["builds"]["local:2"]
     assert figures["tiles"] > 0 and single["tiles_s"] > 0 and cluster["tiles_s"] > 0
-    assert cluster["over_single"] == pytest.approx(single["seconds"] / cluster["seconds"], rel=0.05)
+    # rounded to 3 decimals in the report
+    assert cluster["over_single"] == pytest.approx(single["seconds"] / cluster["seconds"], rel=0.05, abs=1e-3)
     assert cluster["same_tiles"] is True and cluster["max_vector_difference"] < 1e-4
 
 
