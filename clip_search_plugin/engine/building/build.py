@@ -26,7 +26,7 @@ from ..settings import IndexSettings, ModelSpec, TilingSettings
 from ..sources.access import BlankSourceError, SourceReadError
 from ..tiling.area import tiles_in_area
 from ..tiling.geodesy import pixel_ground_size
-from ..tiling.grid import Tile, build_grid, ground_size_to_pixels
+from ..tiling.grid import Tile, build_grid, ground_size_to_pixels, tile_table
 from ..tiling.raster_io import RasterInfo, bounded_block_cache, describe_source, open_source
 from .checkpoint import Checkpoint, partial_folder, plan_key, sweep_abandoned
 from .reading import BlankWatch, Cut, chunks_of, read_chunks, reader_threads, sample_tiles
@@ -224,21 +224,32 @@ def build_index(
         plan.info, plan.settings.tiling, plan.base, progress or (lambda done, total: None), is_cancelled)
     if not kept:
         raise _nothing_kept(plan.info)
-    table = np.array(
-        [[t.window.col_off, t.window.row_off, t.window.width, t.window.height, t.scale_index] for t in kept],
-        dtype=np.int32,
-    )
-    vectors, search_settings = _searchable(vectors, len(kept), plan.embedder, approximate_from)
+    table = tile_table(kept)
+    path = store_index(plan, vectors, table, approximate_from, is_cancelled)
+    checkpoint.discard()
+    return result_of(plan, path, len(kept), started, resumed)
+
+
+def store_index(plan: _Plan, vectors: Any, table: np.ndarray, approximate_from: int, is_cancelled: IsCancelled,
+                **manifest_extra: Any) -> Path:
+    """The embedded tiles (a flat Faiss index of their vectors, their tile table) made searchable, their
+    look-alikes found, and the index written whole at the plan's target with ``manifest_extra`` in its manifest;
+    a cancel meanwhile stores nothing. Every build ends here, in one process or on a cluster."""
+    vectors, search_settings = _searchable(vectors, len(table), plan.embedder, approximate_from)
     if is_cancelled():
         raise Cancelled()
     look_alikes = _look_alikes(vectors, table)
     if is_cancelled():
         raise Cancelled()
-    path = write_index(plan.target, _manifest(plan, len(kept), search_settings), vectors, table, look_alikes)
-    checkpoint.discard()
+    manifest = {**_manifest(plan, len(table), search_settings), **manifest_extra}
+    return write_index(plan.target, manifest, vectors, table, look_alikes)
+
+
+def result_of(plan: _Plan, path: Path, kept: int, started: float, resumed: int) -> IndexResult:
+    """What a build of ``plan`` that kept ``kept`` tiles and started at ``started`` (perf_counter) answers."""
     identity = plan.embedder.identity
     choice = _choice_of(plan.embedder)
-    return IndexResult(path, len(kept), len(plan.tiles) - len(kept), len(plan.tiles), time.perf_counter() - started,
+    return IndexResult(path, kept, len(plan.tiles) - kept, len(plan.tiles), time.perf_counter() - started,
                        identity.label(), identity.random_weights, resumed, backend_of(plan.embedder),
                        choice.note if choice is not None else "")
 

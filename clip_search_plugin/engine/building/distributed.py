@@ -34,21 +34,18 @@ import numpy as np
 from ..embedding.embedder import Embedder
 from ..errors import Cancelled, ClipSearchError, InputError
 from ..index.ann import APPROXIMATE_FROM
-from ..index.store import write_index
 from ..settings import IndexSettings
 from .build import (
     IndexResult,
     IsCancelled,
     Progress,
-    _choice_of,
-    _look_alikes,
-    _manifest,
     _nothing_kept,
     _Plan,
     _plan,
-    _searchable,
     backend_of,
     key_of,
+    result_of,
+    store_index,
 )
 from .reading import chunks_of
 from .shards import (
@@ -117,10 +114,7 @@ def build_on_cluster(
         raise _nothing_kept(plan.info)
     path = _finish(plan, vectors, table, approximate_from, is_cancelled, found)
     remove_shard_folders(plan.target)
-    identity, choice = plan.embedder.identity, _choice_of(plan.embedder)
-    return IndexResult(path, len(table), len(plan.tiles) - len(table), len(plan.tiles), time.perf_counter() - started,
-                       identity.label(), identity.random_weights, resumed, backend_of(plan.embedder),
-                       choice.note if choice is not None else "")
+    return result_of(plan, path, len(table), started, resumed)
 
 
 def local_workers(cluster: str, device: str) -> tuple[int, int]:
@@ -295,12 +289,5 @@ def _finish(plan: _Plan, vectors: np.ndarray, table: np.ndarray, approximate_fro
 
     flat = faiss.IndexFlatIP(plan.embedder.dim)
     flat.add(vectors)
-    searchable, search_settings = _searchable(flat, len(table), plan.embedder, approximate_from)
-    if is_cancelled():
-        raise Cancelled()
-    look_alikes = _look_alikes(searchable, table)
-    if is_cancelled():
-        raise Cancelled()
-    manifest = _manifest(plan, len(table), search_settings)
-    manifest["built_on"] = {"cluster": "local" if found.local else found.address, "workers": found.workers}
-    return write_index(plan.target, manifest, searchable, table, look_alikes)
+    built_on = {"cluster": "local" if found.local else found.address, "workers": found.workers}
+    return store_index(plan, flat, table, approximate_from, is_cancelled, built_on=built_on)

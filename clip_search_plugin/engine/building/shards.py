@@ -32,7 +32,7 @@ import numpy as np
 from ..embedding.embedder import Embedder, load_embedder
 from ..errors import ModelError, storage_error
 from ..settings import ModelSpec
-from ..tiling.grid import Tile
+from ..tiling.grid import Tile, tile_table
 from ..tiling.raster_io import RasterInfo, bounded_block_cache
 from .build import VERIFY_TILES, TileEmbedding
 from .reading import Cut, read_chunks, sample_tiles
@@ -246,10 +246,9 @@ class _SidedEmbedding(TileEmbedding):
     def shard(self, positions: dict[Tile, int]) -> Shard:
         dim = self.embedder.dim
         vectors = np.concatenate([v for v, _ in self.unsaved]) if self.unsaved else np.zeros((0, dim), np.float32)
-        table = np.array([[t.window.col_off, t.window.row_off, t.window.width, t.window.height, t.scale_index]
-                          for t in self.kept], dtype=np.int32).reshape(-1, 5)
         return Shard(np.array([positions[t] for t in self.kept], dtype=np.int64),
-                     np.array(self.sides, dtype=np.int32), np.ascontiguousarray(vectors, dtype=np.float32), table)
+                     np.array(self.sides, dtype=np.int32), np.ascontiguousarray(vectors, dtype=np.float32),
+                     tile_table(self.kept))
 
 
 def single_process_order(positions: np.ndarray, sides: np.ndarray, batch_size: int) -> np.ndarray:

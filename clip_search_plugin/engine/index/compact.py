@@ -32,6 +32,7 @@ from typing import IO, Any
 import numpy as np
 
 from ..errors import IndexFormatError
+from .ann import recall
 
 # tiles; below, the IVF-Flat index (float32 in memory, 2 GB a million 512-d tiles) answers faster and fits a desktop;
 # from 2M tiles its 4 GB pass what a desktop spares beside QGIS, while the compact index needs ~0.2 GB a million
@@ -221,11 +222,6 @@ def exact_top(index: Any, queries: np.ndarray, k: int) -> np.ndarray:
         best_scores = np.take_along_axis(merged_scores, order, axis=1)
         best_ids = np.take_along_axis(merged_ids, order, axis=1)
     return best_ids
-
-
-def recall(found: np.ndarray, truth: np.ndarray) -> float:
-    """Mean share of each query's true top-k found in its top-k."""
-    return float(np.mean([len(set(f) & set(t)) / len(t) for f, t in zip(found, truth, strict=True)]))
 
 
 def calibrate(index: CompactIndex, text_queries: np.ndarray, k: int = RECALL_K) -> dict[str, Any]:

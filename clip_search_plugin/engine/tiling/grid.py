@@ -15,6 +15,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..errors import InputError
 
 
@@ -61,6 +63,12 @@ class Tile:
 
     window: Window
     scale_index: int
+
+
+def tile_table(tiles: Sequence[Tile]) -> np.ndarray:
+    """The index's int32 (N, 5) tile table of ``tiles``: column offset, row offset, width, height, scale index."""
+    rows = [[t.window.col_off, t.window.row_off, t.window.width, t.window.height, t.scale_index] for t in tiles]
+    return np.array(rows, dtype=np.int32).reshape(-1, 5)
 
 
 def tile_starts(length: int, size: int, stride: int) -> list[int]:
