@@ -37,7 +37,10 @@ FORMAT = 1
 ABANDONED_AFTER_DAYS = 14  # a stopped build's progress is kept this long after its last save
 LEFTOVER_AFTER_HOURS = 24  # a write interrupted by a crash (.tmp-/.old- folders) is removed after this
 _CHECKPOINT_FILE = re.compile(r"^(progress\.json|part-\d{5}\.(vectors|ids)\.npy)(\.tmp)?$")
-_INDEX_FILE = re.compile(r"^(manifest\.json|vectors\.faiss|tiles\.npy)$")
+_INDEX_FILE = re.compile(r"^(manifest\.json|vectors\.faiss|tiles\.npy|neighbours\.npy|vectors16\.npy)$")
+_SHARDS = re.compile(r"^\..+\.shards-[0-9a-f]{16}$")  # a cluster build's parts (see .shards)
+# the files of a part, whole or being written
+SHARD_FILE = re.compile(r"^shard-(\d{8})-(\d{8})\.np[yz](\.tmp-[0-9]+-[0-9a-f]+)?$")
 _LEFTOVER = re.compile(r"^\..+\.(tmp|old)-[0-9a-f]{8}$")
 
 
@@ -173,8 +176,9 @@ def _last_change(folder: Path) -> float:
 
 
 def sweep_abandoned(root: Path, keep: Path | None = None, now: float | None = None) -> list[Path]:
-    """Remove from ``root`` what no build will come back for: the progress of builds stopped more than
-    :data:`ABANDONED_AFTER_DAYS` ago (their settings or their raster changed since, most often) and the
+    """Remove from ``root`` what no build will come back for: the progress of builds (one process's, or the
+    parts of a cluster build) stopped more than :data:`ABANDONED_AFTER_DAYS` ago (their settings or their raster
+    changed since, most often) and the
     scratch folders of index writes that a crash interrupted more than :data:`LEFTOVER_AFTER_HOURS` ago.
     Only folders of our own names holding only our own files are touched; ``keep`` never is. Returns the
     folders removed."""
@@ -189,6 +193,8 @@ def sweep_abandoned(root: Path, keep: Path | None = None, now: float | None = No
         name = folder.name
         if name.startswith(".") and name.endswith(".partial"):
             max_age, own = ABANDONED_AFTER_DAYS * 86400, _CHECKPOINT_FILE
+        elif _SHARDS.match(name):
+            max_age, own = ABANDONED_AFTER_DAYS * 86400, SHARD_FILE
         elif _LEFTOVER.match(name):
             max_age, own = LEFTOVER_AFTER_HOURS * 3600, _INDEX_FILE
         else:

@@ -10,7 +10,9 @@ worker keeps its model loaded across its tasks; each task writes its shard into 
 the target and returns its name. Shards already there from an interrupted build of the same plan are reused, so
 a stopped build resumes. The shards are merged in the order a single-process build keeps its tiles, and the index
 is finished exactly as :func:`.build.build_index` finishes it (look-alikes, approximate index, manifest, written
-whole or not at all), then the shard folder is removed.
+whole or not at all), then the shard folder is removed. The merge streams (see :mod:`.sharded`): from
+``compact.COMPACT_FROM`` tiles the compact index is built from the shards' files as it reads them, never every
+vector in memory; below, the vectors are copied into one flat index as a single-process build holds them.
 
 On a real cluster the source and the output folder must be on storage every worker and this computer see, at
 the same path (a network share): the workers read the source and write the shards themselves.
@@ -33,6 +35,7 @@ import numpy as np
 
 from ..embedding.embedder import Embedder
 from ..errors import Cancelled, ClipSearchError, InputError
+from ..index import compact
 from ..index.ann import APPROXIMATE_FROM
 from ..settings import IndexSettings
 from .build import (
@@ -48,6 +51,7 @@ from .build import (
     store_index,
 )
 from .reading import chunks_of
+from .sharded import ShardedVectors, ShardLost, merge_shards
 from .shards import (
     ModelWork,
     ShardJob,
@@ -56,7 +60,6 @@ from .shards import (
     read_shard,
     remove_shard_folders,
     shard_folder,
-    single_process_order,
     task_ranges,
 )
 
@@ -112,7 +115,7 @@ def build_on_cluster(
     vectors, table = _merged(folder, jobs, plan)
     if not len(table):
         raise _nothing_kept(plan.info)
-    path = _finish(plan, vectors, table, approximate_from, is_cancelled, found)
+    path = _finish(plan, vectors, table, approximate_from, is_cancelled, found, folder)
     remove_shard_folders(plan.target)
     return result_of(plan, path, len(table), started, resumed)
 
@@ -208,7 +211,7 @@ def _embed(found: Cluster, jobs: list[ShardJob], dim: int, progress: Progress, i
         path = Path(job.folder) / job.name
         shard = read_shard(path, dim)
         if shard is None:
-            path.unlink(missing_ok=True)  # damaged or absent: made again
+            path.unlink(missing_ok=True)  # damaged, a part or absent: made again
             todo.append(job)
         else:
             reused += len(shard.positions)
@@ -266,28 +269,30 @@ def _result(future: Any, job: ShardJob, found: Cluster) -> None:
                            "The parts done are kept: run the same build again to resume.") from exc
 
 
-def _merged(folder: Path, jobs: list[ShardJob], plan: _Plan) -> tuple[np.ndarray, np.ndarray]:
-    """(vectors, tile table) of all shards, in the order a single-process build keeps its tiles."""
-    shards = [read_shard(folder / job.name, plan.embedder.dim) for job in jobs]
-    if any(shard is None for shard in shards):
-        raise ClusterError(
-            f"Parts the workers wrote are missing from {folder}. On a cluster, the source and the output folder "
-            "must be on storage every worker and this computer see, at the same path; then run the build again.")
-    whole = [s for s in shards if s is not None]
-    positions = np.concatenate([s.positions for s in whole])
-    sides = np.concatenate([s.sides for s in whole])
-    order = single_process_order(positions, sides, plan.batch_size)
-    vectors = np.concatenate([s.vectors for s in whole])[order]
-    table = np.concatenate([s.table for s in whole])[order]
-    return np.ascontiguousarray(vectors, dtype=np.float32), np.ascontiguousarray(table, dtype=np.int32)
+def _merged(folder: Path, jobs: list[ShardJob], plan: _Plan) -> tuple[ShardedVectors, np.ndarray]:
+    """(vectors, tile table) of all shards, in the order a single-process build keeps its tiles: the vectors
+    left in the shards' files, read as they are asked for."""
+    merged = merge_shards(folder, [job.name for job in jobs], plan.embedder.dim, plan.batch_size)
+    if merged is None:
+        raise _missing(folder)
+    return merged
 
 
-def _finish(plan: _Plan, vectors: np.ndarray, table: np.ndarray, approximate_from: int, is_cancelled: IsCancelled,
-            found: Cluster) -> Path:
-    """Write the index as :func:`.build.build_index` does, its manifest saying where it was built."""
-    import faiss
+def _missing(folder: Path) -> ClusterError:
+    return ClusterError(
+        f"Parts the workers wrote are missing from {folder}. On a cluster, the source and the output folder "
+        "must be on storage every worker and this computer see, at the same path; then run the build again.")
 
-    flat = faiss.IndexFlatIP(plan.embedder.dim)
-    flat.add(vectors)
+
+def _finish(plan: _Plan, vectors: ShardedVectors, table: np.ndarray, approximate_from: int,
+            is_cancelled: IsCancelled, found: Cluster, folder: Path) -> Path:
+    """Write the index as :func:`.build.build_index` does, its manifest saying where it was built. A compact
+    index (``compact.COMPACT_FROM`` tiles, read now: tests lower it) is built from the shards' files, read block
+    by block; any other is searched in memory, so the vectors are copied into a flat index first."""
+    streamed = len(table) >= max(compact.COMPACT_FROM, approximate_from)
     built_on = {"cluster": "local" if found.local else found.address, "workers": found.workers}
-    return store_index(plan, flat, table, approximate_from, is_cancelled, built_on=built_on)
+    try:
+        searched = vectors if streamed else vectors.flat()
+        return store_index(plan, searched, table, approximate_from, is_cancelled, built_on=built_on)
+    except ShardLost as exc:
+        raise _missing(folder) from exc

@@ -5,11 +5,15 @@ chunk of the source) and cut into contiguous runs of about the same number of ti
 reads each chunk its run touches whole (so every tile is cut from the same resampled pixels as in a
 single-process build, whatever the run's bounds) and embeds the non-empty tiles of its run in batches.
 
-What a task leaves is one shard file, ``shard-<first>-<stop>.npz`` (positions in reading order), in the
-shard folder of the plan: the vectors, the tile table rows of the kept tiles, their reading-order positions
-and the side of their square pixels (which batch they joined). It is written under a temporary name and
-renamed into place, so a shard is whole or absent: a task that runs twice (its worker was lost after
-writing, or a retry) writes the same file again, and a build of the same plan reuses the shards it finds.
+What a task leaves is one shard, two files in the shard folder of the plan named by the run (positions in
+reading order): ``shard-<first>-<stop>.npy``, the vectors of the kept tiles (float32, one row a tile: a plain
+array file, so that the merge reads the rows it needs memory-mapped, see :mod:`.sharded`), and
+``shard-<first>-<stop>.npz``, the tile table rows of the kept tiles, their reading-order positions and the
+side of their square pixels (which batch they joined). Each is written under a temporary name and renamed into
+place, the vectors first: the ``.npz`` file is there only once its shard is whole, and one without its vectors
+file is a part of a shard, read as absent. So a shard is whole or absent: a task that runs twice (its worker was
+lost after writing, or a retry) writes the same files again, and a build of the same plan reuses the shards it
+finds.
 
 The task function runs in the worker processes; each keeps one model loaded across its tasks.
 """
@@ -35,12 +39,12 @@ from ..settings import ModelSpec
 from ..tiling.grid import Tile, tile_table
 from ..tiling.raster_io import RasterInfo, bounded_block_cache
 from .build import VERIFY_TILES, TileEmbedding
+from .checkpoint import SHARD_FILE
 from .reading import Cut, read_chunks, sample_tiles
 
 MAX_TASKS = 64  # a plan is cut into about this many tasks: enough to share out, few enough to cost nothing
 MAX_TASK_TILES = 4096  # beyond this a task's loss (a worker killed) costs too much to redo
-SHARD = re.compile(r"^shard-(\d{8})-(\d{8})\.npz$")
-ARRAYS = ("positions", "sides", "vectors", "table")
+ARRAYS = ("positions", "sides", "table")  # the arrays of a shard's .npz file (its vectors are beside it)
 Chunk = tuple[float, list[Tile]]
 
 
@@ -84,12 +88,17 @@ class Shard:
 
     positions: np.ndarray  # int64: reading-order positions of the kept tiles
     sides: np.ndarray  # int32: the side of each tile's square pixels (its batch's shape)
-    vectors: np.ndarray  # float32 (n, dim)
+    vectors: np.ndarray  # float32 (n, dim); memory-mapped from its file in a shard read back
     table: np.ndarray  # int32 (n, 5): column, row, width, height, scale index
 
 
 def shard_name(start: int, stop: int) -> str:
     return f"shard-{start:08d}-{stop:08d}.npz"
+
+
+def vectors_path(path: Path) -> Path:
+    """The vectors file of the shard whose ``.npz`` file is ``path``."""
+    return Path(path).with_suffix(".npy")
 
 
 def shard_folder(target: Path, key: str) -> Path:
@@ -104,7 +113,7 @@ def remove_shard_folders(target: Path) -> None:
     resolved = Path(target).resolve()
     for folder in resolved.parent.glob(f".{glob_escape(resolved.name)}.shards-*"):
         with contextlib.suppress(OSError):
-            if folder.is_dir() and all(SHARD.match(f.name) or ".npz.tmp-" in f.name for f in folder.iterdir()):
+            if folder.is_dir() and all(SHARD_FILE.match(f.name) for f in folder.iterdir()):
                 shutil.rmtree(folder)
 
 
@@ -134,35 +143,47 @@ def chunk_jobs(chunks: list[Chunk], folder: Path, ranges: list[tuple[int, int]],
 
 
 def write_shard(folder: Path, name: str, shard: Shard) -> None:
-    """Write a shard under a temporary name (unique to this process and call), flushed, renamed into place."""
+    """Write a shard: its vectors file, then its ``.npz`` file (the mark of a whole shard), each under a temporary
+    name (unique to this process and call), flushed, renamed into place."""
     folder.mkdir(parents=True, exist_ok=True)
-    scratch = folder / f"{name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
-        with open(scratch, "wb") as f:
-            np.savez(f, **{key: getattr(shard, key) for key in ARRAYS})
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(scratch, folder / name)
+        _write_whole(vectors_path(folder / name), lambda f: np.save(f, shard.vectors, allow_pickle=False))
+        _write_whole(folder / name, lambda f: np.savez(f, **{key: getattr(shard, key) for key in ARRAYS}))
     except OSError as exc:
-        scratch.unlink(missing_ok=True)
         full = storage_error(exc, folder)
         if full is not None:
             raise full from exc
         raise
 
 
+def _write_whole(path: Path, write: Callable[[Any], None]) -> None:
+    """``write(file)`` to a temporary name beside ``path``, flushed and renamed to ``path`` (removed if it fails)."""
+    scratch = path.with_name(f"{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        with open(scratch, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(scratch, path)
+    except OSError:
+        scratch.unlink(missing_ok=True)
+        raise
+
+
 def read_shard(path: Path, dim: int) -> Shard | None:
-    """The shard at ``path``, or None when it is absent or not a whole shard of vectors of ``dim``."""
+    """The shard whose ``.npz`` file is ``path``, its vectors memory-mapped (not read), or None when it is absent,
+    a part (its vectors file missing) or not a whole shard of vectors of ``dim``."""
     try:
         with np.load(path, allow_pickle=False) as found:
-            shard = Shard(*(found[key] for key in ARRAYS))
-    except (OSError, ValueError, KeyError):
+            positions, sides, table = (found[key] for key in ARRAYS)
+        vectors = np.load(vectors_path(path), mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, KeyError, EOFError):
         return None
-    n = len(shard.positions)
-    if not (shard.vectors.shape == (n, dim) and shard.vectors.dtype == np.float32 and len(shard.sides) == n
-            and shard.table.shape == (n, 5)):
+    n = len(positions)
+    if not (vectors.shape == (n, dim) and vectors.dtype == np.float32 and len(sides) == n
+            and table.shape == (n, 5)):
         return None
-    return shard
+    return Shard(positions, sides, vectors, table)
 
 
 _LOADED: dict[tuple[Any, ...], Embedder] = {}  # this worker's model, kept across its tasks
@@ -213,7 +234,7 @@ def _this_host() -> str:
 def embed_shard(job: ShardJob) -> str:
     """The task: embed the job's run into its shard (skipped when the shard is there already); its name."""
     folder = Path(job.folder)
-    if (folder / job.name).is_file():
+    if (folder / job.name).is_file() and vectors_path(folder / job.name).is_file():
         return job.name  # done before: by a run of this build on a worker since lost, or by an earlier build
     run = [t for _, group in job.chunks for t in group][job.skip : job.skip + job.stop - job.start]
     embedder = worker_embedder(job.work, lambda size: sample_tiles(job.info, run, job.base, job.scales, size,
@@ -254,15 +275,17 @@ class _SidedEmbedding(TileEmbedding):
 def single_process_order(positions: np.ndarray, sides: np.ndarray, batch_size: int) -> np.ndarray:
     """The order in which a single-process build keeps these tiles: it takes them in reading order into one batch
     per shape, keeps a batch when it is full, and the batches left over at the end by shape (see
-    :class:`.build.TileEmbedding`). Returns indices into ``positions``."""
-    pending: dict[int, list[int]] = {}
-    order: list[int] = []
-    for i in np.argsort(positions, kind="stable"):
-        side = int(sides[i])
-        batch = pending.setdefault(side, [])
-        batch.append(int(i))
-        if len(batch) == batch_size:
-            order.extend(pending.pop(side))
-    for side in sorted(pending):
-        order.extend(pending[side])
-    return np.array(order, dtype=np.int64)
+    :class:`.build.TileEmbedding`). Returns indices into ``positions``.
+
+    Computed on whole arrays (tens of millions of tiles in seconds): a full batch is kept when its last tile is
+    taken, so each tile's key is the reading rank of its batch's last tile, and a left-over tile's key is past
+    every rank, by side; a stable sort by key keeps reading order within each batch."""
+    reading = np.argsort(positions, kind="stable")
+    side = np.asarray(sides)[reading]
+    key = np.empty(len(reading), dtype=np.int64)
+    for rank, value in enumerate(np.unique(side)):
+        members = np.flatnonzero(side == value)  # reading ranks of the tiles of this side
+        full = len(members) // batch_size * batch_size
+        key[members[:full]] = np.repeat(members[batch_size - 1 : full : batch_size], batch_size)
+        key[members[full:]] = len(reading) + rank
+    return np.asarray(reading[np.argsort(key, kind="stable")], dtype=np.int64)

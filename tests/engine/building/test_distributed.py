@@ -1,5 +1,6 @@
 """A build on a Dask cluster (a real LocalCluster of two worker processes, started here) makes the index a
-single-process build makes; a worker killed mid-build, a cancel and an unreachable scheduler are handled."""
+single-process build makes, a compact one streamed from the shards' files; a worker killed mid-build, a cancel,
+lost shard files and an unreachable scheduler are handled."""
 
 from __future__ import annotations
 
@@ -18,9 +19,19 @@ import pytest
 from rasterio.windows import Window
 
 from clip_search_plugin.engine.building.build import build_index, open_index
-from clip_search_plugin.engine.building.distributed import build_on_cluster
-from clip_search_plugin.engine.building.shards import read_shard, shard_folder
+from clip_search_plugin.engine.building.distributed import ClusterError, build_on_cluster
+from clip_search_plugin.engine.building.sharded import ShardedVectors, ShardLost, merge_shards
+from clip_search_plugin.engine.building.shards import (
+    Shard,
+    read_shard,
+    shard_folder,
+    single_process_order,
+    vectors_path,
+    write_shard,
+)
 from clip_search_plugin.engine.errors import Cancelled, InputError
+from clip_search_plugin.engine.index import compact
+from clip_search_plugin.engine.index.compact import FLOAT16_FILE, CompactIndex
 from clip_search_plugin.engine.query.searching import search
 from clip_search_plugin.engine.requests import IndexRequest
 from clip_search_plugin.engine.settings import IndexSettings, ModelSpec, TilingSettings
@@ -128,7 +139,8 @@ def test_a_cancelled_build_leaves_its_shards_and_the_next_build_reuses_them(dron
     # Mark one shard left behind (its vectors negated, still of unit length): only a reused shard ends up so.
     marked = read_shard(left[0], tiny.dim)
     assert marked is not None and len(marked.positions)
-    np.savez(left[0], positions=marked.positions, sides=marked.sides, vectors=-marked.vectors, table=marked.table)
+    marked.vectors = -np.asarray(marked.vectors)
+    write_shard(folder, left[0].name, marked)
 
     first: list[int] = []
     result = build_on_cluster(drone_part, SETTINGS, target, lambda d, t: first.append(d), embedder=tiny,
@@ -151,6 +163,132 @@ def test_shards_are_named_by_the_plan(drone_part: Path, tiny: Any, tmp_path: Pat
     keys = {key_of(_plan(drone_part, s, tmp_path / "index", tiny)) for s in (SETTINGS, other)}
     assert len(keys) == 2  # another batch size: other vectors, so other shards
     assert {shard_folder(tmp_path / "index", k).parent for k in keys} == {tmp_path.resolve()}
+
+
+def every_shard(drone_part: Path, cluster: Any, tiny: Any, target: Path) -> Path:
+    """The shard folder of a cluster build of ``target`` cancelled once every part was embedded (it keeps them)."""
+    reports: list[tuple[int, int]] = []
+    with pytest.raises(Cancelled):
+        build_on_cluster(drone_part, SETTINGS, target, lambda d, t: reports.append((d, t)),
+                         lambda: bool(reports) and reports[-1][0] == reports[-1][1], embedder=tiny,
+                         cluster=cluster.scheduler.address, task_tiles=TASK_TILES)
+    (folder,) = target.parent.glob(f".{target.name}.shards-*")
+    return folder
+
+
+def kept_one_by_one(positions: np.ndarray, sides: np.ndarray, batch_size: int) -> list[int]:
+    """The order a single-process build keeps tiles in, tile by tile as :class:`TileEmbedding` takes them."""
+    pending: dict[int, list[int]] = {}
+    order: list[int] = []
+    for i in np.argsort(positions, kind="stable"):
+        batch = pending.setdefault(int(sides[i]), [])
+        batch.append(int(i))
+        if len(batch) == batch_size:
+            order.extend(pending.pop(int(sides[i])))
+    return order + [i for side in sorted(pending) for i in pending[side]]
+
+
+def test_the_merge_reads_the_shards_vectors_as_the_in_memory_merge_does(drone_part: Path, single: Path,
+                                                                         cluster: Any, tiny: Any,
+                                                                         tmp_path: Path) -> None:
+    folder = every_shard(drone_part, cluster, tiny, tmp_path / "index")
+    names = sorted(path.name for path in folder.glob("shard-*.npz"))
+    merged = merge_shards(folder, names, tiny.dim, SETTINGS.batch_size)
+    assert merged is not None
+    view, table = merged
+    reference = open_index(single)
+    assert np.array_equal(table, reference.tiles)  # the tiles in the order of the single-process build
+    shards = [read_shard(folder / name, tiny.dim) for name in names]
+    whole = [s for s in shards if s is not None]
+    order = kept_one_by_one(np.concatenate([s.positions for s in whole]), np.concatenate([s.sides for s in whole]),
+                            SETTINGS.batch_size)
+    expected = np.concatenate([np.asarray(s.vectors) for s in whole])[order]  # the merge all in memory
+    n = view.ntotal
+    assert n == len(expected) == reference.count > 100 and view.d == tiny.dim and isinstance(view.rows, np.ndarray)
+    read = np.concatenate([view.reconstruct_n(start, 37) for start in range(0, n, 37)])  # runs across shards
+    assert read.dtype == np.float32 and np.array_equal(read, expected)
+    ids = np.concatenate([np.random.default_rng(0).integers(0, n, size=300), [n - 1, 0, 0, 5]])
+    assert np.array_equal(view.reconstruct_batch(ids), expected[ids])
+    assert view.reconstruct_n(n - 5, 100).shape == (5, tiny.dim)
+    np.testing.assert_allclose(view.flat().reconstruct_n(0, n), reference.vectors.reconstruct_n(0, n), atol=1e-5)
+    # a vectors file lost after the shards were checked: read no further, said so
+    lost = next(vectors_path(folder / name) for name, s in zip(names, whole, strict=True) if len(s.positions))
+    del shards, whole
+    lost.unlink()
+    with pytest.raises(ShardLost, match=lost.name):
+        view.reconstruct_n(0, n)
+    assert merge_shards(folder, names, tiny.dim, SETTINGS.batch_size) is None
+
+
+def test_a_compact_cluster_build_streams_the_shards_into_the_single_process_index(
+        drone_part: Path, cluster: Any, tiny: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(compact, "COMPACT_FROM", 100)  # ~600 tiles: a compact index, as from 2 million
+
+    def never(self: ShardedVectors) -> Any:
+        raise AssertionError("the vectors of a compact build were all copied into memory")
+
+    single = build_index(drone_part, SETTINGS, tmp_path / "single", embedder=tiny, approximate_from=100)
+    monkeypatch.setattr(ShardedVectors, "flat", never)
+    result = build_on_cluster(drone_part, SETTINGS, tmp_path / "index", embedder=tiny, approximate_from=100,
+                              cluster=cluster.scheduler.address, task_tiles=TASK_TILES)
+    built, reference = open_index(result.path), open_index(single.path)
+    assert built.manifest["search"]["kind"] == reference.manifest["search"]["kind"] == "compact"
+    assert built.manifest["search"] == reference.manifest["search"]
+    assert isinstance(built.vectors, CompactIndex) and np.array_equal(built.tiles, reference.tiles)
+    assert np.array_equal(np.load(built.path / FLOAT16_FILE), np.load(reference.path / FLOAT16_FILE))
+    for query in ("a road", "trees", "a roof"):
+        found = [search(index, tiny, query, top_k=10, templates=None) for index in (built, reference)]
+        assert [h.tile_id for h in found[0].hits] == [h.tile_id for h in found[1].hits]
+        np.testing.assert_allclose([h.score for h in found[0].hits], [h.score for h in found[1].hits], atol=1e-6)
+    assert not list(tmp_path.glob(".index.shards-*"))
+
+
+def rows_of(shard: Path) -> int:
+    """The tiles a shard keeps, read from its .npz file alone."""
+    with np.load(shard) as found:
+        return len(found["positions"])
+
+
+def test_a_vectors_file_lost_before_the_merge_is_a_cluster_error_and_the_next_build_makes_it_again(
+        drone_part: Path, single: Path, cluster: Any, tiny: Any, tmp_path: Path) -> None:
+    target = tmp_path / "index"
+    damaged: list[Path] = []
+
+    def damage_at_the_end(done: int, total: int) -> None:
+        if done == total and not damaged:  # every part embedded, the merge next
+            (folder,) = tmp_path.glob(".index.shards-*")
+            damaged.extend([p for p in sorted(folder.glob("shard-*.npz")) if rows_of(p)][:2])
+            vectors_path(damaged[0]).unlink()  # missing
+            with open(vectors_path(damaged[1]), "r+b") as f:  # cut short
+                f.truncate(vectors_path(damaged[1]).stat().st_size // 2)
+
+    with pytest.raises(ClusterError, match=r"Parts the workers wrote are missing from .*same path"):
+        build_on_cluster(drone_part, SETTINGS, target, damage_at_the_end, embedder=tiny,
+                         cluster=cluster.scheduler.address, task_tiles=TASK_TILES)
+    assert len(damaged) == 2 and not target.exists()
+    assert all(read_shard(path, tiny.dim) is None for path in damaged)  # a part of a shard reads as absent
+    lost = sum(rows_of(path) for path in damaged)
+    result = build_on_cluster(drone_part, SETTINGS, target, embedder=tiny, cluster=cluster.scheduler.address,
+                              task_tiles=TASK_TILES)
+    assert result.resumed == result.tile_count - lost  # every other part reused, the damaged ones made again
+    assert_same_index(target, single, tiny)
+
+
+def test_a_shard_is_written_vectors_first_and_whole(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    shard = Shard(np.arange(3, dtype=np.int64), np.full(3, 64, np.int32), rng.normal(size=(3, 8)).astype(np.float32),
+                  np.arange(15, dtype=np.int32).reshape(3, 5))
+    write_shard(tmp_path, "shard-00000000-00000003.npz", shard)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shard-00000000-00000003.npy", "shard-00000000-00000003.npz"]
+    back = read_shard(tmp_path / "shard-00000000-00000003.npz", 8)
+    assert back is not None and isinstance(back.vectors, np.memmap) and np.array_equal(back.vectors, shard.vectors)
+    with np.load(tmp_path / "shard-00000000-00000003.npz") as found:
+        assert "vectors" not in found.files
+    assert read_shard(tmp_path / "shard-00000000-00000003.npz", 16) is None  # another model's
+    for order, (positions, sides) in enumerate([(rng.permutation(200), rng.choice([32, 64, 5], 200)),
+                                                (np.arange(0), np.arange(0))]):
+        assert single_process_order(positions, sides, 7 + order).tolist() == kept_one_by_one(positions, sides,
+                                                                                               7 + order)
 
 
 def index_command(raster: Path, output: Path, cluster: str) -> list[str]:

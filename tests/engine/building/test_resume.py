@@ -162,13 +162,25 @@ def test_progress_abandoned_long_ago_is_removed_by_the_next_build(tiny: object) 
     age(foreign, 100)
     crashed = root / ".x.tmp-0123abcd"  # an index write a crash interrupted two days ago
     crashed.mkdir()
-    (crashed / "tiles.npy").write_bytes(b"")
+    for name in ("tiles.npy", "neighbours.npy", "vectors16.npy"):  # look-alikes, a compact index's vectors
+        (crashed / name).write_bytes(b"")
     age(crashed, 2)
+    parts = root / ".z.shards-0123456789abcdef"  # a cluster build's parts, stopped long ago
+    parts.mkdir()
+    for name in ("shard-00000000-00000064.npy", "shard-00000000-00000064.npz",
+                 "shard-00000064-00000128.npy.tmp-7-0a1b2c3d"):
+        (parts / name).write_bytes(b"")
+    age(parts, ABANDONED_AFTER_DAYS + 1)
+    resumable = root / ".w.shards-fedcba9876543210"  # ... and stopped last week: kept for its resume
+    resumable.mkdir()
+    (resumable / "shard-00000000-00000064.npz").write_bytes(b"")
+    age(resumable, 7)
     writing = root / ".y.old-89abcdef"  # moved aside a minute ago: perhaps still in use
     writing.mkdir()
     (writing / "manifest.json").write_text("{}")
 
     other = IndexSettings(tiling=TilingSettings(tile_size=32), model=ModelSpec("tiny-random"), batch_size=8)
     build_index(raster, other, embedder=tiny)  # type: ignore[arg-type]
-    assert not abandoned.exists() and not crashed.exists()
+    assert not abandoned.exists() and not crashed.exists() and not parts.exists()
     assert recent.is_dir() and writing.is_dir() and (foreign / "notes.txt").read_text() == "keep me"
+    assert resumable.is_dir()
