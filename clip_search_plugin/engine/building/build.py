@@ -17,9 +17,10 @@ import numpy as np
 from ..embedding.backends.choice import BackendChoice
 from ..embedding.embedder import Embedder, load_embedder
 from ..errors import Cancelled, InputError
-from ..index.ann import APPROXIMATE_FROM, CALIBRATION_CONCEPTS, build_ivf
+from ..index.ann import APPROXIMATE_FROM, CALIBRATION_CONCEPTS
 from ..index.neighbours import mutual_neighbours
 from ..index.store import check_target, default_index_dir, open_index, write_index
+from ..index.structure import searchable
 from ..query.searching import SearchResult, search, search_similar, square
 from ..query.vectors import embed_query
 from ..settings import IndexSettings, ModelSpec, TilingSettings
@@ -235,7 +236,7 @@ def store_index(plan: _Plan, vectors: Any, table: np.ndarray, approximate_from: 
     """The embedded tiles (a flat Faiss index of their vectors, their tile table) made searchable, their
     look-alikes found, and the index written whole at the plan's target with ``manifest_extra`` in its manifest;
     a cancel meanwhile stores nothing. Every build ends here, in one process or on a cluster."""
-    vectors, search_settings = _searchable(vectors, len(table), plan.embedder, approximate_from)
+    vectors, search_settings = _searchable(vectors, plan.embedder, approximate_from)
     if is_cancelled():
         raise Cancelled()
     look_alikes = _look_alikes(vectors, table)
@@ -341,24 +342,12 @@ def _checkpoint(plan: _Plan) -> Checkpoint:
     return checkpoint
 
 
-def _searchable(vectors: Any, count: int, embedder: Embedder, approximate_from: int) -> tuple[Any, dict[str, Any]]:
-    """The ``count`` vectors as searched: exact, from ``approximate_from`` on an IVF index (see :mod:`.ann`),
-    from ``compact.COMPACT_FROM`` on a compact one whose vectors stay on disk (see :mod:`.compact`)."""
-    from ..index import compact
-    from ..index.store import default_cache_root
-
-    if count < approximate_from:
+def _searchable(vectors: Any, embedder: Embedder, approximate_from: int) -> tuple[Any, dict[str, Any]]:
+    """The vectors as searched (see :mod:`..index.structure`), calibrated on the model's text queries."""
+    if vectors.ntotal < approximate_from:
         return vectors, {"kind": "exact"}
     calibration = np.stack([embed_query(embedder, concept) for concept in CALIBRATION_CONCEPTS])
-    if count >= compact.COMPACT_FROM:
-        # the float16 vectors are written to an unnamed file where indexes are kept (room for them is likely)
-        vectors = compact.from_faiss(vectors, default_cache_root())
-        search_settings = dict(compact.calibrate(vectors, calibration), compact_from=compact.COMPACT_FROM)
-        log.info("compact index: %s", search_settings)
-        return vectors, search_settings
-    vectors, search_settings = build_ivf(vectors, calibration)
-    log.info("approximate index: %s", search_settings)
-    return vectors, search_settings
+    return searchable(vectors, calibration, approximate_from)
 
 
 def _manifest(plan: _Plan, tile_count: int, search_settings: dict[str, Any]) -> dict[str, Any]:

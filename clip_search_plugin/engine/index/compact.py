@@ -25,7 +25,7 @@ import mmap
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
 
@@ -38,12 +38,17 @@ from .ann import recall
 # from 2M tiles its 4 GB pass what a desktop spares beside QGIS, while the compact index needs ~0.2 GB a million
 COMPACT_FROM = 2_000_000
 FLOAT16_FILE = "vectors16.npy"
-DIMS_PER_CODE = 8  # dimensions a sub-quantiser codes in one byte (fewer: training cost soars, recall barely gains)
+DIMS_PER_CODE = 4  # dimensions a sub-quantiser codes in one byte: 128 bytes a 512-d tile (see calibrate)
 NBITS = 8
 CANDIDATES = 256  # the codes' best re-scored exactly from the float16 file: where calibration starts
 MAX_CANDIDATES = 8192  # ... and where it stops doubling them (8 MB of float16 rows read a query at 512-d)
 MIN_GAIN = 0.005  # recall a doubling of the probes must add to be worth more than more candidates
 TARGET_RECALL = 0.97  # recall@RECALL_K the probe count is calibrated to (0.95 promised, a margin kept)
+# the cost of a query, measured on one core (AVX2) at 10M tiles: scanning the probed cells' codes, per byte of
+# code, and reading plus re-scoring one candidate's float16 row (a page fault and a 1 KB copy): calibration
+# takes the cheapest probes and candidates that reach the target by these
+SCAN_NS_PER_CODE_BYTE = 0.7
+ROW_US = 8.0
 RECALL_K = 20
 TRAIN_SIZE = 131_072  # vectors the cells and codebooks are trained on (spread over the whole index)
 BLOCK = 65_536
@@ -93,6 +98,11 @@ class CompactIndex:
     @property
     def nlist(self) -> int:
         return int(self.coarse.nlist)
+
+    @property
+    def code_size(self) -> int:
+        """Bytes of code a vector."""
+        return int(self.coarse.code_size)
 
     def search(self, queries: np.ndarray, k: int, params: Any = None) -> tuple[np.ndarray, np.ndarray]:
         """(scores, ids) of each query's best ``k``, exact cosine scores, -1 ids where fewer were found.
@@ -157,6 +167,7 @@ def train_coarse(sample: np.ndarray, n: int, m: int | None = None, nbits: int = 
     if dim % m:
         m = next(c for c in range(m, 0, -1) if dim % c == 0)  # sub-quantisers must split the dimension evenly
     nlist = nlist or min(compact_cells(n), max(1, len(sample) // 39))
+    nbits = min(nbits, int(np.log2(max(2, len(sample)))))  # a codebook of 2**nbits needs as many vectors to train
     coarse = faiss.IndexIVFPQ(faiss.IndexFlatIP(dim), dim, nlist, m, nbits, faiss.METRIC_INNER_PRODUCT)
     coarse.train(np.ascontiguousarray(sample, dtype=np.float32))
     return coarse
@@ -224,33 +235,66 @@ def exact_top(index: Any, queries: np.ndarray, k: int) -> np.ndarray:
     return best_ids
 
 
+def search_cost_ms(index: CompactIndex, nprobe: int, candidates: int) -> float:
+    """The estimated time of one query at ``nprobe`` cells and ``candidates`` re-scored rows, in ms (see
+    :data:`SCAN_NS_PER_CODE_BYTE`, :data:`ROW_US`)."""
+    scanned = nprobe * index.ntotal / max(1, index.nlist) * index.code_size
+    return scanned * SCAN_NS_PER_CODE_BYTE / 1e6 + candidates * ROW_US / 1e3
+
+
 def calibrate(index: CompactIndex, text_queries: np.ndarray, k: int = RECALL_K) -> dict[str, Any]:
-    """Choose ``index.nprobe`` and ``index.candidates`` by recall@k against exact search on text queries and on
-    stored vectors (search by example): probes double while recall still rises by :data:`MIN_GAIN`, then
-    the candidates re-scored double (up to :data:`MAX_CANDIDATES`), until :data:`TARGET_RECALL` is reached
-    or neither gains any more (probing every cell for a last 0.01 would make every query a full scan).
-    Returns the settings and the recall measured."""
+    """Choose ``index.nprobe`` and ``index.candidates``: the cheapest pair (by :func:`search_cost_ms`) whose
+    recall@k against exact search reaches :data:`TARGET_RECALL` on text queries and on stored vectors (search
+    by example); where none does, the cheapest within :data:`MIN_GAIN` of the best recall found.
+
+    For each number of candidates (doubling from :data:`CANDIDATES` to :data:`MAX_CANDIDATES`) the probes
+    double from one while recall still rises by :data:`MIN_GAIN`; more candidates are tried only while they
+    could still be cheaper than a pair found. Returns the settings and the recall measured."""
+    measure = _recall_of(index, text_queries, min(k, index.ntotal))
+    tried: dict[tuple[int, int], dict[str, float]] = {}
+    candidates = CANDIDATES
+    while candidates <= MAX_CANDIDATES:
+        met = [search_cost_ms(index, p, c) for (p, c), r in tried.items() if min(r.values()) >= TARGET_RECALL]
+        if met and search_cost_ms(index, 1, candidates) >= min(met):
+            break
+        nprobe, before = 1, -1.0
+        while True:
+            tried[nprobe, candidates] = measured = measure(nprobe, candidates)
+            worst = min(measured.values())
+            if worst >= TARGET_RECALL or worst < before + MIN_GAIN or nprobe >= index.nlist:
+                break
+            nprobe, before = min(index.nlist, nprobe * 2), worst
+        candidates *= 2
+    (index.nprobe, index.candidates), measured = _cheapest(index, tried)
+    return {**index.settings(), "recall_at": min(k, index.ntotal),
+            **{f"recall_{kind}": round(value, 4) for kind, value in measured.items()}}
+
+
+def _recall_of(index: CompactIndex, text_queries: np.ndarray, k: int) -> Callable[[int, int], dict[str, float]]:
+    """A measure of recall@k at (probes, candidates) for the text queries (if any) and for 50 stored vectors,
+    against the true top k found by brute force."""
     rng = np.random.default_rng(0)
     image_queries = index.reconstruct_batch(rng.choice(index.ntotal, size=min(index.ntotal, 50), replace=False))
-    k = min(k, index.ntotal)
     queries = {"text": np.asarray(text_queries, dtype=np.float32), "image": image_queries}
+    if not len(queries["text"]):
+        del queries["text"]  # no model at hand (an import): stored vectors only
     truths = {kind: exact_top(index, q, k) for kind, q in queries.items()}
-    index.nprobe, index.candidates, before = 1, CANDIDATES, -1.0
-    while True:
-        measured = {kind: recall(index.search(q, k)[1], truths[kind]) for kind, q in queries.items()}
-        worst = min(measured.values())
-        if worst >= TARGET_RECALL:
-            break
-        gained = worst >= before + MIN_GAIN
-        if index.candidates < MAX_CANDIDATES and (not gained or index.nprobe >= index.nlist):
-            index.candidates *= 2
-        elif gained and index.nprobe < index.nlist:
-            index.nprobe = min(index.nlist, index.nprobe * 2)
-        else:
-            break  # neither more probes nor more candidates gain: the recall reached is recorded as it is
-        before = worst
-    return {**index.settings(), "recall_at": k, "recall_text": round(measured["text"], 4),
-            "recall_image": round(measured["image"], 4)}
+
+    def measure(nprobe: int, candidates: int) -> dict[str, float]:
+        index.nprobe, index.candidates = nprobe, candidates
+        return {kind: recall(index.search(q, k)[1], truths[kind]) for kind, q in queries.items()}
+
+    return measure
+
+
+def _cheapest(index: CompactIndex, tried: dict[tuple[int, int], dict[str, float]]
+              ) -> tuple[tuple[int, int], dict[str, float]]:
+    """The cheapest pair tried that reaches the target, or else the cheapest near the best recall reached."""
+    best = max(min(r.values()) for r in tried.values())
+    floor = TARGET_RECALL if best >= TARGET_RECALL else best - MIN_GAIN
+    fit = [pair for pair, r in tried.items() if min(r.values()) >= floor]
+    pair = min(fit, key=lambda pc: (search_cost_ms(index, *pc), pc))
+    return pair, tried[pair]
 
 
 def sampled_sha256(path: Path) -> str:

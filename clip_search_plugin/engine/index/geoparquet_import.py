@@ -9,9 +9,10 @@ filtered elsewhere, e.g. to an area in DuckDB, imports as a smaller index).
 
 The index is made as a build makes it: exact search below :data:`.ann.APPROXIMATE_FROM` tiles, the look-alike
 table (:func:`.neighbours.mutual_neighbours`), written atomically by :func:`.store.write_index`; its manifest
-records that it was imported, from which file. From ``approximate_from`` tiles an IVF index is built only when
-the model is given (its probe count is calibrated on the model's text queries, which only the model can make);
-without it, as on the command line, an import is searched exactly at any size.
+records that it was imported, from which file. The structure is a build's (see :mod:`.structure`): from
+``approximate_from`` tiles an IVF index is built only when the model is given (its probe count is calibrated on
+the model's text queries, which only the model can make); without it, as on the command line, an import is
+searched exactly up to ``compact.COMPACT_FROM`` tiles and compactly from there (calibrated on stored vectors).
 """
 
 from __future__ import annotations
@@ -26,11 +27,12 @@ import numpy as np
 from ..embedding.embedder import Embedder
 from ..embedding.models import ModelIdentity
 from ..errors import InputError
-from .ann import APPROXIMATE_FROM, CALIBRATION_CONCEPTS, build_ivf
+from .ann import APPROXIMATE_FROM, CALIBRATION_CONCEPTS
 from .geoparquet import CARRIED, GEO_KEY, PROJECT_KEY, WINDOW_COLUMNS
 from .manifest_schema import SCHEMA, problems
 from .neighbours import mutual_neighbours
 from .store import TILES, VECTORS, check_target, write_index
+from .structure import ArrayVectors, searchable
 
 REQUIRED_COLUMNS = ("id", *WINDOW_COLUMNS, "scale_index", "embedding", "geometry")
 KEY = PROJECT_KEY.decode()
@@ -54,7 +56,7 @@ class ImportResult:
     tiles: int
     dim: int
     model: str
-    search: str  # "exact" or "ivf"
+    search: str  # "exact", "ivf" or "compact"
 
 
 def import_geoparquet(source: str | Path, output: str | Path, embedder: Embedder | None = None,
@@ -73,13 +75,19 @@ def import_geoparquet(source: str | Path, output: str | Path, embedder: Embedder
 
 
 def _searchable(found: Embeddings, embedder: Embedder | None, approximate_from: int) -> tuple[Any, dict[str, Any]]:
-    """The vectors as searched: exact, or IVF from ``approximate_from`` when the model is given."""
+    """The vectors as searched (see :mod:`.structure`), calibrated on the model's text queries when it is given."""
     import faiss
 
-    flat = faiss.IndexFlatIP(found.vectors.shape[1])
-    flat.add(found.vectors)
-    if embedder is None or len(found.vectors) < approximate_from:
-        return flat, {"kind": "exact"}
+    from . import compact
+
+    count = len(found.vectors)
+    if count >= max(compact.COMPACT_FROM, approximate_from):
+        vectors: Any = ArrayVectors(found.vectors)  # made compact from the rows read: no second copy
+    else:
+        vectors = faiss.IndexFlatIP(found.vectors.shape[1])
+        vectors.add(found.vectors)
+    if embedder is None or count < approximate_from:
+        return searchable(vectors, None, approximate_from)
     identity = ModelIdentity.from_dict(found.base["model"])
     if embedder.identity != identity:
         raise InputError(f"The vectors were made by {identity.label()}, not by the model given "
@@ -87,7 +95,7 @@ def _searchable(found: Embeddings, embedder: Embedder | None, approximate_from: 
     from ..query.vectors import embed_query
 
     calibration = np.stack([embed_query(embedder, concept) for concept in CALIBRATION_CONCEPTS])
-    return build_ivf(flat, calibration)
+    return searchable(vectors, calibration, approximate_from)
 
 
 def read_embeddings(source: str | Path) -> Embeddings:

@@ -59,6 +59,25 @@ def test_re_scored_codes_find_the_true_top_20_from_streamed_blocks(tmp_path: Pat
         build_compact(blocks[0][:20_000], iter(blocks[:2]), 60_000, tmp_path / "short")
 
 
+def test_calibration_takes_the_cheapest_probes_and_candidates_that_reach_the_target(tmp_path: Path) -> None:
+    queries, blocks = clustered_blocks(60_000, 128, 10_000, seed=5)
+    index = build_compact(blocks[0][:20_000], iter(blocks), 60_000, tmp_path)
+    settings = compact.calibrate(index, queries[:10])
+    chosen = (settings["nprobe"], settings["candidates"])
+    measure = compact._recall_of(index, queries[:10], 20)  # the same queries and truth as calibration's
+    assert min(measure(*chosen).values()) >= compact.TARGET_RECALL
+    assert min(settings["recall_text"], settings["recall_image"]) >= compact.TARGET_RECALL
+    # half the probes or half the candidates (each cheaper) no longer reach it
+    cheaper = [(chosen[0] // 2, chosen[1])] if chosen[0] > 1 else []
+    cheaper += [(chosen[0], chosen[1] // 2)] if chosen[1] > compact.CANDIDATES else []
+    for pair in cheaper:
+        assert compact.search_cost_ms(index, *pair) < compact.search_cost_ms(index, *chosen)
+        assert min(measure(*pair).values()) < compact.TARGET_RECALL, pair
+    # the estimate grows with both
+    assert compact.search_cost_ms(index, 2, 256) > compact.search_cost_ms(index, 1, 256)
+    assert compact.search_cost_ms(index, 1, 512) > compact.search_cost_ms(index, 1, 256)
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory, tiny: ClipEmbedder) -> tuple[object, object]:
     """The same raster indexed exactly and as a compact index (both thresholds lowered so that it applies)."""

@@ -23,6 +23,7 @@ from pyproj import CRS
 from clip_search_plugin.engine.building.build import build_index, open_index, search, search_similar
 from clip_search_plugin.engine.embedding.embedder import ClipEmbedder
 from clip_search_plugin.engine.errors import InputError
+from clip_search_plugin.engine.index import compact
 from clip_search_plugin.engine.index.geoparquet import PROJECT_KEY, export_geoparquet
 from clip_search_plugin.engine.index.geoparquet_import import import_geoparquet
 from clip_search_plugin.engine.index.store import MANIFEST
@@ -146,6 +147,25 @@ def test_a_large_import_with_its_model_is_searched_approximately(exported: tuple
     assert made.search == "ivf" and index.manifest["search"]["kind"] == "ivf"
     assert index.manifest["search"]["recall_text"] >= 0.99
     assert search(index, tiny, "trees", top_k=3).regions
+
+
+def test_an_import_past_the_compact_threshold_is_stored_compactly(
+        exported: tuple[Path, Path], tiny: ClipEmbedder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder, file = exported
+    original = open_index(folder)
+    monkeypatch.setattr(compact, "COMPACT_FROM", 200)
+    assert original.count >= 200
+    plain = import_geoparquet(file, tmp_path / "plain", approximate_from=100)  # no model: stored vectors only
+    with_model = import_geoparquet(file, tmp_path / "model", embedder=tiny, approximate_from=100)
+    for made in (plain, with_model):
+        index = open_index(made.path)
+        assert made.search == "compact" and index.manifest["search"]["kind"] == "compact"
+        assert isinstance(index.vectors, compact.CompactIndex) and index.manifest["search"]["recall_image"] >= 0.95
+        found, expected = (search_similar(i, tiny, tile_ids=[7], top_k=5).regions for i in (index, original))
+        assert [[m.tile_id for m in r.members] for r in found] == [[m.tile_id for m in r.members] for r in expected]
+        np.testing.assert_allclose([r.score for r in found], [r.score for r in expected], atol=1e-3)  # float16 rows
+    assert "recall_text" not in open_index(plain.path).manifest["search"]
+    assert open_index(with_model.path).manifest["search"]["recall_text"] >= 0.95
 
 
 def _wrong_dimension(table: pa.Table) -> pa.Table:
