@@ -101,7 +101,7 @@ def build(args: argparse.Namespace, folder: Path) -> tuple[Path, dict[str, Any]]
 
     centres = centres_of(args.dim, args.seed)
     t0 = time.perf_counter()
-    sample = np.concatenate(list(blocks_of(centres, min(args.tiles, compact.TRAIN_SIZE), args.block, args.seed + 1)))
+    sample = np.concatenate(list(blocks_of(centres, compact.train_size(args.tiles), args.block, args.seed + 1)))
     structure = {"m": args.m} if args.m else {}
     index = compact.build_compact(sample, blocks_of(centres, args.tiles, args.block, args.seed), args.tiles,
                                   folder, **structure)

@@ -71,7 +71,8 @@ def test_bench_compact_streams_an_index_and_reports_recall_latency_and_memory(tm
     assert bench_compact.main(["--tiles", "12000", "--dim", "64", "--block", "5000", "--queries", "10",
                                "--folder", str(tmp_path), "--json", str(out)]) == 0
     row = json.loads(out.read_text())["rows"][0]
-    assert row["tiles"] == 12000 and row["search"]["kind"] == "compact" and row["search"]["m"] == 8
+    assert row["tiles"] == 12000 and row["search"]["kind"] == "compact"
+    assert row["search"]["m"] == 64 // bench_compact.compact.DIMS_PER_CODE  # a byte of code a few dimensions
     assert row["file_bytes"]["vectors16.npy"] == 12000 * 64 * 2 + 128  # float16 rows and the .npy header
     assert min(row["recall_text"], row["recall_image"]) >= 0.9
     assert 0 < row["search_p50_ms"] <= row["search_p95_ms"] and 50 < row["search_peak_rss_mib"] < 2000

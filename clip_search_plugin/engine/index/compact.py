@@ -50,7 +50,8 @@ TARGET_RECALL = 0.97  # recall@RECALL_K the probe count is calibrated to (0.95 p
 SCAN_NS_PER_CODE_BYTE = 0.7
 ROW_US = 8.0
 RECALL_K = 20
-TRAIN_SIZE = 131_072  # vectors the cells and codebooks are trained on (spread over the whole index)
+TRAIN_SIZE = 131_072  # vectors the cells and codebooks are trained on (spread over the whole index), at least
+TRAIN_PER_CELL = 39  # ... and this many a cell (Faiss's minimum for k-means), so that the cells grow with the index
 BLOCK = 65_536
 ROWS_MAPPED = 256  # rows read through the map before its pages are let go (bounds the memory a query maps)
 HASH_WHOLE_UPTO = 256 << 20  # bytes; larger data files of a compact index are checked by a sampled checksum
@@ -63,6 +64,12 @@ def compact_cells(n: int) -> int:
     """IVF cells for ``n`` vectors: about sqrt(n), a power of two between 64 and 65,536 (fewer than IVF-Flat's
     2 * sqrt(n): every added vector is compared with each cell centre, and that dominates a streamed build)."""
     return int(min(65_536, max(64, 2 ** round(np.log2(np.sqrt(max(n, 1)))))))
+
+
+def train_size(n: int) -> int:
+    """Vectors to train the cells and codebooks of an index of ``n`` on: :data:`TRAIN_SIZE`, or more where its
+    cells need them (8,192 cells at 100M tiles: 319,488 vectors, 0.65 GB), never more than ``n``."""
+    return min(n, max(TRAIN_SIZE, TRAIN_PER_CELL * compact_cells(n)))
 
 
 class CompactIndex:
@@ -166,7 +173,7 @@ def train_coarse(sample: np.ndarray, n: int, m: int | None = None, nbits: int = 
     m = m or max(1, dim // DIMS_PER_CODE)
     if dim % m:
         m = next(c for c in range(m, 0, -1) if dim % c == 0)  # sub-quantisers must split the dimension evenly
-    nlist = nlist or min(compact_cells(n), max(1, len(sample) // 39))
+    nlist = nlist or min(compact_cells(n), max(1, len(sample) // TRAIN_PER_CELL))
     nbits = min(nbits, int(np.log2(max(2, len(sample)))))  # a codebook of 2**nbits needs as many vectors to train
     coarse = faiss.IndexIVFPQ(faiss.IndexFlatIP(dim), dim, nlist, m, nbits, faiss.METRIC_INNER_PRODUCT)
     coarse.train(np.ascontiguousarray(sample, dtype=np.float32))
@@ -212,7 +219,7 @@ def random_access(mapped: np.ndarray) -> np.ndarray:
 def from_faiss(vectors: Any, scratch_dir: Path, **structure: Any) -> CompactIndex:
     """A compact index of the vectors of the Faiss index ``vectors`` (read from it block by block)."""
     n = int(vectors.ntotal)
-    spread = np.unique(np.linspace(0, n - 1, num=min(n, TRAIN_SIZE)).astype(np.int64))
+    spread = np.unique(np.linspace(0, n - 1, num=train_size(n)).astype(np.int64))
     blocks = (vectors.reconstruct_n(s, min(BLOCK, n - s)) for s in range(0, n, BLOCK))
     return build_compact(vectors.reconstruct_batch(spread), blocks, n, scratch_dir, **structure)
 
