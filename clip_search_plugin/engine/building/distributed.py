@@ -140,22 +140,38 @@ def connected(cluster: str, device: str) -> Iterator[Cluster]:
     except ImportError as exc:
         raise ClusterError("Dask is not installed in the engine's environment: install dask and distributed (the "
                            "engine's requirements list them), or build without a cluster.") from exc
-    if cluster.startswith("tcp://"):
-        client = _reach(Client, cluster)
+    with _dask_quiet():
+        if cluster.startswith("tcp://"):
+            client = _reach(Client, cluster)
+            try:
+                yield _described(client, cluster, local=False)
+            finally:
+                client.close()
+            return
+        workers, threads = local_workers(cluster, device)
+        # no dashboard, and the scheduler's own web server on a free port (by default it takes 8787)
+        local = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                             dashboard_address="127.0.0.1:0", scheduler_kwargs={"dashboard": False},
+                             silence_logs=logging.ERROR,
+                             env={"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)})
         try:
-            yield _described(client, cluster, local=False)
+            with Client(local, timeout=f"{WORKERS_SECONDS}s") as client:
+                yield _described(client, "local", local=True)
         finally:
-            client.close()
-        return
-    workers, threads = local_workers(cluster, device)
-    local = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                         dashboard_address=None, silence_logs=logging.ERROR,
-                         env={"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)})
+            local.close()
+
+
+@contextlib.contextmanager
+def _dask_quiet() -> Iterator[None]:
+    """Dask's own news (workers started, connections opened and closed: some forty lines a build) kept from the
+    terminal and the log; its warnings and errors still pass."""
+    logger = logging.getLogger("distributed")
+    before = logger.level
+    logger.setLevel(max(before, logging.WARNING))
     try:
-        with Client(local, timeout=f"{WORKERS_SECONDS}s") as client:
-            yield _described(client, "local", local=True)
+        yield
     finally:
-        local.close()
+        logger.setLevel(before)
 
 
 def _reach(client_class: Any, address: str) -> Any:

@@ -4,6 +4,7 @@ lost shard files and an unreachable scheduler are handled."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -300,6 +301,25 @@ def closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def test_a_local_cluster_build_on_the_command_line_prints_what_it_did_not_dasks_chatter(drone_part: Path,
+                                                                                       tmp_path: Path) -> None:
+    with contextlib.ExitStack() as held:
+        try:  # Dask's default web port taken, as by another build or program: no warning, no clash
+            busy = held.enter_context(socket.socket())
+            busy.bind(("127.0.0.1", 8787))
+            busy.listen()
+        except OSError:
+            pass  # taken already: the same case
+        done = subprocess.run(index_command(drone_part, tmp_path / "index", "local:1"), capture_output=True,
+                              text=True, env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "indexed" in done.stdout and (tmp_path / "index" / "manifest.json").is_file()
+    dask_lines = [line for line in done.stderr.splitlines()
+                  if any(word in line for word in ("Nanny", "Scheduler", "scheduler", "worker", "Worker", "dashboard",
+                                                   "8787", "comm", "client"))]
+    assert dask_lines == []
 
 
 def test_an_unreachable_scheduler_is_one_clear_line_and_exit_code_2(drone_part: Path, tmp_path: Path) -> None:
