@@ -35,8 +35,8 @@ import numpy as np
 
 from ..embedding.embedder import Embedder
 from ..errors import Cancelled, ClipSearchError, InputError
-from ..index import compact
 from ..index.ann import APPROXIMATE_FROM
+from ..index.structure import is_compact
 from ..settings import IndexSettings
 from .build import (
     IndexResult,
@@ -305,7 +305,7 @@ def _finish(plan: _Plan, vectors: ShardedVectors, table: np.ndarray, approximate
     """Write the index as :func:`.build.build_index` does, its manifest saying where it was built. A compact
     index (``compact.COMPACT_FROM`` tiles, read now: tests lower it) is built from the shards' files, read block
     by block; any other is searched in memory, so the vectors are copied into a flat index first."""
-    streamed = len(table) >= max(compact.COMPACT_FROM, approximate_from)
+    streamed = is_compact(len(table), approximate_from)
     built_on = {"cluster": "local" if found.local else found.address, "workers": found.workers}
     try:
         searched = vectors if streamed else vectors.flat()

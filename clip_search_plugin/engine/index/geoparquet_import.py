@@ -32,7 +32,7 @@ from .geoparquet import CARRIED, GEO_KEY, PROJECT_KEY, WINDOW_COLUMNS
 from .manifest_schema import SCHEMA, problems
 from .neighbours import mutual_neighbours
 from .store import TILES, VECTORS, check_target, write_index
-from .structure import ArrayVectors, searchable
+from .structure import ArrayVectors, is_compact, searchable
 
 REQUIRED_COLUMNS = ("id", *WINDOW_COLUMNS, "scale_index", "embedding", "geometry")
 KEY = PROJECT_KEY.decode()
@@ -78,10 +78,8 @@ def _searchable(found: Embeddings, embedder: Embedder | None, approximate_from: 
     """The vectors as searched (see :mod:`.structure`), calibrated on the model's text queries when it is given."""
     import faiss
 
-    from . import compact
-
     count = len(found.vectors)
-    if count >= max(compact.COMPACT_FROM, approximate_from):
+    if is_compact(count, approximate_from):
         vectors: Any = ArrayVectors(found.vectors)  # made compact from the rows read: no second copy
     else:
         vectors = faiss.IndexFlatIP(found.vectors.shape[1])

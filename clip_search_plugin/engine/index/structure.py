@@ -31,7 +31,7 @@ def searchable(vectors: Any, text_queries: np.ndarray | None, approximate_from: 
     count = int(vectors.ntotal)
     if count < approximate_from:
         return vectors, {"kind": "exact"}
-    if count >= compact.COMPACT_FROM:
+    if is_compact(count, approximate_from):
         # the float16 vectors are written to an unnamed file where indexes are kept (room for them is likely)
         index = compact.from_faiss(vectors, default_cache_root())
         queries = text_queries if text_queries is not None else np.zeros((0, index.d), dtype=np.float32)
@@ -43,6 +43,12 @@ def searchable(vectors: Any, text_queries: np.ndarray | None, approximate_from: 
     ivf, settings = build_ivf(vectors, text_queries)
     log.info("approximate index: %s", settings)
     return ivf, settings
+
+
+def is_compact(count: int, approximate_from: int) -> bool:
+    """Whether :func:`searchable` stores ``count`` vectors compactly: then they are read block by block and need
+    not be in a Faiss index (or in memory) beforehand. :data:`.compact.COMPACT_FROM` is read at each call."""
+    return count >= max(compact.COMPACT_FROM, approximate_from)
 
 
 class ArrayVectors:
